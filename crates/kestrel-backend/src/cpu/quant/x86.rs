@@ -1,0 +1,569 @@
+//! AVX2 (+FMA, F16C) kernels for the hot dot products, chosen at run time by
+//! [`vec_dot_kernel`]. Each one returns exactly what its scalar reference returns:
+//!
+//! - Integer parts are exact whatever the order, so only the f32 arithmetic has to follow the
+//!   reference: per-block scalar `sumf += …` for Q8_0 / Q4_0 / Q5_0, and for the K-quants the
+//!   eight f32 lanes of ggml's generic code, which the kernels keep by building per-lane i32
+//!   sums (bytes shuffled so `maddubs` pairs elements `t` and `t + 8`, which share a lane).
+//! - F32 / F16 / BF16 use the lane layout and reduction tree documented in `float.rs`.
+//!
+//! `maddubs` (u8 × i8 → i16 pairs, saturating) never saturates here: weight magnitudes are at
+//! most 63 after the offsets below and activation quants are in `-127..=127`
+//! (`quantize_act_row` never produces -128; a Q8_0 *weight* of -128 is handled exactly).
+//! The unit tests at the bottom compare every kernel with its scalar reference bit for bit.
+
+use std::arch::x86_64::*;
+
+use super::act::{Q8_K_BLOCK_BYTES, QK_K};
+use super::common::f32_at;
+use super::k_common::scales_mins_k4;
+use super::{float, q4_0, q4_k, q5_0, q5_k, q6_k, q8_0, VecDotFn, WeightFormat};
+
+/// Whether this CPU runs the kernels below (AVX2 machines all have FMA and F16C; checked anyway).
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+/// The AVX2 kernel of a format, `None` when the CPU lacks AVX2 or the format has none
+/// (Q4_1 / Q5_1 keep the auto-vectorized scalar loop).
+pub(super) fn vec_dot_kernel(fmt: WeightFormat) -> Option<VecDotFn> {
+    if !available() {
+        return None;
+    }
+    let f: VecDotFn = match fmt {
+        WeightFormat::F32 => vec_dot_f32,
+        WeightFormat::F16 => vec_dot_f16,
+        WeightFormat::BF16 => vec_dot_bf16,
+        WeightFormat::Q8_0 => vec_dot_q8_0,
+        WeightFormat::Q4_0 => vec_dot_q4_0,
+        WeightFormat::Q5_0 => vec_dot_q5_0,
+        WeightFormat::Q4_K => vec_dot_q4_k,
+        WeightFormat::Q5_K => vec_dot_q5_k,
+        WeightFormat::Q6_K => vec_dot_q6_k,
+        WeightFormat::Q4_1 | WeightFormat::Q5_1 => return None,
+    };
+    Some(f)
+}
+
+fn check(name: &str, w: &[u8], a: &[u8], k: usize, qk: usize, wb: usize, ab: usize) -> usize {
+    let nb = k / qk;
+    assert!(k % qk == 0 && w.len() == nb * wb && a.len() == nb * ab, "{name} vec_dot: bad row sizes for k = {k}");
+    nb
+}
+
+// The safe wrappers below are only handed out by `vec_dot_kernel` after `available()`, and
+// check the slice lengths every unsafe kernel relies on.
+
+fn vec_dot_f32(w: &[u8], a: &[u8], k: usize) -> f32 {
+    check("f32", w, a, k, 1, 4, 4);
+    unsafe { f32_avx2(w, a, k) }
+}
+
+fn vec_dot_f16(w: &[u8], a: &[u8], k: usize) -> f32 {
+    check("f16", w, a, k, 1, 2, 2);
+    unsafe { f16_avx2(w, a, k) }
+}
+
+fn vec_dot_bf16(w: &[u8], a: &[u8], k: usize) -> f32 {
+    check("bf16", w, a, k, 1, 2, 2);
+    unsafe { bf16_avx2(w, a, k) }
+}
+
+fn vec_dot_q8_0(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = check("q8_0", w, a, k, 32, q8_0::BLOCK_BYTES, q8_0::BLOCK_BYTES);
+    unsafe { q8_0_avx2(w, a, nb) }
+}
+
+fn vec_dot_q4_0(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = check("q4_0", w, a, k, 32, q4_0::BLOCK_BYTES, q8_0::BLOCK_BYTES);
+    unsafe { q4_0_avx2(w, a, nb) }
+}
+
+fn vec_dot_q5_0(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = check("q5_0", w, a, k, 32, q5_0::BLOCK_BYTES, q8_0::BLOCK_BYTES);
+    unsafe { q5_0_avx2(w, a, nb) }
+}
+
+fn vec_dot_q4_k(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = check("q4_K", w, a, k, QK_K, q4_k::BLOCK_BYTES, Q8_K_BLOCK_BYTES);
+    unsafe { q4_k_avx2(w, a, nb) }
+}
+
+fn vec_dot_q5_k(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = check("q5_K", w, a, k, QK_K, q5_k::BLOCK_BYTES, Q8_K_BLOCK_BYTES);
+    unsafe { q5_k_avx2(w, a, nb) }
+}
+
+fn vec_dot_q6_k(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = check("q6_K", w, a, k, QK_K, q6_k::BLOCK_BYTES, Q8_K_BLOCK_BYTES);
+    unsafe { q6_k_avx2(w, a, nb) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+#[inline(always)]
+unsafe fn load256(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+#[inline(always)]
+unsafe fn load128(p: *const u8) -> __m128i {
+    _mm_loadu_si128(p as *const __m128i)
+}
+
+/// f16 at `p` → f32 with F16C (exact, like `GGML_CPU_FP16_TO_FP32`).
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline(always)]
+unsafe fn hsum_i32_8(a: __m256i) -> i32 {
+    let sum128 = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+    let hi64 = _mm_unpackhi_epi64(sum128, sum128);
+    let sum64 = _mm_add_epi32(hi64, sum128);
+    let hi32 = _mm_shuffle_epi32::<0b10_11_00_01>(sum64);
+    _mm_cvtsi128_si32(_mm_add_epi32(sum64, hi32))
+}
+
+/// Σ x·y of 32 signed bytes as 8 i32 partial sums (sign trick: |x| · sign(y, x)).
+#[inline(always)]
+unsafe fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+}
+
+/// 32 nibbles of 16 bytes: low nibbles in bytes 0..16, high nibbles in bytes 16..32.
+#[inline(always)]
+unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
+    let tmp = load128(p);
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(tmp), tmp);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+}
+
+/// Byte `i` is 0xFF where bit `i` of `x` is set.
+#[inline(always)]
+unsafe fn bytes_from_bits_32(x: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Within each 16-byte half: `[0, 8, 1, 9, …, 7, 15]`, so `maddubs` adds elements `t` and
+/// `t + 8`, which belong to the same lane `t mod 8` of ggml's generic K-quant loops.
+#[inline(always)]
+unsafe fn lane_pair_shuffle() -> __m256i {
+    _mm256_setr_epi8(
+        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, //
+        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+    )
+}
+
+/// Two i16 scales as the i32 pattern `madd_epi16` multiplies pairs by.
+#[inline(always)]
+fn scale_pair(lo: i32, hi: i32) -> i32 {
+    (lo & 0xffff) | (hi << 16)
+}
+
+/// `acc_lo` holds lanes 0..4 twice (one per 128-bit half), `acc_hi` lanes 4..8: → lanes 0..8.
+#[inline(always)]
+unsafe fn fold_lanes(acc_lo: __m256i, acc_hi: __m256i) -> __m256i {
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(acc_lo, acc_hi),
+        _mm256_permute2x128_si256::<0x31>(acc_lo, acc_hi),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float rows
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn reduce_fma(acc: [__m256; 4]) -> f32 {
+    let r0 = _mm256_add_ps(acc[0], acc[2]);
+    let r1 = _mm256_add_ps(acc[1], acc[3]);
+    let r = _mm256_add_ps(r0, r1);
+    let t0 = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps::<1>(r));
+    let t1 = _mm_hadd_ps(t0, t0);
+    _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_avx2(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let np = k / float::STEP * float::STEP;
+    let (pw, pa) = (w.as_ptr() as *const f32, a.as_ptr() as *const f32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for c in (0..np).step_by(float::STEP) {
+        for (j, lane) in acc.iter_mut().enumerate() {
+            let x = _mm256_loadu_ps(pw.add(c + 8 * j));
+            let y = _mm256_loadu_ps(pa.add(c + 8 * j));
+            *lane = _mm256_fmadd_ps(x, y, *lane);
+        }
+    }
+    let mut sumf = reduce_fma(acc);
+    for i in np..k {
+        sumf += f32_at(w, 4 * i) * f32_at(a, 4 * i);
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_avx2(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let np = k / float::STEP * float::STEP;
+    let (pw, pa) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for c in (0..np).step_by(float::STEP) {
+        for (j, lane) in acc.iter_mut().enumerate() {
+            let x = _mm256_cvtph_ps(load128(pw.add(2 * (c + 8 * j))));
+            let y = _mm256_cvtph_ps(load128(pa.add(2 * (c + 8 * j))));
+            *lane = _mm256_fmadd_ps(x, y, *lane);
+        }
+    }
+    let mut sumf = reduce_fma(acc) as f64;
+    for i in np..k {
+        sumf += (f16_at(pw.add(2 * i)) * f16_at(pa.add(2 * i))) as f64;
+    }
+    sumf as f32
+}
+
+/// 8 bf16 at `p` widened to f32 (a 16-bit shift, exact).
+#[inline(always)]
+unsafe fn load_bf16x8(p: *const u8) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load128(p))))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bf16_avx2(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let np = k / float::STEP * float::STEP;
+    let (pw, pa) = (w.as_ptr(), a.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for c in (0..np).step_by(float::STEP) {
+        for (j, lane) in acc.iter_mut().enumerate() {
+            let x = load_bf16x8(pw.add(2 * (c + 8 * j)));
+            let y = load_bf16x8(pa.add(2 * (c + 8 * j)));
+            *lane = _mm256_add_ps(_mm256_mul_ps(x, y), *lane);
+        }
+    }
+    let c = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let mut g = _mm_add_ps(_mm256_extractf128_ps::<1>(c), _mm256_castps256_ps128(c));
+    g = _mm_add_ps(g, _mm_movehl_ps(g, g));
+    g = _mm_add_ss(g, _mm_movehdup_ps(g));
+    let mut sumf = _mm_cvtss_f32(g) as f64;
+    let b = |p: &[u8], i: usize| float::bf16_bits_to_f32(u16::from_le_bytes([p[2 * i], p[2 * i + 1]]));
+    for i in np..k {
+        sumf += (b(w, i) * b(a, i)) as f64;
+    }
+    sumf as f32
+}
+
+// ---------------------------------------------------------------------------------------------
+// 32-value blocks against Q8_0 activations: exact i32 per block, scalar f32 as the reference.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+    let (pw, pa) = (w.as_ptr(), a.as_ptr());
+    let mut sumf = 0.0f32;
+    for i in 0..nb {
+        let (bw, ba) = (pw.add(i * q8_0::BLOCK_BYTES), pa.add(i * q8_0::BLOCK_BYTES));
+        let sumi = hsum_i32_8(mul_sum_i8_pairs(load256(bw.add(2)), load256(ba.add(2))));
+        sumf += sumi as f32 * (f16_at(bw) * f16_at(ba));
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+    let (pw, pa) = (w.as_ptr(), a.as_ptr());
+    let eight = _mm256_set1_epi8(8);
+    let mut sumf = 0.0f32;
+    for i in 0..nb {
+        let (bw, ba) = (pw.add(i * q4_0::BLOCK_BYTES), pa.add(i * q8_0::BLOCK_BYTES));
+        let x = _mm256_sub_epi8(bytes_from_nibbles_32(bw.add(2)), eight);
+        let sumi = hsum_i32_8(mul_sum_i8_pairs(x, load256(ba.add(2))));
+        sumf += sumi as f32 * f16_at(bw) * f16_at(ba);
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+    let (pw, pa) = (w.as_ptr(), a.as_ptr());
+    let high = _mm256_set1_epi8(0xf0u8 as i8);
+    let mut sumf = 0.0f32;
+    for i in 0..nb {
+        let (bw, ba) = (pw.add(i * q5_0::BLOCK_BYTES), pa.add(i * q8_0::BLOCK_BYTES));
+        let qh = u32::from_le_bytes([*bw.add(2), *bw.add(3), *bw.add(4), *bw.add(5)]);
+        // nibble | 0xF0 is nibble - 16 as i8 when the fifth bit is clear; nibble when set.
+        let x = _mm256_or_si256(bytes_from_nibbles_32(bw.add(6)), _mm256_andnot_si256(bytes_from_bits_32(qh), high));
+        let sumi = hsum_i32_8(mul_sum_i8_pairs(x, load256(ba.add(2))));
+        sumf += (f16_at(bw) * f16_at(ba)) * sumi as f32;
+    }
+    sumf
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants against Q8_K: eight i32 lanes per super-block, as ggml's generic loops.
+
+/// `Σ_j bsums[j] · mins[j / 2]` of a Q4_K / Q5_K super-block.
+#[inline(always)]
+unsafe fn bsums_dot_mins(a: *const u8, mins: &[u8; 8]) -> i32 {
+    let m8 = _mm_loadl_epi64(mins.as_ptr() as *const __m128i);
+    let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    hsum_i32_8(_mm256_madd_epi16(load256(a.add(260)), m16))
+}
+
+/// Shared f32 tail of the Q4_K / Q5_K kernels: one super-block's lanes into `sums`.
+#[inline(always)]
+unsafe fn accumulate_k(sums: &mut __m256, sumf: &mut f32, aux: __m256i, d: f32, dmin: f32, sumi_min: i32) {
+    *sums = _mm256_add_ps(*sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)));
+    *sumf -= dmin * sumi_min as f32;
+}
+
+#[inline(always)]
+unsafe fn finish_lanes(sums: __m256, mut sumf: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
+    for s in lanes {
+        sumf += s;
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+    let shuf = lane_pair_shuffle();
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut sums = _mm256_setzero_ps();
+    let mut sumf = 0.0f32;
+    for i in 0..nb {
+        let bw = &w[i * q4_k::BLOCK_BYTES..(i + 1) * q4_k::BLOCK_BYTES];
+        let ba = a.as_ptr().add(i * Q8_K_BLOCK_BYTES);
+        let (sc, mins) = scales_mins_k4(bw[4..16].try_into().expect("12 scale bytes"));
+        let sumi_min = bsums_dot_mins(ba, &mins);
+        let (mut acc_lo, mut acc_hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for c in 0..4 {
+            let q = _mm256_shuffle_epi8(load256(bw.as_ptr().add(16 + 32 * c)), shuf);
+            let a_lo = _mm256_and_si256(q, m4);
+            let a_hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+            let y_lo = _mm256_shuffle_epi8(load256(ba.add(4 + 64 * c)), shuf);
+            let y_hi = _mm256_shuffle_epi8(load256(ba.add(4 + 64 * c + 32)), shuf);
+            let p_lo = _mm256_maddubs_epi16(a_lo, y_lo);
+            let p_hi = _mm256_maddubs_epi16(a_hi, y_hi);
+            let s = _mm256_set1_epi32(scale_pair(sc[2 * c] as i32, sc[2 * c + 1] as i32));
+            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(p_lo, p_hi), s));
+            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(p_lo, p_hi), s));
+        }
+        let da = f32_at(a, i * Q8_K_BLOCK_BYTES);
+        let d = f16_at(bw.as_ptr()) * da;
+        let dmin = f16_at(bw.as_ptr().add(2)) * da;
+        accumulate_k(&mut sums, &mut sumf, fold_lanes(acc_lo, acc_hi), d, dmin, sumi_min);
+    }
+    finish_lanes(sums, sumf)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+    let shuf = lane_pair_shuffle();
+    let m4 = _mm256_set1_epi8(0x0f);
+    let one = _mm256_set1_epi8(1);
+    let mut sums = _mm256_setzero_ps();
+    let mut sumf = 0.0f32;
+    for i in 0..nb {
+        let bw = &w[i * q5_k::BLOCK_BYTES..(i + 1) * q5_k::BLOCK_BYTES];
+        let ba = a.as_ptr().add(i * Q8_K_BLOCK_BYTES);
+        let (sc, mins) = scales_mins_k4(bw[4..16].try_into().expect("12 scale bytes"));
+        let sumi_min = bsums_dot_mins(ba, &mins);
+        let qh = _mm256_shuffle_epi8(load256(bw.as_ptr().add(16)), shuf);
+        let (mut acc_lo, mut acc_hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for c in 0..4 {
+            let q = _mm256_shuffle_epi8(load256(bw.as_ptr().add(48 + 32 * c)), shuf);
+            // Bit 2c (low sub-block) and 2c+1 (high sub-block) of each qh byte, moved to bit 4.
+            let h_lo = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), one);
+            let h_hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)), one);
+            let a_lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16::<4>(h_lo));
+            let a_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), _mm256_slli_epi16::<4>(h_hi));
+            let y_lo = _mm256_shuffle_epi8(load256(ba.add(4 + 64 * c)), shuf);
+            let y_hi = _mm256_shuffle_epi8(load256(ba.add(4 + 64 * c + 32)), shuf);
+            let p_lo = _mm256_maddubs_epi16(a_lo, y_lo);
+            let p_hi = _mm256_maddubs_epi16(a_hi, y_hi);
+            let s = _mm256_set1_epi32(scale_pair(sc[2 * c] as i32, sc[2 * c + 1] as i32));
+            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(p_lo, p_hi), s));
+            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(p_lo, p_hi), s));
+        }
+        let da = f32_at(a, i * Q8_K_BLOCK_BYTES);
+        let d = f16_at(bw.as_ptr()) * da;
+        let dmin = f16_at(bw.as_ptr().add(2)) * da;
+        accumulate_k(&mut sums, &mut sumf, fold_lanes(acc_lo, acc_hi), d, dmin, sumi_min);
+    }
+    finish_lanes(sums, sumf)
+}
+
+/// Bits `shift..shift + 2` of each byte of `qh`, moved to bits 4..6.
+#[inline(always)]
+unsafe fn high_bits_q6(qh: __m256i, shift: i32, m2: __m256i) -> __m256i {
+    _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), m2))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+    let shuf = lane_pair_shuffle();
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    let m32 = _mm256_set1_epi8(32);
+    let mut sums = _mm256_setzero_ps();
+    for i in 0..nb {
+        let bw = w.as_ptr().add(i * q6_k::BLOCK_BYTES);
+        let ba = a.as_ptr().add(i * Q8_K_BLOCK_BYTES);
+        let sc = |j: usize| *bw.add(192 + j) as i8 as i32;
+        let (mut acc_lo, mut acc_hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for h in 0..2 {
+            let ql_a = _mm256_shuffle_epi8(load256(bw.add(64 * h)), shuf);
+            let ql_b = _mm256_shuffle_epi8(load256(bw.add(64 * h + 32)), shuf);
+            let qh = _mm256_shuffle_epi8(load256(bw.add(128 + 32 * h)), shuf);
+            // Unsigned quants q + 32 of the four runs of 32 values in this half.
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql_a, m4), high_bits_q6(qh, 0, m2)),
+                _mm256_or_si256(_mm256_and_si256(ql_b, m4), high_bits_q6(qh, 2, m2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql_a), m4), high_bits_q6(qh, 4, m2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql_b), m4), high_bits_q6(qh, 6, m2)),
+            ];
+            let mut p = [_mm256_setzero_si256(); 4];
+            for g in 0..4 {
+                let y = _mm256_shuffle_epi8(load256(ba.add(4 + 128 * h + 32 * g)), shuf);
+                // Σ (q+32)·y - Σ 32·y: both fit i16, and so does the exact difference.
+                p[g] = _mm256_sub_epi16(_mm256_maddubs_epi16(q[g], y), _mm256_maddubs_epi16(m32, y));
+            }
+            // Run g covers sub-blocks 8h+2g (low 128 bits) and 8h+2g+1 (high 128 bits).
+            let j = 8 * h;
+            let s01 = _mm256_set_m128i(
+                _mm_set1_epi32(scale_pair(sc(j + 1), sc(j + 3))),
+                _mm_set1_epi32(scale_pair(sc(j), sc(j + 2))),
+            );
+            let s23 = _mm256_set_m128i(
+                _mm_set1_epi32(scale_pair(sc(j + 5), sc(j + 7))),
+                _mm_set1_epi32(scale_pair(sc(j + 4), sc(j + 6))),
+            );
+            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(p[0], p[1]), s01));
+            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(p[0], p[1]), s01));
+            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(p[2], p[3]), s23));
+            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(p[2], p[3]), s23));
+        }
+        let d = f16_at(bw.add(208)) * f32_at(a, i * Q8_K_BLOCK_BYTES);
+        let aux = fold_lanes(acc_lo, acc_hi);
+        sums = _mm256_add_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)));
+    }
+    finish_lanes(sums, 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{quantize_act_row, quantize_row, vec_dot_kernel_scalar};
+    use super::*;
+    use half::f16;
+    use rand::{Rng, SeedableRng};
+
+    /// Random block bytes with finite f16 scale fields (any bit pattern is a valid block).
+    fn random_row(rng: &mut rand::rngs::StdRng, fmt: WeightFormat, k: usize) -> Vec<u8> {
+        let mut row: Vec<u8> = (0..fmt.row_bytes(k)).map(|_| rng.gen()).collect();
+        let fields: &[usize] = match fmt {
+            WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q5_0 => &[0],
+            WeightFormat::Q4_K | WeightFormat::Q5_K => &[0, 2],
+            WeightFormat::Q6_K => &[208],
+            WeightFormat::F16 => return (0..k).flat_map(|_| f16::from_f32(rng.gen_range(-2.0..2.0)).to_le_bytes()).collect(),
+            WeightFormat::BF16 => {
+                return (0..k).flat_map(|_| float::f32_to_bf16_bits(rng.gen_range(-2.0..2.0)).to_le_bytes()).collect()
+            }
+            WeightFormat::F32 => return (0..k).flat_map(|_| rng.gen_range(-2.0f32..2.0).to_le_bytes()).collect(),
+            WeightFormat::Q4_1 | WeightFormat::Q5_1 => unreachable!("no AVX2 kernel"),
+        };
+        for block in row.chunks_exact_mut(fmt.block_bytes()) {
+            for &off in fields {
+                let d = f16::from_f32(rng.gen_range(-0.05f32..0.05));
+                block[off..off + 2].copy_from_slice(&d.to_le_bytes());
+            }
+        }
+        row
+    }
+
+    #[test]
+    fn avx2_kernels_equal_the_scalar_reference_bit_for_bit() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX2/FMA/F16C");
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        for fmt in WeightFormat::ALL {
+            let Some(simd) = vec_dot_kernel(fmt) else { continue };
+            let scalar = vec_dot_kernel_scalar(fmt);
+            let sizes: &[usize] = if fmt.block_len() == 1 { &[1, 31, 32, 100, 4096] } else { &[256, 1024, 4096] };
+            for &k in sizes {
+                for trial in 0..6 {
+                    let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-1.0f32..1.0) * (1 + trial) as f32).collect();
+                    let w = if trial % 2 == 0 {
+                        random_row(&mut rng, fmt, k)
+                    } else {
+                        let v: Vec<f32> = (0..k).map(|_| rng.gen_range(-0.1f32..0.1)).collect();
+                        let mut b = vec![0u8; fmt.row_bytes(k)];
+                        quantize_row(fmt, &v, &mut b);
+                        b
+                    };
+                    let act = fmt.act_format();
+                    let mut a = vec![0u8; act.row_bytes(k)];
+                    quantize_act_row(act, &x, &mut a);
+                    let (s, v) = (scalar(&w, &a, k), simd(&w, &a, k));
+                    assert_eq!(s.to_bits(), v.to_bits(), "{fmt:?} k={k} trial {trial}: scalar {s} vs avx2 {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_weight_of_minus_128_is_exact() {
+        if !available() {
+            return;
+        }
+        let mut w = vec![0u8; 34];
+        w[0..2].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
+        w[2..].fill(0x80); // -128 everywhere
+        let mut a = vec![0u8; 34];
+        a[0..2].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
+        a[2..].fill(127);
+        assert_eq!(vec_dot_q8_0(&w, &a, 32), -128.0 * 127.0 * 32.0);
+        a[2..].fill((-127i8) as u8);
+        assert_eq!(vec_dot_q8_0(&w, &a, 32), 128.0 * 127.0 * 32.0);
+    }
+
+    #[test]
+    fn extreme_k_quant_blocks_do_not_saturate() {
+        if !available() {
+            return;
+        }
+        // Largest quants and scales against ±127 activations in every position.
+        let k = QK_K;
+        for fmt in [WeightFormat::Q4_K, WeightFormat::Q5_K, WeightFormat::Q6_K] {
+            let mut w = vec![0xffu8; fmt.row_bytes(k)];
+            let one = f16::from_f32(1.0).to_le_bytes();
+            match fmt {
+                WeightFormat::Q6_K => {
+                    w[192..208].fill(0x80); // scales -128
+                    w[208..210].copy_from_slice(&one);
+                }
+                _ => {
+                    w[0..2].copy_from_slice(&one);
+                    w[2..4].copy_from_slice(&one);
+                }
+            }
+            for sign in [1.0f32, -1.0] {
+                let x: Vec<f32> = (0..k).map(|i| if i % 3 == 0 { sign } else { -sign }).collect();
+                let mut a = vec![0u8; Q8_K_BLOCK_BYTES];
+                quantize_act_row(fmt.act_format(), &x, &mut a);
+                let scalar = vec_dot_kernel_scalar(fmt)(&w, &a, k);
+                let simd = vec_dot_kernel(fmt).expect("AVX2 kernel")(&w, &a, k);
+                assert_eq!(scalar.to_bits(), simd.to_bits(), "{fmt:?} sign {sign}");
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Qwen3 / Qwen2 models: configuration, weight sources (safetensors directories, GGUF files,
+//! the Hugging Face Hub), the paged KV cache and the forward pass, written once over the
+//! [`kestrel_backend::Backend`] trait. Quantization is a property of each weight, never a
+//! second copy of the model.
+
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod gguf_writer;
+pub mod hub;
+pub mod kv_cache;
+pub mod qwen;
+pub mod safetensors_source;
+pub mod source;
+pub mod synth;
+
+pub use config::{Arch, ModelConfig};
+pub use error::{ModelError, Result};
+pub use kv_cache::KvCache;
+pub use qwen::{Logits, QwenModel};
+pub use source::{ModelFiles, WeightSource};

@@ -1,0 +1,193 @@
+//! The Qwen3 / Qwen2 decoder, written once over the backend trait.
+//!
+//! Per layer: `x += o_proj(attn(rope(norm_q(q)), rope(norm_k(k)), v))` then
+//! `x += down(silu(gate(h)) * up(h))` with pre-RMSNorms; Qwen3 adds per-head RMSNorm on q and k
+//! before rotary embedding, Qwen2 adds bias to the q, k and v projections. Logits are computed
+//! only for the batch's `logits_indices` rows.
+
+use kestrel_backend::{AttnShape, Backend, BatchInput};
+
+use crate::config::{Arch, ModelConfig};
+use crate::error::Result;
+use crate::kv_cache::KvCache;
+use crate::source::WeightSource;
+
+struct Layer<B: Backend> {
+    /// `[1, hidden]`
+    input_layernorm: B::Weight,
+    /// `[num_heads * head_dim, hidden]`
+    q_proj: B::Weight,
+    /// `[num_kv_heads * head_dim, hidden]`
+    k_proj: B::Weight,
+    /// `[num_kv_heads * head_dim, hidden]`
+    v_proj: B::Weight,
+    /// `[hidden, num_heads * head_dim]`
+    o_proj: B::Weight,
+    /// `[1, num_heads * head_dim]`, `[1, kv_dim]`, `[1, kv_dim]`, `[1, hidden]` when present.
+    q_bias: Option<B::Weight>,
+    k_bias: Option<B::Weight>,
+    v_bias: Option<B::Weight>,
+    o_bias: Option<B::Weight>,
+    /// `[1, head_dim]` (Qwen3 only).
+    q_norm: Option<B::Weight>,
+    k_norm: Option<B::Weight>,
+    /// `[1, hidden]`
+    post_attention_layernorm: B::Weight,
+    /// `[intermediate, hidden]`, `[intermediate, hidden]`, `[hidden, intermediate]`
+    gate_proj: B::Weight,
+    up_proj: B::Weight,
+    down_proj: B::Weight,
+}
+
+/// Logits for the requested rows: `[rows, vocab]` row-major on the host.
+#[derive(Clone, Debug)]
+pub struct Logits {
+    pub rows: usize,
+    pub vocab: usize,
+    pub data: Vec<f32>,
+}
+
+impl Logits {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.vocab..(i + 1) * self.vocab]
+    }
+}
+
+pub struct QwenModel<B: Backend> {
+    pub config: ModelConfig,
+    /// `[vocab, hidden]`
+    embed_tokens: B::Weight,
+    layers: Vec<Layer<B>>,
+    /// `[1, hidden]`
+    norm: B::Weight,
+    /// `[vocab, hidden]`; `None` when tied to `embed_tokens`.
+    lm_head: Option<B::Weight>,
+}
+
+/// Loads weight `name` and checks its shape.
+fn load<B: Backend>(b: &B, src: &dyn WeightSource, name: &str, rows: usize, cols: usize) -> Result<B::Weight> {
+    let w = src.get(name)?;
+    if (w.rows, w.cols) != (rows, cols) {
+        return Err(crate::error::ModelError::BadWeight {
+            name: name.to_string(),
+            source_desc: src.describe(),
+            detail: format!("shape [{}, {}], expected [{rows}, {cols}]", w.rows, w.cols),
+        });
+    }
+    Ok(b.load_weight(w)?)
+}
+
+fn load_opt<B: Backend>(b: &B, src: &dyn WeightSource, name: &str, rows: usize, cols: usize) -> Result<Option<B::Weight>> {
+    if src.contains(name) {
+        load(b, src, name, rows, cols).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+impl<B: Backend> QwenModel<B> {
+    pub fn load(backend: &B, config: ModelConfig, src: &dyn WeightSource) -> Result<Self> {
+        let c = &config;
+        let (h, q, kv, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = |s: &str| format!("model.layers.{i}.{s}");
+            let qk_norm = c.arch == Arch::Qwen3;
+            let norm = |s: &str| -> Result<Option<B::Weight>> {
+                if qk_norm {
+                    load(backend, src, &p(s), 1, c.head_dim).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            layers.push(Layer {
+                input_layernorm: load(backend, src, &p("input_layernorm.weight"), 1, h)?,
+                q_proj: load(backend, src, &p("self_attn.q_proj.weight"), q, h)?,
+                k_proj: load(backend, src, &p("self_attn.k_proj.weight"), kv, h)?,
+                v_proj: load(backend, src, &p("self_attn.v_proj.weight"), kv, h)?,
+                o_proj: load(backend, src, &p("self_attn.o_proj.weight"), h, q)?,
+                q_bias: load_opt(backend, src, &p("self_attn.q_proj.bias"), 1, q)?,
+                k_bias: load_opt(backend, src, &p("self_attn.k_proj.bias"), 1, kv)?,
+                v_bias: load_opt(backend, src, &p("self_attn.v_proj.bias"), 1, kv)?,
+                o_bias: load_opt(backend, src, &p("self_attn.o_proj.bias"), 1, h)?,
+                q_norm: norm("self_attn.q_norm.weight")?,
+                k_norm: norm("self_attn.k_norm.weight")?,
+                post_attention_layernorm: load(backend, src, &p("post_attention_layernorm.weight"), 1, h)?,
+                gate_proj: load(backend, src, &p("mlp.gate_proj.weight"), inter, h)?,
+                up_proj: load(backend, src, &p("mlp.up_proj.weight"), inter, h)?,
+                down_proj: load(backend, src, &p("mlp.down_proj.weight"), h, inter)?,
+            });
+        }
+        let embed_tokens = load(backend, src, "model.embed_tokens.weight", c.vocab_size, h)?;
+        // A separate head is used whenever the checkpoint has one (some tied configs still ship it).
+        let lm_head = if c.tie_word_embeddings && !src.contains("lm_head.weight") {
+            None
+        } else {
+            Some(load(backend, src, "lm_head.weight", c.vocab_size, h)?)
+        };
+        let norm = load(backend, src, "model.norm.weight", 1, h)?;
+        Ok(Self { config, embed_tokens, layers, norm, lm_head })
+    }
+
+    /// One forward step over a flat varlen batch; writes the batch's K/V into `kv` and returns
+    /// logits for `batch.logits_indices`.
+    pub fn forward(&self, backend: &B, batch: &BatchInput, kv: &mut KvCache<B>) -> Result<Logits> {
+        batch.validate(kv.layout.num_blocks)?;
+        let c = &self.config;
+        let shape = AttnShape {
+            num_heads: c.num_heads,
+            num_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            scale: 1.0 / (c.head_dim as f32).sqrt(),
+        };
+        let b = backend.prepare_batch(batch)?;
+        // [num_tokens, hidden]
+        let mut x = backend.embedding(&self.embed_tokens, &b)?;
+        for (layer, cache) in self.layers.iter().zip(kv.layers.iter_mut()) {
+            // [num_tokens, hidden]
+            let h = backend.rms_norm(&x, &layer.input_layernorm, c.rms_norm_eps)?;
+            // [num_tokens, num_heads * head_dim], [num_tokens, kv_dim], [num_tokens, kv_dim]
+            let mut q = backend.matmul(&h, &layer.q_proj)?;
+            let mut k = backend.matmul(&h, &layer.k_proj)?;
+            let mut v = backend.matmul(&h, &layer.v_proj)?;
+            if let Some(bias) = &layer.q_bias {
+                backend.add_bias(&mut q, bias)?;
+            }
+            if let Some(bias) = &layer.k_bias {
+                backend.add_bias(&mut k, bias)?;
+            }
+            if let Some(bias) = &layer.v_bias {
+                backend.add_bias(&mut v, bias)?;
+            }
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                q = backend.rms_norm(&q, qn, c.rms_norm_eps)?;
+                k = backend.rms_norm(&k, kn, c.rms_norm_eps)?;
+            }
+            backend.rope(&mut q, &b, c.head_dim, c.rope_theta)?;
+            backend.rope(&mut k, &b, c.head_dim, c.rope_theta)?;
+            backend.write_kv(cache, &k, &v, &b)?;
+            // [num_tokens, num_heads * head_dim]
+            let attn = backend.attention(&q, cache, &b, shape)?;
+            // [num_tokens, hidden]
+            let mut o = backend.matmul(&attn, &layer.o_proj)?;
+            if let Some(bias) = &layer.o_bias {
+                backend.add_bias(&mut o, bias)?;
+            }
+            backend.add_assign(&mut x, &o)?;
+            let h = backend.rms_norm(&x, &layer.post_attention_layernorm, c.rms_norm_eps)?;
+            // [num_tokens, intermediate]
+            let gate = backend.matmul(&h, &layer.gate_proj)?;
+            let up = backend.matmul(&h, &layer.up_proj)?;
+            let act = backend.silu_mul(&gate, &up)?;
+            // [num_tokens, hidden]
+            let down = backend.matmul(&act, &layer.down_proj)?;
+            backend.add_assign(&mut x, &down)?;
+        }
+        // [num_logits, hidden] → [num_logits, vocab]
+        let last = backend.gather_logit_rows(&x, &b)?;
+        let last = backend.rms_norm(&last, &self.norm, c.rms_norm_eps)?;
+        let logits = backend.matmul(&last, self.lm_head.as_ref().unwrap_or(&self.embed_tokens))?;
+        let (rows, vocab, data) = backend.to_host(&logits)?;
+        Ok(Logits { rows, vocab, data })
+    }
+}

@@ -1,0 +1,118 @@
+//! Where a model comes from, and the one interface the forward's loader reads weights through.
+//!
+//! Weights are always asked for by their Hugging Face checkpoint name
+//! (`model.layers.{i}.self_attn.q_proj.weight`); the GGUF source maps those to llama.cpp's names
+//! (`blk.{i}.attn_q.weight`), so the model definition exists once.
+
+use std::path::{Path, PathBuf};
+
+use kestrel_backend::HostWeight;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::safetensors_source::SafetensorsSource;
+
+/// Read access to a checkpoint's tensors by Hugging Face name.
+pub trait WeightSource: Sync {
+    fn contains(&self, hf_name: &str) -> bool;
+    fn get(&self, hf_name: &str) -> Result<HostWeight>;
+    /// For error messages: the file or directory.
+    fn describe(&self) -> String;
+}
+
+/// A resolved local model: a Hugging Face-format directory or a single GGUF file.
+pub enum ModelFiles {
+    HfDir { dir: PathBuf, config: ModelConfig, weights: SafetensorsSource },
+    Gguf { config: ModelConfig, gguf: GgufFile },
+}
+
+impl ModelFiles {
+    /// Opens `path`: a directory with `config.json` + safetensors, or a `.gguf` file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| ModelError::file(path, e))?;
+        if meta.is_dir() {
+            let config = ModelConfig::from_hf_file(&path.join("config.json"))?;
+            let weights = SafetensorsSource::open_dir(path)?;
+            Ok(ModelFiles::HfDir { dir: path.to_path_buf(), config, weights })
+        } else {
+            let gguf = GgufFile::open(path)?;
+            let config = ModelConfig::from_gguf(&gguf)?;
+            Ok(ModelFiles::Gguf { config, gguf })
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        match self {
+            ModelFiles::HfDir { config, .. } | ModelFiles::Gguf { config, .. } => config,
+        }
+    }
+
+    pub fn weights(&self) -> &dyn WeightSource {
+        match self {
+            ModelFiles::HfDir { weights, .. } => weights,
+            ModelFiles::Gguf { gguf, .. } => gguf,
+        }
+    }
+}
+
+/// llama.cpp's tensor name for a Hugging Face Qwen2/Qwen3 weight name.
+pub fn gguf_name(hf_name: &str) -> Option<String> {
+    let (stem, suffix) = hf_name.rsplit_once('.')?;
+    let base = match stem {
+        "model.embed_tokens" => "token_embd".to_string(),
+        "model.norm" => "output_norm".to_string(),
+        "lm_head" => "output".to_string(),
+        _ => {
+            let rest = stem.strip_prefix("model.layers.")?;
+            let (idx, part) = rest.split_once('.')?;
+            let part = match part {
+                "self_attn.q_proj" => "attn_q",
+                "self_attn.k_proj" => "attn_k",
+                "self_attn.v_proj" => "attn_v",
+                "self_attn.o_proj" => "attn_output",
+                "self_attn.q_norm" => "attn_q_norm",
+                "self_attn.k_norm" => "attn_k_norm",
+                "input_layernorm" => "attn_norm",
+                "post_attention_layernorm" => "ffn_norm",
+                "mlp.gate_proj" => "ffn_gate",
+                "mlp.up_proj" => "ffn_up",
+                "mlp.down_proj" => "ffn_down",
+                _ => return None,
+            };
+            format!("blk.{idx}.{part}")
+        }
+    };
+    Some(format!("{base}.{suffix}"))
+}
+
+impl WeightSource for GgufFile {
+    fn contains(&self, hf_name: &str) -> bool {
+        gguf_name(hf_name).is_some_and(|n| self.tensor_info(&n).is_some())
+    }
+    fn get(&self, hf_name: &str) -> Result<HostWeight> {
+        let name = gguf_name(hf_name).ok_or_else(|| ModelError::MissingWeight {
+            name: hf_name.to_string(),
+            source_desc: self.describe(),
+        })?;
+        self.weight(&name)
+    }
+    fn describe(&self) -> String {
+        self.path().display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gguf_name;
+
+    #[test]
+    fn maps_hf_names_to_llama_cpp_names() {
+        assert_eq!(gguf_name("model.embed_tokens.weight").unwrap(), "token_embd.weight");
+        assert_eq!(gguf_name("model.layers.11.self_attn.k_norm.weight").unwrap(), "blk.11.attn_k_norm.weight");
+        assert_eq!(gguf_name("model.layers.0.self_attn.q_proj.bias").unwrap(), "blk.0.attn_q.bias");
+        assert_eq!(gguf_name("model.layers.3.mlp.down_proj.weight").unwrap(), "blk.3.ffn_down.weight");
+        assert_eq!(gguf_name("lm_head.weight").unwrap(), "output.weight");
+        assert!(gguf_name("model.layers.0.unknown.weight").is_none());
+    }
+}

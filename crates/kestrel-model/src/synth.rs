@@ -1,0 +1,301 @@
+//! Random-weight models with the exact shapes of real Qwen3 checkpoints, for benchmarks and
+//! tests (values do not change speed). Written as a Hugging Face directory (safetensors +
+//! config.json) or as a GGUF file with llama.cpp's metadata; a real tokenizer directory can be
+//! attached so the model is usable end to end (the GGUF then carries the `tokenizer.ggml.*`
+//! vocabulary and the chat template).
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use kestrel_backend::WeightFormat;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+
+use crate::config::{Arch, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufValue;
+use crate::gguf_writer::{write_gguf, TensorSpec};
+use crate::source::gguf_name;
+
+/// Shapes of the published Qwen3 dense checkpoints (from their `config.json`).
+pub fn qwen3_config(size: &str) -> Option<ModelConfig> {
+    let (hidden, inter, layers, heads, kv) = match size {
+        "tiny" => (64, 128, 2, 4, 2),
+        "0.6b" => (1024, 3072, 28, 16, 8),
+        "1.7b" => (2048, 6144, 28, 16, 8),
+        "4b" => (2560, 9728, 36, 32, 8),
+        "8b" => (4096, 12288, 36, 32, 8),
+        _ => return None,
+    };
+    Some(ModelConfig {
+        arch: Arch::Qwen3,
+        vocab_size: 151_936,
+        hidden_size: hidden,
+        intermediate_size: inter,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv,
+        head_dim: if size == "tiny" { 16 } else { 128 },
+        rms_norm_eps: 1e-6,
+        rope_theta: 1_000_000.0,
+        max_position_embeddings: 40_960,
+        tie_word_embeddings: size != "8b",
+    })
+}
+
+/// `(hf_name, rows, cols)` of every tensor, `rows == None` for vectors.
+pub fn tensor_shapes(c: &ModelConfig) -> Vec<(String, Option<usize>, usize)> {
+    let (h, q, kv, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    let mut out = vec![("model.embed_tokens.weight".to_string(), Some(c.vocab_size), h)];
+    for i in 0..c.num_layers {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        out.push((p("input_layernorm.weight"), None, h));
+        out.push((p("self_attn.q_proj.weight"), Some(q), h));
+        out.push((p("self_attn.k_proj.weight"), Some(kv), h));
+        out.push((p("self_attn.v_proj.weight"), Some(kv), h));
+        out.push((p("self_attn.o_proj.weight"), Some(h), q));
+        if c.arch == Arch::Qwen3 {
+            out.push((p("self_attn.q_norm.weight"), None, c.head_dim));
+            out.push((p("self_attn.k_norm.weight"), None, c.head_dim));
+        } else {
+            out.push((p("self_attn.q_proj.bias"), None, q));
+            out.push((p("self_attn.k_proj.bias"), None, kv));
+            out.push((p("self_attn.v_proj.bias"), None, kv));
+        }
+        out.push((p("post_attention_layernorm.weight"), None, h));
+        out.push((p("mlp.gate_proj.weight"), Some(inter), h));
+        out.push((p("mlp.up_proj.weight"), Some(inter), h));
+        out.push((p("mlp.down_proj.weight"), Some(h), inter));
+    }
+    out.push(("model.norm.weight".to_string(), None, h));
+    if !c.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), Some(c.vocab_size), h));
+    }
+    out
+}
+
+/// Fills `buf` with tensor `name`'s random values in `format`: norms are 1 (so activations keep a
+/// sane scale), everything else uniform in ±1/sqrt(cols).
+fn fill_tensor(name: &str, cols: usize, format: WeightFormat, rng: &mut ChaCha8Rng, buf: &mut [u8]) {
+    let is_norm = name.contains("norm");
+    let bound = 1.0 / (cols as f32).sqrt();
+    let mut next = || if is_norm { 1.0f32 } else { rng.gen_range(-bound..bound) };
+    match format {
+        WeightFormat::F32 => buf.chunks_exact_mut(4).for_each(|b| b.copy_from_slice(&next().to_le_bytes())),
+        WeightFormat::F16 => {
+            buf.chunks_exact_mut(2).for_each(|b| b.copy_from_slice(&half::f16::from_f32(next()).to_le_bytes()))
+        }
+        WeightFormat::BF16 => {
+            buf.chunks_exact_mut(2).for_each(|b| b.copy_from_slice(&half::bf16::from_f32(next()).to_le_bytes()))
+        }
+        other => unreachable!("synth writes float formats only, not {other:?}"),
+    }
+}
+
+/// Norms stay F32 in GGUF files, as llama.cpp's converter writes them.
+fn tensor_format(rows: Option<usize>, dtype: WeightFormat, gguf: bool) -> WeightFormat {
+    if gguf && rows.is_none() {
+        WeightFormat::F32
+    } else {
+        dtype
+    }
+}
+
+pub fn hf_config_json(c: &ModelConfig, dtype: WeightFormat) -> Value {
+    json!({
+        "architectures": [if c.arch == Arch::Qwen3 { "Qwen3ForCausalLM" } else { "Qwen2ForCausalLM" }],
+        "model_type": c.arch.name(),
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "rope_scaling": null,
+        "max_position_embeddings": c.max_position_embeddings,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "attention_bias": false,
+        "use_sliding_window": false,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "torch_dtype": match dtype { WeightFormat::BF16 => "bfloat16", WeightFormat::F16 => "float16", _ => "float32" },
+    })
+}
+
+/// Writes a Hugging Face directory: config.json, model.safetensors (streamed), tokenizer files.
+pub fn write_safetensors_dir(
+    c: &ModelConfig,
+    dtype: WeightFormat,
+    seed: u64,
+    out: &Path,
+    tokenizer_dir: Option<&Path>,
+) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| ModelError::file(out, e))?;
+    let cfg_path = out.join("config.json");
+    let cfg_text = serde_json::to_string_pretty(&hf_config_json(c, dtype)).expect("config serializes");
+    std::fs::write(&cfg_path, cfg_text).map_err(|e| ModelError::file(&cfg_path, e))?;
+    let st_name = match dtype {
+        WeightFormat::F32 => "F32",
+        WeightFormat::F16 => "F16",
+        WeightFormat::BF16 => "BF16",
+        other => return Err(ModelError::file(out, format!("safetensors synth supports f32/f16/bf16, not {other:?}"))),
+    };
+    let shapes = tensor_shapes(c);
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, rows, cols) in &shapes {
+        let len = rows.unwrap_or(1) * dtype.row_bytes(*cols);
+        let shape: Vec<usize> = rows.iter().copied().chain([*cols]).collect();
+        header.insert(name.clone(), json!({"dtype": st_name, "shape": shape, "data_offsets": [offset, offset + len]}));
+        offset += len;
+    }
+    let mut header = serde_json::to_string(&header).expect("header serializes");
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let path = out.join("model.safetensors");
+    let io = |e: std::io::Error| ModelError::file(&path, e);
+    let mut w = BufWriter::with_capacity(1 << 22, std::fs::File::create(&path).map_err(io)?);
+    w.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(header.as_bytes()).map_err(io)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut buf = Vec::new();
+    for (name, rows, cols) in &shapes {
+        buf.clear();
+        buf.resize(rows.unwrap_or(1) * dtype.row_bytes(*cols), 0);
+        fill_tensor(name, *cols, dtype, &mut rng, &mut buf);
+        w.write_all(&buf).map_err(io)?;
+    }
+    w.flush().map_err(io)?;
+    if let Some(tok) = tokenizer_dir {
+        for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+            let src = tok.join(f);
+            if src.exists() {
+                std::fs::copy(&src, out.join(f)).map_err(|e| ModelError::file(&src, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `tokenizer.ggml.*` metadata llama.cpp writes for a Qwen2-style BPE `tokenizer.json`.
+pub fn gguf_tokenizer_metadata(dir: &Path) -> Result<Vec<(String, GgufValue)>> {
+    let tj = dir.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tj).map_err(|e| ModelError::file(&tj, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::file(&tj, e))?;
+    let vocab = v["model"]["vocab"].as_object().ok_or_else(|| ModelError::file(&tj, "no model.vocab (not a BPE tokenizer)"))?;
+    let mut tokens: Vec<(u32, String, i32)> = vocab
+        .iter()
+        .filter_map(|(t, id)| id.as_u64().map(|id| (id as u32, t.clone(), 1)))
+        .collect();
+    for a in v["added_tokens"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(content)) = (a["id"].as_u64(), a["content"].as_str()) {
+            let ty = if a["special"].as_bool().unwrap_or(false) { 3 } else { 4 };
+            tokens.retain(|(i, _, _)| *i != id as u32);
+            tokens.push((id as u32, content.to_string(), ty));
+        }
+    }
+    tokens.sort_by_key(|t| t.0);
+    // Ids must be dense for a GGUF vocabulary.
+    if tokens.iter().enumerate().any(|(i, t)| t.0 as usize != i) {
+        return Err(ModelError::file(&tj, "token ids are not contiguous from 0"));
+    }
+    let merges: Vec<GgufValue> = v["model"]["merges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match m {
+            Value::String(s) => Some(GgufValue::Str(s.clone())),
+            Value::Array(p) => Some(GgufValue::Str(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))),
+            _ => None,
+        })
+        .collect();
+    let id_of = |content: &str| tokens.iter().find(|t| t.1 == content).map(|t| t.0);
+    let mut md = vec![
+        ("tokenizer.ggml.model".to_string(), GgufValue::Str("gpt2".into())),
+        ("tokenizer.ggml.pre".to_string(), GgufValue::Str("qwen2".into())),
+        (
+            "tokenizer.ggml.tokens".to_string(),
+            GgufValue::Array(tokens.iter().map(|t| GgufValue::Str(t.1.clone())).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".to_string(),
+            GgufValue::Array(tokens.iter().map(|t| GgufValue::I32(t.2)).collect()),
+        ),
+        ("tokenizer.ggml.merges".to_string(), GgufValue::Array(merges)),
+    ];
+    let cfg_path = dir.join("tokenizer_config.json");
+    if let Ok(text) = std::fs::read_to_string(&cfg_path) {
+        let cfg: Value = serde_json::from_str(&text).map_err(|e| ModelError::file(&cfg_path, e))?;
+        let tok_str = |k: &str| match &cfg[k] {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+        for (key, field) in [("eos", "eos_token"), ("padding", "pad_token"), ("bos", "bos_token")] {
+            if let Some(id) = tok_str(field).and_then(|t| id_of(&t)) {
+                md.push((format!("tokenizer.ggml.{key}_token_id"), GgufValue::U32(id)));
+            }
+        }
+        md.push(("tokenizer.ggml.add_bos_token".into(), GgufValue::Bool(false)));
+        if let Some(t) = cfg["chat_template"].as_str() {
+            md.push(("tokenizer.chat_template".into(), GgufValue::Str(t.to_string())));
+        }
+    }
+    Ok(md)
+}
+
+/// Writes a GGUF file with llama.cpp's tensor names and `{arch}.*` metadata.
+pub fn write_gguf_model(
+    c: &ModelConfig,
+    dtype: WeightFormat,
+    seed: u64,
+    out: &Path,
+    tokenizer_dir: Option<&Path>,
+) -> Result<()> {
+    let arch = c.arch.name();
+    let ftype = match dtype {
+        WeightFormat::F32 => 0u32,
+        WeightFormat::F16 => 1,
+        WeightFormat::BF16 => 32,
+        other => return Err(ModelError::file(out, format!("GGUF synth writes f32/f16/bf16 (quantize with llama.cpp), not {other:?}"))),
+    };
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut md = vec![
+        ("general.architecture".to_string(), GgufValue::Str(arch.into())),
+        ("general.name".to_string(), GgufValue::Str(format!("synthetic {arch}"))),
+        ("general.file_type".to_string(), GgufValue::U32(ftype)),
+        (k("block_count"), GgufValue::U32(c.num_layers as u32)),
+        (k("context_length"), GgufValue::U32(c.max_position_embeddings as u32)),
+        (k("embedding_length"), GgufValue::U32(c.hidden_size as u32)),
+        (k("feed_forward_length"), GgufValue::U32(c.intermediate_size as u32)),
+        (k("attention.head_count"), GgufValue::U32(c.num_heads as u32)),
+        (k("attention.head_count_kv"), GgufValue::U32(c.num_kv_heads as u32)),
+        (k("attention.key_length"), GgufValue::U32(c.head_dim as u32)),
+        (k("attention.value_length"), GgufValue::U32(c.head_dim as u32)),
+        (k("attention.layer_norm_rms_epsilon"), GgufValue::F32(c.rms_norm_eps)),
+        (k("rope.freq_base"), GgufValue::F32(c.rope_theta as f32)),
+    ];
+    if let Some(dir) = tokenizer_dir {
+        md.extend(gguf_tokenizer_metadata(dir)?);
+    }
+    let shapes = tensor_shapes(c);
+    let specs: Vec<TensorSpec> = shapes
+        .iter()
+        .map(|(name, rows, cols)| {
+            let g = gguf_name(name).expect("every synthesized tensor has a GGUF name");
+            TensorSpec::new(g, tensor_format(*rows, dtype, true), *rows, *cols)
+        })
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    write_gguf(out, &md, &specs, |i, buf| {
+        let (name, rows, cols) = &shapes[i];
+        fill_tensor(name, *cols, tensor_format(*rows, dtype, true), &mut rng, buf);
+    })
+}

@@ -1,0 +1,197 @@
+//! `kestrel generate`: one prompt in, text (or ids, or JSON) out, streamed as it is produced.
+//! The chat template is applied by default (`--raw` sends the prompt as is); speeds go to
+//! stderr so stdout stays clean for scripts.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use kestrel_engine::generate::{generate, GenerateOptions};
+use kestrel_text::{ChatTemplate, Detokenizer, TemplateInput};
+use serde_json::{json, Value};
+
+use crate::load::{generation_config_path, load};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The generated text, streamed.
+    Text,
+    /// The generated token ids as one JSON array.
+    Ids,
+    /// One JSON object with prompt ids, output ids, text and timings.
+    Json,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A Hugging Face model directory, a .gguf file, or a model id (e.g. Qwen/Qwen3-1.7B).
+    #[arg(long)]
+    pub model: String,
+    /// The user message (or raw text with --raw).
+    #[arg(long, conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// Comma-separated prompt token ids, used as is.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Do not apply the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// A system message for the chat template.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Thinking mode for Qwen3 templates (`enable_thinking`); the template's default when omitted.
+    #[arg(long)]
+    pub enable_thinking: Option<bool>,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0 is greedy. Defaults to the model's generation_config.json, else 0.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Largest prefill chunk in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub prefill_chunk: usize,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let loaded = load(&args.model)?;
+    eprintln!(
+        "loaded {} ({:?}, {} layers) on {} in {:.2}s",
+        args.model,
+        loaded.model.config.arch,
+        loaded.model.config.num_layers,
+        kestrel_backend::Backend::describe(&loaded.backend),
+        loaded.load_time.as_secs_f64()
+    );
+    let tokenizer = loaded.tokenizer.map(std::sync::Arc::new);
+
+    let prompt_ids = match (&args.prompt_ids, &args.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) => {
+            let tok = tokenizer.as_ref().context("this model has no tokenizer: pass --prompt-ids")?;
+            if args.raw {
+                tok.encode(text, false)?
+            } else {
+                let template = ChatTemplate::from_tokenizer(tok).context("--prompt needs a chat template (or use --raw)")?;
+                let mut messages = Vec::new();
+                if let Some(system) = &args.system {
+                    messages.push(json!({"role": "system", "content": system}));
+                }
+                messages.push(json!({"role": "user", "content": text}));
+                let mut kwargs = serde_json::Map::new();
+                if let Some(t) = args.enable_thinking {
+                    kwargs.insert("enable_thinking".into(), Value::Bool(t));
+                }
+                let rendered = template.render(&TemplateInput {
+                    messages: &messages,
+                    tools: None,
+                    add_generation_prompt: true,
+                    chat_template_kwargs: Some(&kwargs),
+                })?;
+                tok.encode(&rendered, false)?
+            }
+        }
+        (None, None) => bail!("pass --prompt or --prompt-ids"),
+    };
+    if let Some(&bad) = prompt_ids.iter().find(|&&id| id as usize >= loaded.model.config.vocab_size) {
+        bail!("--prompt-ids: token id {bad} is outside the vocabulary of {}", loaded.model.config.vocab_size);
+    }
+
+    let defaults = match generation_config_path(loaded.dir.as_deref()) {
+        Some(p) => kestrel_engine::generation_config::GenerationDefaults::from_file(&p)?,
+        None => Default::default(),
+    };
+    let mut sample = crate::cli::sampling::build(&args, &defaults)?;
+
+    let mut stop_ids = defaults.eos_token_ids.clone();
+    if let Some(tok) = &tokenizer {
+        stop_ids.extend(tok.eos_token_ids());
+    }
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        stop_token_ids: stop_ids,
+        ignore_eos: args.ignore_eos,
+        prefill_chunk: args.prefill_chunk,
+    };
+
+    let mut detok = tokenizer.as_ref().map(|t| Detokenizer::new(t.clone(), true));
+    let mut text = String::new();
+    let stream = args.output == OutputFormat::Text;
+    let mut stdout = std::io::stdout().lock();
+    let mut io_error = None;
+    let (out_ids, stats) = generate(
+        &loaded.backend,
+        &loaded.model,
+        &prompt_ids,
+        &opts,
+        |logits, generated| sample(logits, &prompt_ids, generated),
+        |id| {
+            if let Some(d) = detok.as_mut() {
+                match d.push(id) {
+                    Ok(Some(delta)) => {
+                        if stream {
+                            if let Err(e) = stdout.write_all(delta.as_bytes()).and_then(|_| stdout.flush()) {
+                                io_error = Some(e);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                        text.push_str(&delta);
+                    }
+                    Ok(None) => {}
+                    Err(e) => eprintln!("warning: detokenizing token {id}: {e}"),
+                }
+            }
+            ControlFlow::Continue(())
+        },
+    )?;
+    if let Some(e) = io_error {
+        return Err(e).context("writing to stdout");
+    }
+    if let Some(Ok(Some(rest))) = detok.as_mut().map(|d| d.flush()) {
+        if stream {
+            stdout.write_all(rest.as_bytes())?;
+        }
+        text.push_str(&rest);
+    }
+    match args.output {
+        OutputFormat::Text => writeln!(stdout)?,
+        OutputFormat::Ids => writeln!(stdout, "{}", serde_json::to_string(&out_ids)?)?,
+        OutputFormat::Json => writeln!(
+            stdout,
+            "{}",
+            json!({
+                "prompt_ids": prompt_ids,
+                "output_ids": out_ids,
+                "text": if tokenizer.is_some() { Value::String(text) } else { Value::Null },
+                "finish_reason": stats.finish_reason,
+                "prefill_tokens_per_s": stats.prefill_tokens_per_s(),
+                "decode_tokens_per_s": stats.decode_tokens_per_s(),
+            })
+        )?,
+    }
+    eprintln!(
+        "prompt {} tokens, prefill {:.1} tok/s ({:.0} ms); generated {} tokens, decode {:.1} tok/s; finish: {}",
+        stats.prompt_tokens,
+        stats.prefill_tokens_per_s(),
+        stats.prefill_time.as_secs_f64() * 1e3,
+        stats.generated_tokens,
+        stats.decode_tokens_per_s(),
+        stats.finish_reason
+    );
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! From `--model` to a ready model and tokenizer: resolves the spec (directory, `.gguf`, or a
+//! Hugging Face id), opens the files, loads weights onto the backend and builds the tokenizer
+//! from `tokenizer.json` or from the GGUF's own vocabulary.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use kestrel_backend::cpu::CpuBackend;
+use kestrel_model::gguf::GgufFile;
+use kestrel_model::{ModelFiles, QwenModel};
+use kestrel_text::{GgufVocab, Tokenizer};
+
+pub struct LoadedModel {
+    pub backend: CpuBackend,
+    pub model: QwenModel<CpuBackend>,
+    /// `None` for weight-only directories (use `--prompt-ids`).
+    pub tokenizer: Option<Tokenizer>,
+    /// The directory holding `generation_config.json`, when there is one.
+    pub dir: Option<PathBuf>,
+    pub load_time: Duration,
+}
+
+pub fn load(spec: &str) -> Result<LoadedModel> {
+    let start = Instant::now();
+    let path = kestrel_model::hub::resolve(spec)?;
+    let files = ModelFiles::open(&path)?;
+    let backend = CpuBackend::new();
+    let model = QwenModel::load(&backend, files.config().clone(), files.weights())
+        .with_context(|| format!("loading weights from {}", path.display()))?;
+    let (tokenizer, dir) = match &files {
+        ModelFiles::HfDir { dir, .. } => {
+            let tok = if dir.join("tokenizer.json").exists() {
+                Some(Tokenizer::from_dir(dir).with_context(|| format!("loading the tokenizer from {}", dir.display()))?)
+            } else {
+                None
+            };
+            (tok, Some(dir.clone()))
+        }
+        ModelFiles::Gguf { gguf, .. } => (gguf_tokenizer(gguf)?, None),
+    };
+    Ok(LoadedModel { backend, model, tokenizer, dir, load_time: start.elapsed() })
+}
+
+/// The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata, if any.
+fn gguf_tokenizer(gguf: &GgufFile) -> Result<Option<Tokenizer>> {
+    let path = gguf.path();
+    let Ok(model) = gguf.get_str("tokenizer.ggml.model") else {
+        return Ok(None);
+    };
+    let ctx = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+    let id = |k: &str| gguf.get_u64(k).ok().map(|v| v as u32);
+    let vocab = GgufVocab {
+        model: model.to_string(),
+        pre: gguf.get_str("tokenizer.ggml.pre").ok().map(str::to_owned),
+        tokens: gguf.get_str_array("tokenizer.ggml.tokens").map_err(ctx)?,
+        token_types: gguf
+            .get_i64_array("tokenizer.ggml.token_type")
+            .map_err(ctx)?
+            .into_iter()
+            .map(|t| t as i32)
+            .collect(),
+        merges: gguf.get_str_array("tokenizer.ggml.merges").unwrap_or_default(),
+        bos_token_id: id("tokenizer.ggml.bos_token_id"),
+        eos_token_id: id("tokenizer.ggml.eos_token_id"),
+        padding_token_id: id("tokenizer.ggml.padding_token_id"),
+        add_bos_token: gguf.get_bool("tokenizer.ggml.add_bos_token").ok(),
+        chat_template: gguf.get_str("tokenizer.chat_template").ok().map(str::to_owned),
+    };
+    let tok = Tokenizer::from_gguf_vocab(&vocab).with_context(|| format!("building the tokenizer of {}", path.display()))?;
+    Ok(Some(tok))
+}
+
+/// `dir/generation_config.json` if present.
+pub fn generation_config_path(dir: Option<&Path>) -> Option<PathBuf> {
+    dir.map(|d| d.join("generation_config.json")).filter(|p| p.exists())
+}

@@ -1,0 +1,38 @@
+//! `kestrel`: one binary for the Qwen3 family — generate from the terminal, make synthetic
+//! models for benchmarks, and (as the server lands) serve an OpenAI-compatible API.
+
+mod cli;
+mod load;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kestrel", version, about = "Inference for the Qwen3 family of language models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streamed to the terminal.
+    Generate(cli::generate::GenerateArgs),
+    /// Write a random-weight model with the exact shapes of a real Qwen3 checkpoint.
+    Synth(cli::synth::SynthArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => cli::generate::run(args),
+        Command::Synth(args) => cli::synth::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the outermost context first, then the causes.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
