@@ -98,7 +98,10 @@ def dump_json(obj, indent=0):
 
 
 def last_logits(llm):
-    return np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    # With logits_all=False llama-cpp-python does not copy logits into llm.scores;
+    # read the logits of the last evaluated token straight from the context.
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32)
 
 
 def greedy(llm, prompt_ids, n):

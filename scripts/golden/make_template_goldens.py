@@ -336,6 +336,7 @@ def write(name, tokenizer, template, template_source, tokenizer_source):
         "template_source": template_source,
         "tokenizer_source": tokenizer_source,
         "chat_template_sha256": hashlib.sha256(template.encode("utf-8")).hexdigest(),
+        "chat_template": template,
         "cases": cases,
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)

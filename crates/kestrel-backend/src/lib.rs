@@ -16,6 +16,25 @@ pub use cpu::quant::WeightFormat;
 pub use error::{BackendError, Result};
 pub use weight::{HostBytes, HostWeight};
 
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvDtype {
+    /// Exact; used for f32 checkpoints and the `transformers` parity tests.
+    F32,
+    /// Half the memory; llama.cpp's default cache type, used for GGUF and 16-bit checkpoints.
+    F16,
+}
+
+impl KvDtype {
+    pub fn size_bytes(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+}
+
 /// Geometry of the paged KV cache of one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvLayout {
@@ -23,12 +42,13 @@ pub struct KvLayout {
     pub block_size: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    pub dtype: KvDtype,
 }
 
 impl KvLayout {
-    /// Bytes of K plus V storage for one layer at f32.
+    /// Bytes of K plus V storage for one layer.
     pub fn bytes_per_layer(&self) -> usize {
-        2 * self.num_blocks * self.block_size * self.num_kv_heads * self.head_dim * 4
+        2 * self.num_blocks * self.block_size * self.num_kv_heads * self.head_dim * self.dtype.size_bytes()
     }
 }
 

@@ -6,7 +6,7 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use kestrel_backend::{Backend, BatchInput};
+use kestrel_backend::{Backend, BatchInput, KvDtype};
 use kestrel_model::{KvCache, QwenModel};
 
 /// Tokens per KV block.
@@ -21,6 +21,8 @@ pub struct GenerateOptions {
     pub ignore_eos: bool,
     /// Largest prefill chunk (tokens per forward step).
     pub prefill_chunk: usize,
+    /// Element type of the KV cache.
+    pub kv_dtype: KvDtype,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -72,7 +74,7 @@ pub fn generate<B: Backend>(
         return Err(GenerateError::TooLong { prompt: prompt.len(), max_tokens: opts.max_tokens, context });
     }
     let num_blocks = total.div_ceil(BLOCK_SIZE).max(1);
-    let mut kv = KvCache::new(backend, &model.config, num_blocks, BLOCK_SIZE)?;
+    let mut kv = KvCache::new(backend, &model.config, num_blocks, BLOCK_SIZE, opts.kv_dtype)?;
     let table: Vec<u32> = (0..num_blocks as u32).collect();
     let mut stats = GenerateStats { prompt_tokens: prompt.len(), finish_reason: "length", ..Default::default() };
     let mut out = Vec::new();

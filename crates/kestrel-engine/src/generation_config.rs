@@ -65,7 +65,8 @@ impl GenerationDefaults {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(source) => return Err(GenerationConfigError::Io { path: path.display().to_string(), source }),
         };
-        Self::from_json_str(&text).map_err(|source| GenerationConfigError::Json { path: path.display().to_string(), source })
+        Self::from_json_str(&text)
+            .map_err(|source| GenerationConfigError::Json { path: path.display().to_string(), source })
     }
 
     pub fn from_json_str(text: &str) -> Result<Self, serde_json::Error> {
@@ -134,7 +135,10 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(d.eos_token_ids, [2]);
-        assert_eq!((d.repetition_penalty, d.min_p, d.top_k, d.max_new_tokens), (Some(1.05), Some(0.1), Some(0), Some(512)));
+        assert_eq!(
+            (d.repetition_penalty, d.min_p, d.top_k, d.max_new_tokens),
+            (Some(1.05), Some(0.1), Some(0), Some(512))
+        );
         assert_eq!(d.sampling_params().temperature, 1.0, "omitted fields keep plain defaults");
     }
 

@@ -92,7 +92,12 @@ fn check(name: &str, p: &SamplingParams, logits: &[f32], prompt: &[u32], output:
         } else {
             let sigma = (n * q * (1.0 - q)).sqrt();
             let diff = (c as f64 - n * q).abs();
-            assert!(diff <= 4.0 * sigma + 1.0, "{name}: token {id} drawn {c} times, expected {:.1} ± {:.1}", n * q, 4.0 * sigma);
+            assert!(
+                diff <= 4.0 * sigma + 1.0,
+                "{name}: token {id} drawn {c} times, expected {:.1} ± {:.1}",
+                n * q,
+                4.0 * sigma
+            );
         }
     }
 }
@@ -144,7 +149,13 @@ fn min_p() {
 fn penalties_and_bias() {
     check("repetition=1.5", &with(|p| p.repetition_penalty = 1.5), &LOGITS, &[0, 5, 5], &[7]);
     check("repetition=0.8", &with(|p| p.repetition_penalty = 0.8), &LOGITS, &[4, 6], &[]);
-    check("presence+frequency", &with(|p| (p.presence_penalty, p.frequency_penalty) = (0.5, 0.3)), &LOGITS, &[1], &[0, 0, 0, 7]);
+    check(
+        "presence+frequency",
+        &with(|p| (p.presence_penalty, p.frequency_penalty) = (0.5, 0.3)),
+        &LOGITS,
+        &[1],
+        &[0, 0, 0, 7],
+    );
     check("bias", &with(|p| p.logit_bias = vec![(6, 4.0), (0, -100.0)]), &LOGITS, &[], &[]);
 }
 
@@ -210,16 +221,31 @@ fn stream(sampler: &mut Sampler, scratch: &mut SamplerScratch, steps: usize) -> 
 #[test]
 fn a_seed_reproduces_exactly() {
     let p = with(|p| (p.seed, p.temperature, p.top_p, p.repetition_penalty) = (Some(42), 0.9, 0.95, 1.1));
-    let run = || stream(&mut Sampler::new(p.clone(), &[1, 2, 3], 64, 0).expect("valid"), &mut SamplerScratch::default(), 200);
+    let run =
+        || stream(&mut Sampler::new(p.clone(), &[1, 2, 3], 64, 0).expect("valid"), &mut SamplerScratch::default(), 200);
     let first = run();
     assert_eq!(first, run());
     // The engine seed is ignored when the request has one, and used when it has none.
-    assert_eq!(first, stream(&mut Sampler::new(p.clone(), &[1, 2, 3], 64, 999).expect("valid"), &mut SamplerScratch::default(), 200));
+    assert_eq!(
+        first,
+        stream(&mut Sampler::new(p.clone(), &[1, 2, 3], 64, 999).expect("valid"), &mut SamplerScratch::default(), 200)
+    );
     let unseeded = SamplingParams { seed: None, ..p.clone() };
-    let a = stream(&mut Sampler::new(unseeded.clone(), &[1, 2, 3], 64, 5).expect("valid"), &mut SamplerScratch::default(), 200);
+    let a = stream(
+        &mut Sampler::new(unseeded.clone(), &[1, 2, 3], 64, 5).expect("valid"),
+        &mut SamplerScratch::default(),
+        200,
+    );
     let b = stream(&mut Sampler::new(unseeded, &[1, 2, 3], 64, 6).expect("valid"), &mut SamplerScratch::default(), 200);
     assert_ne!(a, b, "different engine seeds give different streams");
-    assert_ne!(first, stream(&mut Sampler::new(SamplingParams { seed: Some(43), ..p }, &[1, 2, 3], 64, 0).expect("valid"), &mut SamplerScratch::default(), 200));
+    assert_ne!(
+        first,
+        stream(
+            &mut Sampler::new(SamplingParams { seed: Some(43), ..p }, &[1, 2, 3], 64, 0).expect("valid"),
+            &mut SamplerScratch::default(),
+            200
+        )
+    );
 }
 
 /// Two sequences with the same seed in one batch (interleaved with a third, sharing the

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kestrel_backend::HostWeight;
+use kestrel_backend::{HostWeight, KvDtype, WeightFormat};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
@@ -45,6 +45,18 @@ impl ModelFiles {
     pub fn config(&self) -> &ModelConfig {
         match self {
             ModelFiles::HfDir { config, .. } | ModelFiles::Gguf { config, .. } => config,
+        }
+    }
+
+    /// The KV cache type that matches the checkpoint, as vLLM's `--kv-cache-dtype auto` and
+    /// llama.cpp's default do: f16 for GGUF and 16-bit checkpoints, f32 for f32 checkpoints.
+    pub fn default_kv_dtype(&self) -> KvDtype {
+        match self {
+            ModelFiles::Gguf { .. } => KvDtype::F16,
+            ModelFiles::HfDir { weights, .. } => match weights.get("model.embed_tokens.weight").map(|w| w.format) {
+                Ok(WeightFormat::F32) => KvDtype::F32,
+                _ => KvDtype::F16,
+            },
         }
     }
 

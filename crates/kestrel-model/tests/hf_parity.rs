@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use kestrel_backend::cpu::CpuBackend;
-use kestrel_backend::BatchInput;
+use kestrel_backend::{BatchInput, KvDtype};
 use kestrel_model::{KvCache, ModelFiles, QwenModel};
 use safetensors::SafeTensors;
 use serde_json::Value;
@@ -63,7 +63,7 @@ fn all_logits(backend: &CpuBackend, model: &QwenModel<CpuBackend>, prompt: &[u32
     let blocks = prompt.len().div_ceil(BLOCK);
     // A scrambled block table: blocks need not be contiguous or ordered.
     let table: Vec<u32> = (0..blocks as u32).rev().map(|b| b + 3).collect();
-    let mut kv = KvCache::new(backend, &model.config, blocks + 3, BLOCK).unwrap();
+    let mut kv = KvCache::new(backend, &model.config, blocks + 3, BLOCK, KvDtype::F32).unwrap();
     let mut out = Vec::new();
     for (i, part) in prompt.chunks(chunk).enumerate() {
         let mut batch = BatchInput::from_sequences(&[(part, i * chunk, &table)], BLOCK);
@@ -104,7 +104,7 @@ mod kestrel_engine_free_generate {
         let total = prompt.len() + opts.max_tokens;
         let blocks = total.div_ceil(BLOCK);
         let table: Vec<u32> = (0..blocks as u32).collect();
-        let mut kv = KvCache::new(backend, &model.config, blocks, BLOCK).unwrap();
+        let mut kv = KvCache::new(backend, &model.config, blocks, BLOCK, KvDtype::F32).unwrap();
         let mut logits = model.forward(backend, &BatchInput::from_sequences(&[(prompt, 0, &table)], BLOCK), &mut kv).unwrap();
         let mut out = Vec::new();
         while out.len() < opts.max_tokens {
@@ -172,7 +172,7 @@ fn a_batch_of_sequences_equals_each_alone() {
     let seqs: Vec<(&[u32], usize, &[u32])> = prompts.iter().zip(&tables).map(|(p, t)| (&p[..], 0, &t[..])).collect();
     let mut batch = BatchInput::from_sequences(&seqs, BLOCK);
     batch.logits_indices = (0..batch.num_tokens() as u32).collect();
-    let mut kv = KvCache::new(&backend, &model.config, next_block as usize, BLOCK).unwrap();
+    let mut kv = KvCache::new(&backend, &model.config, next_block as usize, BLOCK, KvDtype::F32).unwrap();
     let batched = model.forward(&backend, &batch, &mut kv).unwrap().data;
     let mut offset = 0;
     for (p, want) in prompts.iter().zip(&alone) {
@@ -185,7 +185,7 @@ fn a_batch_of_sequences_equals_each_alone() {
 #[test]
 fn a_bad_batch_is_an_error_not_a_crash() {
     let (backend, model) = load("qwen3-tiny-tied");
-    let mut kv = KvCache::new(&backend, &model.config, 2, BLOCK).unwrap();
+    let mut kv = KvCache::new(&backend, &model.config, 2, BLOCK, KvDtype::F32).unwrap();
     // Block 5 does not exist in a 2-block cache.
     let batch = BatchInput::from_sequences(&[(&[1, 2, 3], 0, &[5])], BLOCK);
     let err = model.forward(&backend, &batch, &mut kv).unwrap_err().to_string();

@@ -85,14 +85,21 @@ impl ChatTemplate {
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.set_formatter(|out, _state, value| {
-            out.write_str(&pyfmt::py_str(value)).map_err(minijinja::Error::from)
+            out.write_str(&pyfmt::py_str(value))
+                .map_err(minijinja::Error::from)
         });
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
-        env.add_function("strftime_now", |format: &str| strftime::strftime_now(format));
+        env.add_function("strftime_now", |format: &str| {
+            strftime::strftime_now(format)
+        });
         env.add_template_owned(TEMPLATE_NAME, source.clone())
             .map_err(|err| Error::TemplateSyntax(describe(&err)))?;
-        Ok(Self { env, source, globals: Map::new() })
+        Ok(Self {
+            env,
+            source,
+            globals: Map::new(),
+        })
     }
 
     /// The tokenizer's default chat template, with its special tokens as variables.
@@ -111,13 +118,26 @@ impl ChatTemplate {
     /// Renders a conversation into the prompt text.
     pub fn render(&self, input: &TemplateInput<'_>) -> Result<String> {
         if input.messages.is_empty() {
-            return Err(Error::TemplateInput("cannot apply the chat template to an empty conversation".into()));
+            return Err(Error::TemplateInput(
+                "cannot apply the chat template to an empty conversation".into(),
+            ));
         }
         let mut context = Map::new();
-        context.insert("messages".into(), Value::Array(normalize_messages(input.messages)?));
-        context.insert("tools".into(), input.tools.map_or(Value::Null, |tools| Value::Array(tools.to_vec())));
+        context.insert(
+            "messages".into(),
+            Value::Array(normalize_messages(input.messages)?),
+        );
+        context.insert(
+            "tools".into(),
+            input
+                .tools
+                .map_or(Value::Null, |tools| Value::Array(tools.to_vec())),
+        );
         context.insert("documents".into(), Value::Null);
-        context.insert("add_generation_prompt".into(), Value::Bool(input.add_generation_prompt));
+        context.insert(
+            "add_generation_prompt".into(),
+            Value::Bool(input.add_generation_prompt),
+        );
         for (key, value) in &self.globals {
             if !RESERVED_VARIABLES.contains(&key.as_str()) {
                 context.insert(key.clone(), value.clone());
@@ -132,13 +152,16 @@ impl ChatTemplate {
             context.insert(key.clone(), value.clone());
         }
 
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(|err| Error::TemplateRender(describe(&err)))?;
-        template.render(JinjaValue::from_serialize(&context)).map_err(|err| {
-            match find_raised(&err) {
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|err| Error::TemplateRender(describe(&err)))?;
+        template
+            .render(JinjaValue::from_serialize(&context))
+            .map_err(|err| match find_raised(&err) {
                 Some(message) => Error::TemplateRaised(message),
                 None => Error::TemplateRender(describe(&err)),
-            }
-        })
+            })
     }
 
     /// The template text.
@@ -154,12 +177,22 @@ fn normalize_messages(messages: &[Value]) -> Result<Vec<Value>> {
         .enumerate()
         .map(|(i, message)| {
             let Value::Object(fields) = message else {
-                return Err(Error::TemplateInput(format!("messages[{i}] must be an object, got {message}")));
+                return Err(Error::TemplateInput(format!(
+                    "messages[{i}] must be an object, got {message}"
+                )));
             };
-            let fields: Map<String, Value> =
-                fields.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
-            let reasoning = REASONING_FIELDS.iter().find_map(|name| fields.get(*name)).cloned();
-            let Some(reasoning) = reasoning else { return Ok(Value::Object(fields)) };
+            let fields: Map<String, Value> = fields
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let reasoning = REASONING_FIELDS
+                .iter()
+                .find_map(|name| fields.get(*name))
+                .cloned();
+            let Some(reasoning) = reasoning else {
+                return Ok(Value::Object(fields));
+            };
             // Python: {"thinking": reasoning, **message, "reasoning_content": reasoning}
             let mut aliased = Map::new();
             aliased.insert("thinking".into(), reasoning.clone());
@@ -178,7 +211,9 @@ fn tojson(
     indent: Option<JinjaValue>,
     kwargs: Kwargs,
 ) -> std::result::Result<JinjaValue, minijinja::Error> {
-    let arg = |positional: Option<JinjaValue>, name: &str| -> std::result::Result<Option<JinjaValue>, minijinja::Error> {
+    let arg = |positional: Option<JinjaValue>,
+               name: &str|
+     -> std::result::Result<Option<JinjaValue>, minijinja::Error> {
         match positional {
             Some(value) => Ok(Some(value)),
             None => kwargs.get::<Option<JinjaValue>>(name),
@@ -204,7 +239,10 @@ fn tojson(
                 .collect::<Option<_>>()
                 .unwrap_or_default();
             let [item, key]: [String; 2] = parts.try_into().map_err(|_| {
-                minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: separators must be two strings")
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: separators must be two strings",
+                )
             })?;
             options.separators = Some((item, key));
         }
@@ -217,7 +255,10 @@ fn tojson(
 }
 
 fn raise_exception(message: String) -> std::result::Result<JinjaValue, minijinja::Error> {
-    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(RaisedException(message)))
+    Err(
+        minijinja::Error::new(ErrorKind::InvalidOperation, message.clone())
+            .with_source(RaisedException(message)),
+    )
 }
 
 fn find_raised(err: &minijinja::Error) -> Option<String> {
@@ -250,31 +291,56 @@ mod tests {
 
     fn render(source: &str, messages: Value) -> Result<String> {
         let messages = messages.as_array().cloned().unwrap_or_default();
-        ChatTemplate::new(source)?.render(&TemplateInput { messages: &messages, ..TemplateInput::default() })
+        ChatTemplate::new(source)?.render(&TemplateInput {
+            messages: &messages,
+            ..TemplateInput::default()
+        })
     }
 
     #[test]
     fn negative_step_slices_reverse_without_rewriting() {
-        let out = render("{% for m in messages[::-1] %}{{ m.content }}{% endfor %}", json!([{"content": "a"}, {"content": "b"}, {"content": "c"}]));
+        let out = render(
+            "{% for m in messages[::-1] %}{{ m.content }}{% endfor %}",
+            json!([{"content": "a"}, {"content": "b"}, {"content": "c"}]),
+        );
         assert_eq!(out.unwrap(), "cba");
-        let out = render("{{ messages[0].content[::-1] }}|{{ messages[0].content[-2:] }}", json!([{"content": "héllo"}]));
+        let out = render(
+            "{{ messages[0].content[::-1] }}|{{ messages[0].content[-2:] }}",
+            json!([{"content": "héllo"}]),
+        );
         assert_eq!(out.unwrap(), "olléh|lo");
     }
 
     #[test]
     fn python_string_methods_and_whitespace_control() {
         let source = "{%- for m in messages %}\n  {%- if m.content.startswith('<x>') and m.content.endswith('</x>') %}\n    {{- m.content.split('</x>')[0].lstrip('<x>').rstrip('\\n') }}\n  {%- endif %}\n{%- endfor %}\n";
-        assert_eq!(render(source, json!([{"content": "<x>hi\n</x>"}, {"content": "no"}])).unwrap(), "hi");
+        assert_eq!(
+            render(
+                source,
+                json!([{"content": "<x>hi\n</x>"}, {"content": "no"}])
+            )
+            .unwrap(),
+            "hi"
+        );
         // trim_blocks eats the newline after a block tag; lstrip_blocks the indentation before it.
         let out = render("{% if true %}\n    a\n    {% endif %}\nb\n", json!([{}])).unwrap();
-        assert_eq!(out, "    a\nb", "the template's single trailing newline is dropped too");
+        assert_eq!(
+            out, "    a\nb",
+            "the template's single trailing newline is dropped too"
+        );
     }
 
     #[test]
     fn tojson_is_python_json_dumps() {
-        let out = render("{{ messages[0].args | tojson }}|{{ messages[0].args | tojson(indent=2) }}", json!([{"args": {"b": [1, 2.0], "a": "é<>&"}}]));
+        let out = render(
+            "{{ messages[0].args | tojson }}|{{ messages[0].args | tojson(indent=2) }}",
+            json!([{"args": {"b": [1, 2.0], "a": "é<>&"}}]),
+        );
         assert_eq!(out.unwrap(), "{\"b\": [1, 2.0], \"a\": \"é<>&\"}|{\n  \"b\": [\n    1,\n    2.0\n  ],\n  \"a\": \"é<>&\"\n}");
-        let out = render("{{ messages[0].args | tojson(separators=(',', ':'), sort_keys=true) }}", json!([{"args": {"b": 1, "a": null}}]));
+        let out = render(
+            "{{ messages[0].args | tojson(separators=(',', ':'), sort_keys=true) }}",
+            json!([{"args": {"b": 1, "a": null}}]),
+        );
         assert_eq!(out.unwrap(), "{\"a\":null,\"b\":1}");
     }
 
@@ -288,7 +354,10 @@ mod tests {
     #[test]
     fn null_keys_are_dropped_and_reasoning_is_aliased() {
         let source = "{% for m in messages %}{{ m.content is defined }} {{ m.reasoning_content }} {{ m.thinking }} {{ m | list }};{% endfor %}";
-        let out = render(source, json!([{"role": "assistant", "content": null, "reasoning": "r"}, {"role": "user", "content": "u"}]));
+        let out = render(
+            source,
+            json!([{"role": "assistant", "content": null, "reasoning": "r"}, {"role": "user", "content": "u"}]),
+        );
         assert_eq!(
             out.unwrap(),
             "False r r ['thinking', 'role', 'reasoning', 'reasoning_content'];True   ['role', 'content'];"
@@ -302,7 +371,10 @@ mod tests {
             .with_globals(json!({"eos_token": "<|im_end|>", "pad_token": "P"}).as_object().cloned().unwrap());
         let messages = [json!({"role": "user", "content": "hi"})];
         let tools = [json!({"type": "function"})];
-        let kwargs = json!({"enable_thinking": false}).as_object().cloned().unwrap();
+        let kwargs = json!({"enable_thinking": false})
+            .as_object()
+            .cloned()
+            .unwrap();
         let input = TemplateInput {
             messages: &messages,
             tools: Some(&tools),
@@ -311,22 +383,45 @@ mod tests {
         };
         assert_eq!(template.render(&input).unwrap(), "<|im_end|> False True 1");
         let reserved = json!({"messages": []}).as_object().cloned().unwrap();
-        let input = TemplateInput { chat_template_kwargs: Some(&reserved), ..input };
-        assert!(matches!(template.render(&input), Err(Error::TemplateInput(_))));
+        let input = TemplateInput {
+            chat_template_kwargs: Some(&reserved),
+            ..input
+        };
+        assert!(matches!(
+            template.render(&input),
+            Err(Error::TemplateInput(_))
+        ));
     }
 
     #[test]
     fn errors_are_reported() {
-        assert!(matches!(ChatTemplate::new("{% if %}"), Err(Error::TemplateSyntax(_))));
-        let raised = render("{{ raise_exception('Only user and assistant roles') }}", json!([{}]));
+        assert!(matches!(
+            ChatTemplate::new("{% if %}"),
+            Err(Error::TemplateSyntax(_))
+        ));
+        let raised = render(
+            "{{ raise_exception('Only user and assistant roles') }}",
+            json!([{}]),
+        );
         match raised {
-            Err(Error::TemplateRaised(message)) => assert_eq!(message, "Only user and assistant roles"),
+            Err(Error::TemplateRaised(message)) => {
+                assert_eq!(message, "Only user and assistant roles")
+            }
             other => panic!("expected TemplateRaised, got {other:?}"),
         }
-        let err = render("{{ messages[0].content.missing_attr.x }}", json!([{"content": "a"}]));
+        let err = render(
+            "{{ messages[0].content.missing_attr.x }}",
+            json!([{"content": "a"}]),
+        );
         assert!(matches!(err, Err(Error::TemplateRender(_))), "{err:?}");
-        assert!(matches!(render("x", json!([])), Err(Error::TemplateInput(_))));
-        assert!(matches!(render("x", json!(["not an object"])), Err(Error::TemplateInput(_))));
+        assert!(matches!(
+            render("x", json!([])),
+            Err(Error::TemplateInput(_))
+        ));
+        assert!(matches!(
+            render("x", json!(["not an object"])),
+            Err(Error::TemplateInput(_))
+        ));
     }
 
     #[test]

@@ -33,7 +33,14 @@ pub struct Detokenizer {
 
 impl Detokenizer {
     pub fn new(tokenizer: Arc<Tokenizer>, skip_special_tokens: bool) -> Self {
-        Self { tokenizer, skip_special_tokens, ids: Vec::new(), prefix: String::new(), prefix_index: 0, num_tokens: 0 }
+        Self {
+            tokenizer,
+            skip_special_tokens,
+            ids: Vec::new(),
+            prefix: String::new(),
+            prefix_index: 0,
+            num_tokens: 0,
+        }
     }
 
     /// Adds one generated token; returns the text it completes, or `None` while the text is
@@ -139,7 +146,10 @@ mod tests {
         let mut detok = Detokenizer::new(tok.clone(), false);
         assert_eq!(detok.push_all(&[3, 0, 1]).unwrap(), "a");
         let tail = detok.flush().unwrap();
-        assert_eq!(format!("a{}", tail.unwrap()), tok.decode(&[3, 0, 1], false).unwrap());
+        assert_eq!(
+            format!("a{}", tail.unwrap()),
+            tok.decode(&[3, 0, 1], false).unwrap()
+        );
         assert_eq!(detok.flush().unwrap(), None);
     }
 }

@@ -46,11 +46,8 @@ pub struct ThinkTokens {
 
 impl ThinkTokens {
     /// Qwen3's ids (also Qwen2.5's vocabulary for `<tool_call>`).
-    pub const QWEN3: ThinkTokens = ThinkTokens {
-        think_start_id: 151_667,
-        think_end_id: 151_668,
-        tool_call_start_id: Some(151_657),
-    };
+    pub const QWEN3: ThinkTokens =
+        ThinkTokens { think_start_id: 151_667, think_end_id: 151_668, tool_call_start_id: Some(151_657) };
 
     fn marker(&self, id: TokenId) -> Option<Marker> {
         if id == self.think_start_id {
@@ -84,6 +81,26 @@ enum Marker {
     ThinkStart,
     ThinkEnd,
     ToolCallStart,
+}
+
+impl Marker {
+    fn tag(self) -> &'static str {
+        match self {
+            Marker::ThinkStart => THINK_START,
+            Marker::ThinkEnd => THINK_END,
+            Marker::ToolCallStart => "<tool_call>",
+        }
+    }
+
+    /// A tag token's text delta as `(text released before the tag, the tag's own text)`. An
+    /// incremental detokenizer can release held-back bytes (an unfinished UTF-8 sequence, as
+    /// `\u{FFFD}`) together with the tag; that part is ordinary output, not the tag.
+    fn split_delta(self, text: &str) -> (&str, &str) {
+        match text.strip_suffix(self.tag()) {
+            Some(before) => (before, self.tag()),
+            None => (text, ""),
+        }
+    }
 }
 
 /// The state of the think block at the end of the rendered prompt.
@@ -131,10 +148,7 @@ fn non_empty(s: String) -> Option<String> {
 /// always on a char boundary.
 fn partial_tag_suffix(text: &str, tag: &str) -> usize {
     let max = text.len().min(tag.len() - 1);
-    (1..=max)
-        .rev()
-        .find(|&n| text.as_bytes().ends_with(&tag.as_bytes()[..n]))
-        .unwrap_or(0)
+    (1..=max).rev().find(|&n| text.as_bytes().ends_with(&tag.as_bytes()[..n])).unwrap_or(0)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,54 +190,65 @@ impl ReasoningParser {
 
     /// Feeds one generated token and its text delta.
     pub fn push(&mut self, token_id: TokenId, text: &str) -> ReasoningDelta {
-        let marker = self.tokens.marker(token_id);
         let mut reasoning = String::new();
         let mut content = String::new();
-        match self.state {
-            State::AwaitOpen => match marker {
-                Some(Marker::ThinkStart) if self.held.is_empty() => self.state = State::Reasoning,
-                Some(Marker::ThinkStart) | Some(Marker::ThinkEnd) => {
-                    content = std::mem::take(&mut self.held);
-                    self.state = State::Content;
-                }
-                Some(Marker::ToolCallStart) => {
-                    content = std::mem::take(&mut self.held);
-                    content.push_str(text);
-                    self.state = State::Content;
-                }
-                None => {
-                    self.held.push_str(text);
-                    if let Some(rest) = self.held.strip_prefix(THINK_START) {
-                        let rest = rest.to_owned();
-                        self.held.clear();
-                        self.state = State::Reasoning;
-                        self.reasoning_text(&rest, &mut reasoning, &mut content);
-                    } else if !THINK_START.starts_with(self.held.as_str()) {
-                        content = std::mem::take(&mut self.held);
-                        self.state = State::Content;
-                    }
-                }
-            },
-            State::Reasoning => match marker {
-                // A repeated `<think>` inside reasoning is dropped; held text stays contiguous.
-                Some(Marker::ThinkStart) => {}
-                Some(Marker::ThinkEnd) => {
-                    reasoning = std::mem::take(&mut self.held);
-                    self.state = State::Content;
-                }
-                Some(Marker::ToolCallStart) => {
-                    reasoning = std::mem::take(&mut self.held);
-                    content.push_str(text);
-                    self.state = State::Content;
-                }
-                None => self.reasoning_text(text, &mut reasoning, &mut content),
-            },
-            State::Content => match marker {
-                Some(Marker::ThinkStart) | Some(Marker::ThinkEnd) => {}
-                _ => content.push_str(text),
-            },
+        match self.tokens.marker(token_id) {
+            None => self.push_text(text, &mut reasoning, &mut content),
+            Some(marker) => {
+                let (before, tag) = marker.split_delta(text);
+                self.push_text(before, &mut reasoning, &mut content);
+                self.push_marker(marker, tag, &mut reasoning, &mut content);
+            }
         }
         ReasoningDelta { reasoning: non_empty(reasoning), content: non_empty(content) }
+    }
+
+    fn push_text(&mut self, text: &str, reasoning: &mut String, content: &mut String) {
+        match self.state {
+            State::AwaitOpen => {
+                self.held.push_str(text);
+                if let Some(rest) = self.held.strip_prefix(THINK_START) {
+                    let rest = rest.to_owned();
+                    self.held.clear();
+                    self.state = State::Reasoning;
+                    self.reasoning_text(&rest, reasoning, content);
+                } else if !THINK_START.starts_with(self.held.as_str()) {
+                    content.push_str(&std::mem::take(&mut self.held));
+                    self.state = State::Content;
+                }
+            }
+            State::Reasoning => self.reasoning_text(text, reasoning, content),
+            State::Content => content.push_str(text),
+        }
+    }
+
+    /// A tag token; `tag` is its own text (empty when the detokenizer gave none).
+    fn push_marker(&mut self, marker: Marker, tag: &str, reasoning: &mut String, content: &mut String) {
+        match (self.state, marker) {
+            (State::AwaitOpen, Marker::ThinkStart) if self.held.is_empty() => self.state = State::Reasoning,
+            (State::AwaitOpen, Marker::ThinkStart | Marker::ThinkEnd) => {
+                content.push_str(&std::mem::take(&mut self.held));
+                self.state = State::Content;
+            }
+            (State::AwaitOpen, Marker::ToolCallStart) => {
+                content.push_str(&std::mem::take(&mut self.held));
+                content.push_str(tag);
+                self.state = State::Content;
+            }
+            // A repeated `<think>` inside reasoning is dropped; held text stays contiguous.
+            (State::Reasoning, Marker::ThinkStart) => {}
+            (State::Reasoning, Marker::ThinkEnd) => {
+                reasoning.push_str(&std::mem::take(&mut self.held));
+                self.state = State::Content;
+            }
+            (State::Reasoning, Marker::ToolCallStart) => {
+                reasoning.push_str(&std::mem::take(&mut self.held));
+                content.push_str(tag);
+                self.state = State::Content;
+            }
+            (State::Content, Marker::ThinkStart | Marker::ThinkEnd) => {}
+            (State::Content, Marker::ToolCallStart) => content.push_str(tag),
+        }
     }
 
     /// Reasoning-state text: looks for a text `</think>` across the held suffix and `text`.
@@ -266,48 +291,47 @@ pub fn split_reasoning(tokens: &ThinkTokens, prompt_ids: &[TokenId], output: &[(
 ///
 /// Written independently of the streaming state machine (whole-string partitions, as vLLM's
 /// non-streaming path does) so that the two check each other.
-pub fn split_reasoning_from(tokens: &ThinkTokens, prompt: PromptThinking, output: &[(TokenId, &str)]) -> ReasoningSplit {
-    // Where reasoning text begins: (index into `output`, bytes of that item's text to skip).
+pub fn split_reasoning_from(
+    tokens: &ThinkTokens,
+    prompt: PromptThinking,
+    output: &[(TokenId, &str)],
+) -> ReasoningSplit {
+    let items = items(tokens, output);
+    // Where reasoning text begins: (index into `items`, bytes of that item's text to skip).
     let start = match prompt {
         PromptThinking::Open => Some((0, 0)),
         PromptThinking::Closed | PromptThinking::Absent => {
-            let first = output.iter().position(|(id, text)| tokens.marker(*id).is_some() || !text.is_empty());
-            match first {
+            match items.iter().position(|item| *item != Item::Text("")) {
                 None => None,
-                Some(i) => match tokens.marker(output[i].0) {
-                    Some(Marker::ThinkStart) => Some((i + 1, 0)),
-                    Some(_) => None,
-                    None => {
+                Some(i) => match items[i] {
+                    Item::Marker(Marker::ThinkStart, _) => Some((i + 1, 0)),
+                    Item::Marker(..) => None,
+                    Item::Text(_) => {
                         // Text fallback: the leading run of plain text starts with `<think>`.
-                        let run_end = output[i..].iter().position(|(id, _)| tokens.marker(*id).is_some()).map_or(output.len(), |k| i + k);
-                        let run: String = output[i..run_end].iter().map(|(_, t)| *t).collect();
-                        if run.starts_with(THINK_START) {
-                            Some(skip_bytes(output, i, THINK_START.len()))
-                        } else {
-                            None
-                        }
+                        let run: String = items[i..].iter().map_while(Item::text).collect();
+                        run.starts_with(THINK_START).then(|| skip_bytes(&items, i, THINK_START.len()))
                     }
                 },
             }
         }
     };
     let Some((first, skip)) = start else {
-        return ReasoningSplit { reasoning: None, content: non_empty(content_text(tokens, output, 0)) };
+        return ReasoningSplit { reasoning: None, content: non_empty(content_text(&items[..])) };
     };
     // The reasoning run: plain text (and dropped `<think>`s) up to `</think>` or `<tool_call>`.
     let mut run = String::new();
-    let mut stop = output.len();
-    for (i, (id, text)) in output.iter().enumerate().skip(first) {
-        match tokens.marker(*id) {
-            None => run.push_str(if i == first { &text[skip..] } else { text }),
-            Some(Marker::ThinkStart) => {}
-            Some(Marker::ThinkEnd) | Some(Marker::ToolCallStart) => {
+    let mut stop = items.len();
+    for (i, item) in items.iter().enumerate().skip(first) {
+        match *item {
+            Item::Text(text) => run.push_str(if i == first { &text[skip..] } else { text }),
+            Item::Marker(Marker::ThinkStart, _) => {}
+            Item::Marker(Marker::ThinkEnd | Marker::ToolCallStart, _) => {
                 stop = i;
                 break;
             }
         }
     }
-    let rest = content_text(tokens, output, stop);
+    let rest = content_text(&items[stop..]);
     match run.split_once(THINK_END) {
         Some((reasoning, after)) => ReasoningSplit {
             reasoning: non_empty(reasoning.to_owned()),
@@ -318,21 +342,55 @@ pub fn split_reasoning_from(tokens: &ThinkTokens, prompt: PromptThinking, output
     }
 }
 
+/// The output as plain text and tag tokens (a tag's delta split as [`Marker::split_delta`] does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Item<'a> {
+    Text(&'a str),
+    /// A tag token and its own text.
+    Marker(Marker, &'a str),
+}
+
+impl<'a> Item<'a> {
+    fn text(&self) -> Option<&'a str> {
+        match *self {
+            Item::Text(text) => Some(text),
+            Item::Marker(..) => None,
+        }
+    }
+}
+
+fn items<'a>(tokens: &ThinkTokens, output: &[(TokenId, &'a str)]) -> Vec<Item<'a>> {
+    let mut items = Vec::with_capacity(output.len());
+    for &(id, text) in output {
+        match tokens.marker(id) {
+            None => items.push(Item::Text(text)),
+            Some(marker) => {
+                let (before, tag) = marker.split_delta(text);
+                items.push(Item::Text(before));
+                items.push(Item::Marker(marker, tag));
+            }
+        }
+    }
+    items
+}
+
 /// (item, byte offset) just after `n` bytes of plain text starting at item `i`.
-fn skip_bytes(output: &[(TokenId, &str)], mut i: usize, mut n: usize) -> (usize, usize) {
-    while n > 0 && n >= output[i].1.len() {
-        n -= output[i].1.len();
+fn skip_bytes(items: &[Item<'_>], mut i: usize, mut n: usize) -> (usize, usize) {
+    while let Some(text) = items.get(i).and_then(Item::text).filter(|text| n > 0 && n >= text.len()) {
+        n -= text.len();
         i += 1;
     }
     (i, n)
 }
 
-/// Content from item `from` on: all text except that of the think tags.
-fn content_text(tokens: &ThinkTokens, output: &[(TokenId, &str)], from: usize) -> String {
-    output[from..]
+/// Content: all text except that of the think tags.
+fn content_text(items: &[Item<'_>]) -> String {
+    items
         .iter()
-        .filter(|(id, _)| !matches!(tokens.marker(*id), Some(Marker::ThinkStart) | Some(Marker::ThinkEnd)))
-        .map(|(_, text)| *text)
+        .map(|item| match *item {
+            Item::Text(text) | Item::Marker(Marker::ToolCallStart, text) => text,
+            Item::Marker(Marker::ThinkStart | Marker::ThinkEnd, _) => "",
+        })
         .collect()
 }
 
@@ -352,7 +410,11 @@ mod tests {
 
     /// Streams `output` token by token and concatenates the pieces, checking that no delta
     /// carries an empty string.
-    fn stream(tokens: ThinkTokens, prompt: PromptThinking, output: &[(TokenId, &str)]) -> (ReasoningSplit, Vec<ReasoningDelta>) {
+    fn stream(
+        tokens: ThinkTokens,
+        prompt: PromptThinking,
+        output: &[(TokenId, &str)],
+    ) -> (ReasoningSplit, Vec<ReasoningDelta>) {
         let mut parser = ReasoningParser::with_prompt_thinking(tokens, prompt);
         let mut deltas: Vec<ReasoningDelta> = output.iter().map(|(id, text)| parser.push(*id, text)).collect();
         deltas.push(parser.finish());
@@ -377,7 +439,7 @@ mod tests {
         ReasoningSplit { reasoning: reasoning.map(str::to_owned), content: content.map(str::to_owned) }
     }
 
-    /// Qwen3 hybrid template, thinking on: the prompt ends `<|im_start|>assistant\n`.
+    /// Qwen3 hybrid template, thinking on: the prompt ends with the bare generation header, no tag.
     const PROMPT_PLAIN: &[TokenId] = &[IM_START, 872, 198, 9707, 151_645, 198, IM_START, 77_091, 198];
     /// Thinking-only templates (Qwen3-*-Thinking-2507) end the prompt with `<think>\n`.
     const PROMPT_OPEN: &[TokenId] = &[IM_START, 77_091, 198, THINK, 198];
@@ -454,7 +516,9 @@ mod tests {
             both(Q, PROMPT_PLAIN, &output),
             split(
                 Some("\nI need the weather.\n"),
-                Some("\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>")
+                Some(
+                    "\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"
+                )
             )
         );
     }
@@ -462,18 +526,48 @@ mod tests {
     #[test]
     fn tool_call_token_ends_reasoning_implicitly() {
         let output = [(TEXT, "I should call it"), (TOOL, "<tool_call>"), (TEXT, "\n{}\n"), (TOOL_END, "</tool_call>")];
-        assert_eq!(both(Q, PROMPT_OPEN, &output), split(Some("I should call it"), Some("<tool_call>\n{}\n</tool_call>")));
+        assert_eq!(
+            both(Q, PROMPT_OPEN, &output),
+            split(Some("I should call it"), Some("<tool_call>\n{}\n</tool_call>"))
+        );
         // Without a `<tool_call>` id the token is plain text and reasoning continues.
         let no_tool = ThinkTokens { tool_call_start_id: None, ..Q };
-        assert_eq!(both(no_tool, PROMPT_OPEN, &output), split(Some("I should call it<tool_call>\n{}\n</tool_call>"), None));
+        assert_eq!(
+            both(no_tool, PROMPT_OPEN, &output),
+            split(Some("I should call it<tool_call>\n{}\n</tool_call>"), None)
+        );
     }
 
     #[test]
     fn tags_are_never_emitted_and_later_tags_are_dropped() {
-        let output = [(THINK, "<think>"), (TEXT, "a"), (THINK, "<think>"), (TEXT, "b"), (END, "</think>"), (TEXT, "c"), (END, "</think>"), (THINK, "<think>"), (TEXT, "d")];
+        let output = [
+            (THINK, "<think>"),
+            (TEXT, "a"),
+            (THINK, "<think>"),
+            (TEXT, "b"),
+            (END, "</think>"),
+            (TEXT, "c"),
+            (END, "</think>"),
+            (THINK, "<think>"),
+            (TEXT, "d"),
+        ];
         assert_eq!(both(Q, PROMPT_PLAIN, &output), split(Some("ab"), Some("cd")));
         // A stray `</think>` first under a closed prompt is dropped; the rest is content.
         assert_eq!(both(Q, PROMPT_NO_THINK, &[(END, "</think>"), (TEXT, "x")]), split(None, Some("x")));
+    }
+
+    /// An incremental detokenizer can release held bytes together with a tag token's text.
+    #[test]
+    fn text_released_with_a_tag_token_is_kept() {
+        let output = [(TEXT, "thoughts "), (END, "\u{FFFD}</think>"), (TEXT, "answer")];
+        assert_eq!(both(Q, PROMPT_OPEN, &output), split(Some("thoughts \u{FFFD}"), Some("answer")));
+        let output = [(TEXT, "hmm"), (TOOL, "!<tool_call>"), (TEXT, "{}")];
+        assert_eq!(both(Q, PROMPT_OPEN, &output), split(Some("hmm!"), Some("<tool_call>{}")));
+        // A tag token decoded to nothing (special tokens skipped) still acts on its id.
+        assert_eq!(
+            both(Q, PROMPT_PLAIN, &[(THINK, ""), (TEXT, "a"), (END, ""), (TEXT, "b")]),
+            split(Some("a"), Some("b"))
+        );
     }
 
     #[test]
@@ -537,6 +631,10 @@ mod tests {
             2 => Just((END, "</think>".to_owned())),
             1 => Just((TOOL, "<tool_call>".to_owned())),
             1 => Just((THINK, String::new())),
+            1 => Just((END, "é</think>".to_owned())),
+            1 => Just((THINK, "<<think>".to_owned())),
+            1 => Just((TOOL, "x<tool_call>".to_owned())),
+            1 => Just((END, "odd".to_owned())),
             8 => proptest::sample::select(vec!["<", "/", "think", ">", "</think>", "<think>", "a", "é", "\n", " ", "", "</", "<th", "ink>"])
                 .prop_map(|s| (TEXT, s.to_owned())),
         ]

@@ -37,14 +37,22 @@ pub struct StopMatcher {
 
 impl StopMatcher {
     /// Empty stop strings are ignored (they would match before any text).
-    pub fn new<S: Into<String>>(stops: impl IntoIterator<Item = S>, include_stop_str_in_output: bool) -> Self {
+    pub fn new<S: Into<String>>(
+        stops: impl IntoIterator<Item = S>,
+        include_stop_str_in_output: bool,
+    ) -> Self {
         let mut unique: Vec<String> = Vec::new();
         for stop in stops.into_iter().map(Into::into) {
             if !stop.is_empty() && !unique.contains(&stop) {
                 unique.push(stop);
             }
         }
-        Self { stops: unique, include_stop_str_in_output, held: String::new(), stopped: false }
+        Self {
+            stops: unique,
+            include_stop_str_in_output,
+            held: String::new(),
+            stopped: false,
+        }
     }
 
     /// Feeds the next text delta.
@@ -53,18 +61,31 @@ impl StopMatcher {
             return StopResult::default();
         }
         if self.stops.is_empty() {
-            return StopResult { text_to_emit: delta.to_owned(), stopped: None };
+            return StopResult {
+                text_to_emit: delta.to_owned(),
+                stopped: None,
+            };
         }
         let mut text = std::mem::take(&mut self.held);
         text.push_str(delta);
         if let Some((start, end, stop)) = first_stop(&text, &self.stops) {
             self.stopped = true;
-            text.truncate(if self.include_stop_str_in_output { end } else { start });
-            return StopResult { text_to_emit: text, stopped: Some(stop.to_owned()) };
+            text.truncate(if self.include_stop_str_in_output {
+                end
+            } else {
+                start
+            });
+            return StopResult {
+                text_to_emit: text,
+                stopped: Some(stop.to_owned()),
+            };
         }
         let keep = longest_stop_prefix_suffix(&text, &self.stops);
         self.held = text.split_off(text.len() - keep);
-        StopResult { text_to_emit: text, stopped: None }
+        StopResult {
+            text_to_emit: text,
+            stopped: None,
+        }
     }
 
     /// Ends the stream (it finished for another reason): releases the held-back text.
@@ -88,7 +109,10 @@ impl StopMatcher {
 fn first_stop<'s>(text: &str, stops: &'s [String]) -> Option<(usize, usize, &'s str)> {
     stops
         .iter()
-        .filter_map(|stop| text.find(stop.as_str()).map(|start| (start, start + stop.len(), stop.as_str())))
+        .filter_map(|stop| {
+            text.find(stop.as_str())
+                .map(|start| (start, start + stop.len(), stop.as_str()))
+        })
         .min_by_key(|&(start, end, _)| (end, start))
 }
 
@@ -142,12 +166,19 @@ mod tests {
     fn reference(text: &str, stops: &[String], include: bool) -> (String, Option<String>) {
         let stops: Vec<String> = stops.iter().filter(|s| !s.is_empty()).cloned().collect();
         match first_stop(text, &stops) {
-            Some((start, end, stop)) => (text[..if include { end } else { start }].to_owned(), Some(stop.to_owned())),
+            Some((start, end, stop)) => (
+                text[..if include { end } else { start }].to_owned(),
+                Some(stop.to_owned()),
+            ),
             None => (text.to_owned(), None),
         }
     }
 
-    fn run(stops: &[&str], include: bool, deltas: &[&str]) -> (Vec<String>, Option<String>, String) {
+    fn run(
+        stops: &[&str],
+        include: bool,
+        deltas: &[&str],
+    ) -> (Vec<String>, Option<String>, String) {
         let mut matcher = StopMatcher::new(stops.iter().copied(), include);
         let mut out = Vec::new();
         let mut stopped = None;
@@ -181,17 +212,30 @@ mod tests {
     #[test]
     fn earliest_completed_stop_wins() {
         let (out, stopped, _) = run(&["xyz", "y"], false, &["axyz"]);
-        assert_eq!((out.concat(), stopped.as_deref()), ("ax".to_owned(), Some("y")));
+        assert_eq!(
+            (out.concat(), stopped.as_deref()),
+            ("ax".to_owned(), Some("y"))
+        );
         let (out, stopped, _) = run(&["abc", "bc"], false, &["zabc"]);
-        assert_eq!((out.concat(), stopped.as_deref()), ("za".to_owned(), Some("abc")), "same end: longer stop");
+        assert_eq!(
+            (out.concat(), stopped.as_deref()),
+            ("z".to_owned(), Some("abc")),
+            "same end: longer stop"
+        );
     }
 
     #[test]
     fn multibyte_stops_and_no_stops() {
         let (out, stopped, _) = run(&["。\n"], false, &["你好。", "\n世界"]);
-        assert_eq!((out.concat(), stopped.as_deref()), ("你好".to_owned(), Some("。\n")));
+        assert_eq!(
+            (out.concat(), stopped.as_deref()),
+            ("你好".to_owned(), Some("。\n"))
+        );
         let (out, stopped, rest) = run(&[""], false, &["a", "b"]);
-        assert_eq!((out.concat(), stopped, rest), ("ab".to_owned(), None, String::new()));
+        assert_eq!(
+            (out.concat(), stopped, rest),
+            ("ab".to_owned(), None, String::new())
+        );
     }
 
     #[test]
@@ -204,18 +248,29 @@ mod tests {
 
     fn text_strategy() -> impl Strategy<Value = String> {
         // A small alphabet (with a multi-byte character) makes stop hits and near-misses common.
-        proptest::collection::vec(prop::sample::select(vec!['a', 'b', 'c', ' ', 'é', '中']), 0..40)
-            .prop_map(|chars| chars.into_iter().collect())
+        proptest::collection::vec(
+            prop::sample::select(vec!['a', 'b', 'c', ' ', 'é', '中']),
+            0..40,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
     }
 
     /// Splits `text` at the given fractions (rounded down to char boundaries).
     fn split_at(text: &str, cuts: &[usize]) -> Vec<String> {
-        let boundaries: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
-        let mut points: Vec<usize> = cuts.iter().map(|c| boundaries[c % boundaries.len()]).collect();
+        let boundaries: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
+        let mut points: Vec<usize> = cuts
+            .iter()
+            .map(|c| boundaries[c % boundaries.len()])
+            .collect();
         points.push(0);
         points.push(text.len());
         points.sort_unstable();
-        points.windows(2).map(|w| text[w[0]..w[1]].to_owned()).collect()
+        points
+            .windows(2)
+            .map(|w| text[w[0]..w[1]].to_owned())
+            .collect()
     }
 
     proptest! {

@@ -91,7 +91,11 @@ impl fmt::Debug for Tokenizer {
             .field("eos_token_ids", &self.eos_token_ids)
             .field(
                 "chat_templates",
-                &self.chat_templates.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                &self
+                    .chat_templates
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -109,7 +113,10 @@ impl Tokenizer {
         let tokenizer_path = dir.join("tokenizer.json");
         let inner = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|err| {
             if tokenizer_path.exists() {
-                Error::Config { path: tokenizer_path.clone(), message: err.to_string() }
+                Error::Config {
+                    path: tokenizer_path.clone(),
+                    message: err.to_string(),
+                }
             } else {
                 Error::Io {
                     path: tokenizer_path.clone(),
@@ -120,15 +127,21 @@ impl Tokenizer {
 
         let config_path = dir.join("tokenizer_config.json");
         let config = read_json_if_exists(&config_path)?.unwrap_or(Value::Null);
-        let mut tokenizer = Self::from_tokenizer_and_config(inner, &config).map_err(|err| match err {
-            Error::Config { message, .. } => Error::Config { path: config_path.clone(), message },
-            other => other,
-        })?;
+        let mut tokenizer =
+            Self::from_tokenizer_and_config(inner, &config).map_err(|err| match err {
+                Error::Config { message, .. } => Error::Config {
+                    path: config_path.clone(),
+                    message,
+                },
+                other => other,
+            })?;
 
         let template_path = dir.join("chat_template.jinja");
         if template_path.exists() {
-            let source = std::fs::read_to_string(&template_path)
-                .map_err(|source| Error::Io { path: template_path.clone(), source })?;
+            let source = std::fs::read_to_string(&template_path).map_err(|source| Error::Io {
+                path: template_path.clone(),
+                source,
+            })?;
             tokenizer.set_chat_template(source);
         }
 
@@ -185,9 +198,17 @@ impl Tokenizer {
                 )))
             }
         };
-        let eos_id = special_tokens.eos_token.as_deref().and_then(|t| inner.token_to_id(t));
+        let eos_id = special_tokens
+            .eos_token
+            .as_deref()
+            .and_then(|t| inner.token_to_id(t));
         let eos_token_ids = stop_token_ids(&inner, eos_id);
-        Ok(Self { inner, special_tokens, eos_token_ids, chat_templates })
+        Ok(Self {
+            inner,
+            special_tokens,
+            eos_token_ids,
+            chat_templates,
+        })
     }
 
     /// Builds the tokenizer described by a GGUF file's metadata.
@@ -208,7 +229,9 @@ impl Tokenizer {
         let token_at = |what: &str, id: Option<u32>| -> Result<Option<String>> {
             id.map(|id| {
                 vocab.tokens.get(id as usize).cloned().ok_or_else(|| {
-                    Error::InvalidGgufVocab(format!("{what} {id} is outside the vocabulary ({num_tokens} tokens)"))
+                    Error::InvalidGgufVocab(format!(
+                        "{what} {id} is outside the vocabulary ({num_tokens} tokens)"
+                    ))
                 })
             })
             .transpose()
@@ -224,10 +247,13 @@ impl Tokenizer {
         // registering the added tokens below reuses these ids instead of appending new ones.
         let mut bpe_vocab = Vocab::with_capacity(num_tokens);
         for (id, token) in vocab.tokens.iter().enumerate() {
-            let id = TokenId::try_from(id)
-                .map_err(|_| Error::InvalidGgufVocab(format!("{num_tokens} tokens do not fit u32 ids")))?;
+            let id = TokenId::try_from(id).map_err(|_| {
+                Error::InvalidGgufVocab(format!("{num_tokens} tokens do not fit u32 ids"))
+            })?;
             if bpe_vocab.insert(token.clone(), id).is_some() {
-                return Err(Error::InvalidGgufVocab(format!("token {token:?} appears twice")));
+                return Err(Error::InvalidGgufVocab(format!(
+                    "token {token:?} appears twice"
+                )));
             }
         }
         let merges = vocab
@@ -237,19 +263,32 @@ impl Tokenizer {
                 merge
                     .split_once(' ')
                     .map(|(left, right)| (left.to_owned(), right.to_owned()))
-                    .ok_or_else(|| Error::InvalidGgufVocab(format!("merge {merge:?} is not \"left right\"")))
+                    .ok_or_else(|| {
+                        Error::InvalidGgufVocab(format!("merge {merge:?} is not \"left right\""))
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder().vocab_and_merges(bpe_vocab, merges).build().map_err(Error::tokenizer)?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(bpe_vocab, merges)
+            .build()
+            .map_err(Error::tokenizer)?;
 
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_normalizer(Some(NFC)).map_err(Error::tokenizer)?;
-        let split = Split::new(SplitPattern::Regex(QWEN2_SPLIT_REGEX.to_owned()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(Error::tokenizer)?;
+        let split = Split::new(
+            SplitPattern::Regex(QWEN2_SPLIT_REGEX.to_owned()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(Error::tokenizer)?;
         let byte_level = ByteLevel::new(false, false, false);
         inner.with_pre_tokenizer(Some(Sequence::new(vec![split.into(), byte_level.into()])));
         inner.with_decoder(Some(byte_level));
-        let post_processor: PostProcessorWrapper = match (vocab.add_bos_token, &special_tokens.bos_token, vocab.bos_token_id) {
+        let post_processor: PostProcessorWrapper = match (
+            vocab.add_bos_token,
+            &special_tokens.bos_token,
+            vocab.bos_token_id,
+        ) {
             (Some(true), Some(bos), Some(bos_id)) => TemplateProcessing::builder()
                 .try_single(format!("{bos} $A"))
                 .and_then(|b| b.try_pair(format!("{bos} $A {bos} $B")))
@@ -271,8 +310,12 @@ impl Tokenizer {
                 .map(|(token, _)| AddedToken::from(token.clone(), special).normalized(false))
                 .collect()
         };
-        inner.add_special_tokens(added(GGUF_TOKEN_CONTROL, true)).map_err(Error::tokenizer)?;
-        inner.add_tokens(added(GGUF_TOKEN_USER_DEFINED, false)).map_err(Error::tokenizer)?;
+        inner
+            .add_special_tokens(added(GGUF_TOKEN_CONTROL, true))
+            .map_err(Error::tokenizer)?;
+        inner
+            .add_tokens(added(GGUF_TOKEN_USER_DEFINED, false))
+            .map_err(Error::tokenizer)?;
 
         let eos_token_ids = stop_token_ids(&inner, vocab.eos_token_id);
         let chat_templates = vocab
@@ -280,19 +323,29 @@ impl Tokenizer {
             .iter()
             .map(|source| ("default".to_owned(), source.clone()))
             .collect();
-        Ok(Self { inner, special_tokens, eos_token_ids, chat_templates })
+        Ok(Self {
+            inner,
+            special_tokens,
+            eos_token_ids,
+            chat_templates,
+        })
     }
 
     /// Token ids of `text`. `add_special_tokens` applies the post-processor (e.g. a BOS token);
     /// special-token text inside `text` (`<|im_start|>`) is always matched as that token.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TokenId>> {
-        let encoding = self.inner.encode_fast(text, add_special_tokens).map_err(Error::tokenizer)?;
+        let encoding = self
+            .inner
+            .encode_fast(text, add_special_tokens)
+            .map_err(Error::tokenizer)?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Text of `ids`; invalid UTF-8 (a character cut between tokens) becomes U+FFFD.
     pub fn decode(&self, ids: &[TokenId], skip_special_tokens: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special_tokens).map_err(Error::tokenizer)
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(Error::tokenizer)
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<TokenId> {
@@ -327,21 +380,41 @@ impl Tokenizer {
     }
 
     pub fn bos_token_id(&self) -> Option<TokenId> {
-        self.special_tokens.bos_token.as_deref().and_then(|t| self.token_to_id(t))
+        self.special_tokens
+            .bos_token
+            .as_deref()
+            .and_then(|t| self.token_to_id(t))
     }
 
     pub fn pad_token_id(&self) -> Option<TokenId> {
-        self.special_tokens.pad_token.as_deref().and_then(|t| self.token_to_id(t))
+        self.special_tokens
+            .pad_token
+            .as_deref()
+            .and_then(|t| self.token_to_id(t))
     }
 
     /// The special tokens a chat template sees as variables (`bos_token`, `eos_token`, ...),
     /// only those that are set, like `transformers`' `special_tokens_map`.
     pub fn special_tokens_map(&self) -> serde_json::Map<String, Value> {
-        let SpecialTokens { bos_token, eos_token, unk_token, pad_token } = &self.special_tokens;
-        [("bos_token", bos_token), ("eos_token", eos_token), ("unk_token", unk_token), ("pad_token", pad_token)]
-            .into_iter()
-            .filter_map(|(name, token)| token.as_ref().map(|t| (name.to_owned(), Value::String(t.clone()))))
-            .collect()
+        let SpecialTokens {
+            bos_token,
+            eos_token,
+            unk_token,
+            pad_token,
+        } = &self.special_tokens;
+        [
+            ("bos_token", bos_token),
+            ("eos_token", eos_token),
+            ("unk_token", unk_token),
+            ("pad_token", pad_token),
+        ]
+        .into_iter()
+        .filter_map(|(name, token)| {
+            token
+                .as_ref()
+                .map(|t| (name.to_owned(), Value::String(t.clone())))
+        })
+        .collect()
     }
 
     /// The default chat template (the plain string, or the entry named `"default"`).
@@ -351,7 +424,10 @@ impl Tokenizer {
 
     /// A named chat template (`"tool_use"`, ...) from the list form of `chat_template`.
     pub fn chat_template_named(&self, name: &str) -> Option<&str> {
-        self.chat_templates.iter().find(|(n, _)| n == name).map(|(_, source)| source.as_str())
+        self.chat_templates
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, source)| source.as_str())
     }
 
     /// Names of the chat templates, default first when present.
@@ -362,7 +438,8 @@ impl Tokenizer {
     /// Replaces the default chat template (e.g. from a `--chat-template` file).
     pub fn set_chat_template(&mut self, source: String) {
         self.chat_templates.retain(|(name, _)| name != "default");
-        self.chat_templates.insert(0, ("default".to_owned(), source));
+        self.chat_templates
+            .insert(0, ("default".to_owned(), source));
     }
 
     pub fn inner(&self) -> &tokenizers::Tokenizer {
@@ -374,38 +451,58 @@ fn read_json_if_exists(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|err| Error::Config { path: path.to_owned(), message: err.to_string() })
+        .map_err(|err| Error::Config {
+            path: path.to_owned(),
+            message: err.to_string(),
+        })
 }
 
 /// An error in `tokenizer_config.json`; [`Tokenizer::from_dir`] fills in the full path.
 fn config_error(message: impl Into<String>) -> Error {
-    Error::Config { path: "tokenizer_config.json".into(), message: message.into() }
+    Error::Config {
+        path: "tokenizer_config.json".into(),
+        message: message.into(),
+    }
 }
 
 /// A special token field of `tokenizer_config.json`: `"<|im_end|>"` or `{"content": "<|im_end|>", ...}`.
 fn token_field(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => Some(s.clone()),
-        Value::Object(map) => map.get("content").and_then(Value::as_str).map(str::to_owned),
+        Value::Object(map) => map
+            .get("content")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         _ => None,
     }
 }
 
 /// Adds the entries of `added_tokens_decoder` that `tokenizer.json` lacks, and checks that the
 /// ones it has sit at the declared ids.
-fn add_config_added_tokens(inner: &mut tokenizers::Tokenizer, decoder: Option<&Value>) -> Result<()> {
-    let Some(Value::Object(entries)) = decoder else { return Ok(()) };
+fn add_config_added_tokens(
+    inner: &mut tokenizers::Tokenizer,
+    decoder: Option<&Value>,
+) -> Result<()> {
+    let Some(Value::Object(entries)) = decoder else {
+        return Ok(());
+    };
     for (id, entry) in entries {
-        let declared: TokenId = id
-            .parse()
-            .map_err(|_| config_error(format!("added_tokens_decoder key {id:?} is not a token id")))?;
+        let declared: TokenId = id.parse().map_err(|_| {
+            config_error(format!("added_tokens_decoder key {id:?} is not a token id"))
+        })?;
         let Some(content) = entry.get("content").and_then(Value::as_str) else {
-            return Err(config_error(format!("added_tokens_decoder[{id}] has no \"content\"")));
+            return Err(config_error(format!(
+                "added_tokens_decoder[{id}] has no \"content\""
+            )));
         };
-        let flag = |name: &str, default: bool| entry.get(name).and_then(Value::as_bool).unwrap_or(default);
+        let flag =
+            |name: &str, default: bool| entry.get(name).and_then(Value::as_bool).unwrap_or(default);
         if inner.token_to_id(content).is_none() {
             let special = flag("special", false);
             let token = AddedToken::from(content, special)
@@ -414,7 +511,9 @@ fn add_config_added_tokens(inner: &mut tokenizers::Tokenizer, decoder: Option<&V
                 .rstrip(flag("rstrip", false))
                 .normalized(flag("normalized", !special));
             if special {
-                inner.add_special_tokens([token]).map_err(Error::tokenizer)?;
+                inner
+                    .add_special_tokens([token])
+                    .map_err(Error::tokenizer)?;
             } else {
                 inner.add_tokens([token]).map_err(Error::tokenizer)?;
             }
@@ -455,7 +554,15 @@ mod tests {
     /// A tiny byte-level vocabulary: single bytes `a`, `b`, `Ġ` (space), a merge `a b`, and
     /// Qwen's control and user-defined tokens.
     fn tiny_vocab() -> GgufVocab {
-        let tokens = ["a", "b", "Ġ", "ab", "<|endoftext|>", "<|im_end|>", "<think>"];
+        let tokens = [
+            "a",
+            "b",
+            "Ġ",
+            "ab",
+            "<|endoftext|>",
+            "<|im_end|>",
+            "<think>",
+        ];
         GgufVocab {
             model: "gpt2".into(),
             pre: Some("qwen2".into()),
@@ -474,16 +581,29 @@ mod tests {
     fn gguf_vocab_builds_a_byte_level_bpe() {
         let tok = Tokenizer::from_gguf_vocab(&tiny_vocab()).unwrap();
         assert_eq!(tok.encode("ab a", false).unwrap(), vec![3, 2, 0]);
-        assert_eq!(tok.encode("ab<think>b<|im_end|>", false).unwrap(), vec![3, 6, 1, 5]);
+        assert_eq!(
+            tok.encode("ab<think>b<|im_end|>", false).unwrap(),
+            vec![3, 6, 1, 5]
+        );
         assert_eq!(tok.decode(&[3, 2, 0, 5], false).unwrap(), "ab a<|im_end|>");
-        assert_eq!(tok.decode(&[3, 6, 5], true).unwrap(), "ab<think>", "only control tokens are skipped");
+        assert_eq!(
+            tok.decode(&[3, 6, 5], true).unwrap(),
+            "ab<think>",
+            "only control tokens are skipped"
+        );
         assert!(tok.is_special_id(5) && !tok.is_special_id(6) && !tok.is_special_id(0));
         assert_eq!(tok.eos_token_ids(), vec![5, 4]);
         assert_eq!(tok.vocab_size(), 7);
         assert_eq!(tok.chat_template(), Some("{{ messages[0].content }}"));
-        assert_eq!(tok.special_tokens().bos_token.as_deref(), Some("<|endoftext|>"));
+        assert_eq!(
+            tok.special_tokens().bos_token.as_deref(),
+            Some("<|endoftext|>")
+        );
         let map = tok.special_tokens_map();
-        assert_eq!(map.keys().collect::<Vec<_>>(), ["bos_token", "eos_token", "pad_token"]);
+        assert_eq!(
+            map.keys().collect::<Vec<_>>(),
+            ["bos_token", "eos_token", "pad_token"]
+        );
     }
 
     #[test]
@@ -500,7 +620,10 @@ mod tests {
         let mut vocab = tiny_vocab();
         vocab.model = "llama".into();
         let err = Tokenizer::from_gguf_vocab(&vocab).unwrap_err().to_string();
-        assert!(err.contains("\"llama\"") && err.contains("\"qwen2\""), "{err}");
+        assert!(
+            err.contains("\"llama\"") && err.contains("\"qwen2\""),
+            "{err}"
+        );
         let mut vocab = tiny_vocab();
         vocab.pre = Some("llama-bpe".into());
         let err = Tokenizer::from_gguf_vocab(&vocab).unwrap_err().to_string();
@@ -511,18 +634,30 @@ mod tests {
     fn inconsistent_gguf_vocab_is_rejected() {
         let mut vocab = tiny_vocab();
         vocab.token_types.pop();
-        assert!(matches!(Tokenizer::from_gguf_vocab(&vocab), Err(Error::InvalidGgufVocab(_))));
+        assert!(matches!(
+            Tokenizer::from_gguf_vocab(&vocab),
+            Err(Error::InvalidGgufVocab(_))
+        ));
         let mut vocab = tiny_vocab();
         vocab.merges.push("ab".into());
-        assert!(matches!(Tokenizer::from_gguf_vocab(&vocab), Err(Error::InvalidGgufVocab(_))));
+        assert!(matches!(
+            Tokenizer::from_gguf_vocab(&vocab),
+            Err(Error::InvalidGgufVocab(_))
+        ));
         let mut vocab = tiny_vocab();
         vocab.eos_token_id = Some(99);
-        assert!(matches!(Tokenizer::from_gguf_vocab(&vocab), Err(Error::InvalidGgufVocab(_))));
+        assert!(matches!(
+            Tokenizer::from_gguf_vocab(&vocab),
+            Err(Error::InvalidGgufVocab(_))
+        ));
     }
 
     #[test]
     fn config_fields_accept_both_token_forms_and_template_lists() {
-        let base = Tokenizer::from_gguf_vocab(&tiny_vocab()).unwrap().inner().clone();
+        let base = Tokenizer::from_gguf_vocab(&tiny_vocab())
+            .unwrap()
+            .inner()
+            .clone();
         let config = serde_json::json!({
             "eos_token": {"content": "<|im_end|>", "special": true},
             "pad_token": "<|endoftext|>",
@@ -534,16 +669,24 @@ mod tests {
             "added_tokens_decoder": {"5": {"content": "<|im_end|>", "special": true}}
         });
         let tok = Tokenizer::from_tokenizer_and_config(base.clone(), &config).unwrap();
-        assert_eq!(tok.special_tokens().eos_token.as_deref(), Some("<|im_end|>"));
-        assert_eq!(tok.special_tokens().pad_token.as_deref(), Some("<|endoftext|>"));
+        assert_eq!(
+            tok.special_tokens().eos_token.as_deref(),
+            Some("<|im_end|>")
+        );
+        assert_eq!(
+            tok.special_tokens().pad_token.as_deref(),
+            Some("<|endoftext|>")
+        );
         assert_eq!(tok.special_tokens().bos_token, None);
         assert_eq!(tok.chat_template(), Some("D"));
         assert_eq!(tok.chat_template_named("tool_use"), Some("T"));
         assert_eq!(tok.eos_token_ids(), vec![5, 4]);
 
-        let wrong_id = serde_json::json!({"added_tokens_decoder": {"6": {"content": "<|im_end|>"}}});
+        let wrong_id =
+            serde_json::json!({"added_tokens_decoder": {"6": {"content": "<|im_end|>"}}});
         assert!(Tokenizer::from_tokenizer_and_config(base.clone(), &wrong_id).is_err());
-        let new_token = serde_json::json!({"added_tokens_decoder": {"7": {"content": "<x>", "special": true}}});
+        let new_token =
+            serde_json::json!({"added_tokens_decoder": {"7": {"content": "<x>", "special": true}}});
         let tok = Tokenizer::from_tokenizer_and_config(base, &new_token).unwrap();
         assert_eq!(tok.token_to_id("<x>"), Some(7));
     }

@@ -241,16 +241,18 @@ fn header_delta(index: usize, id: String, name: String) -> ToolCallDelta {
 }
 
 fn arguments_delta(index: usize, arguments: String) -> ToolCallDelta {
-    ToolCallDelta { index, id: None, kind: None, function: FunctionCallDelta { name: None, arguments: Some(arguments) } }
+    ToolCallDelta {
+        index,
+        id: None,
+        kind: None,
+        function: FunctionCallDelta { name: None, arguments: Some(arguments) },
+    }
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of `tag`.
 fn partial_tag_suffix(text: &str, tag: &str) -> usize {
     let max = text.len().min(tag.len() - 1);
-    (1..=max)
-        .rev()
-        .find(|&n| text.as_bytes().ends_with(&tag.as_bytes()[..n]))
-        .unwrap_or(0)
+    (1..=max).rev().find(|&n| text.as_bytes().ends_with(&tag.as_bytes()[..n])).unwrap_or(0)
 }
 
 /// Streaming parser over the content text deltas of one choice.
@@ -517,14 +519,25 @@ mod tests {
         assert_eq!(args["z"], "a b\" }");
         // No arguments member: `{}`; a string value is passed as its JSON text (as vLLM does).
         assert_eq!(names_args(&both("<tool_call>{\"name\": \"now\"}</tool_call>")), [("now", "{}")]);
-        assert_eq!(names_args(&both("<tool_call>{\"name\": \"g\", \"arguments\": \"{}\"}</tool_call>")), [("g", "\"{}\"")]);
+        assert_eq!(
+            names_args(&both("<tool_call>{\"name\": \"g\", \"arguments\": \"{}\"}</tool_call>")),
+            [("g", "\"{}\"")]
+        );
     }
 
     #[test]
     fn malformed_calls_stay_content() {
         let bad = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}\n</tool_call>";
         assert_eq!(both(bad), ParsedToolCalls { content: Some(bad.to_owned()), tool_calls: vec![] });
-        for body in ["[1]", "{\"arguments\": {}}", "{\"name\": \"\"}", "{\"name\": 3}", "{\"name\": \"f\", \"name\": \"g\"}", "{\"name\": \"f\"} x", ""] {
+        for body in [
+            "[1]",
+            "{\"arguments\": {}}",
+            "{\"name\": \"\"}",
+            "{\"name\": 3}",
+            "{\"name\": \"f\", \"name\": \"g\"}",
+            "{\"name\": \"f\"} x",
+            "",
+        ] {
             let text = format!("<tool_call>{body}</tool_call>");
             assert_eq!(both(&text).content.as_deref(), Some(text.as_str()), "{body}");
         }
@@ -655,7 +668,7 @@ mod tests {
             prop_assert_eq!(stream(&deltas), batch.clone());
             // Nothing is lost: the content plus the calls' source covers all non-blank text.
             let content_len = batch.content.as_deref().map_or(0, |c| c.trim().len());
-            prop_assert!(batch.tool_calls.len() > 0 || content_len == text.trim().len());
+            prop_assert!(!batch.tool_calls.is_empty() || content_len == text.trim().len());
         }
     }
 

@@ -18,6 +18,8 @@ pub struct LoadedModel {
     pub tokenizer: Option<Tokenizer>,
     /// The directory holding `generation_config.json`, when there is one.
     pub dir: Option<PathBuf>,
+    /// The KV cache type matching the checkpoint.
+    pub kv_dtype: kestrel_backend::KvDtype,
     pub load_time: Duration,
 }
 
@@ -39,7 +41,8 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
         }
         ModelFiles::Gguf { gguf, .. } => (gguf_tokenizer(gguf)?, None),
     };
-    Ok(LoadedModel { backend, model, tokenizer, dir, load_time: start.elapsed() })
+    let kv_dtype = files.default_kv_dtype();
+    Ok(LoadedModel { backend, model, tokenizer, dir, kv_dtype, load_time: start.elapsed() })
 }
 
 /// The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata, if any.

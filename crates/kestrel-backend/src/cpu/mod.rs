@@ -16,7 +16,7 @@ mod tensor;
 use crate::error::{shape_err, Result};
 use crate::{AttnShape, Backend, BatchInput, HostWeight, KvLayout};
 
-pub use tensor::{CpuBatch, CpuKvLayer, CpuTensor, CpuWeight};
+pub use tensor::{CpuBatch, CpuKvLayer, CpuTensor, CpuWeight, KvStore};
 
 /// The CPU backend. Threads come from rayon's global pool (`RAYON_NUM_THREADS`).
 #[derive(Debug, Default, Clone)]

@@ -2,7 +2,7 @@
 //! layer of paged KV cache.
 
 use crate::error::{shape_err, BackendError, Result};
-use crate::{BatchInput, HostBytes, HostWeight, KvLayout, WeightFormat};
+use crate::{BatchInput, HostBytes, HostWeight, KvDtype, KvLayout, WeightFormat};
 
 /// Activations `[rows, cols]`, row-major f32.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,17 +93,41 @@ impl CpuBatch {
     }
 }
 
+/// Storage of K or V for one layer, in the cache's element type.
+pub enum KvStore {
+    F32(Vec<f32>),
+    /// IEEE half precision bits.
+    F16(Vec<half::f16>),
+}
+
+impl KvStore {
+    fn zeros(dtype: KvDtype, n: usize) -> Self {
+        match dtype {
+            KvDtype::F32 => KvStore::F32(vec![0.0; n]),
+            KvDtype::F16 => KvStore::F16(vec![half::f16::ZERO; n]),
+        }
+    }
+
+    /// Writes `src` at element offset `at`, rounding to the storage type.
+    pub fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            KvStore::F32(v) => v[at..at + src.len()].copy_from_slice(src),
+            KvStore::F16(v) => v[at..at + src.len()].iter_mut().zip(src).for_each(|(d, s)| *d = half::f16::from_f32(*s)),
+        }
+    }
+}
+
 /// K and V of one layer: `[num_blocks * block_size (slots), num_kv_heads, head_dim]` each.
 pub struct CpuKvLayer {
     pub layout: KvLayout,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
+    pub k: KvStore,
+    pub v: KvStore,
 }
 
 impl CpuKvLayer {
     pub fn zeros(layout: KvLayout) -> Self {
         let n = layout.num_blocks * layout.block_size * layout.num_kv_heads * layout.head_dim;
-        Self { layout, k: vec![0.0; n], v: vec![0.0; n] }
+        Self { layout, k: KvStore::zeros(layout.dtype, n), v: KvStore::zeros(layout.dtype, n) }
     }
 
     pub fn num_slots(&self) -> usize {

@@ -10,7 +10,7 @@ use minijinja::value::ValueKind;
 use minijinja::{Error, ErrorKind, Value};
 
 /// Arguments of Python's `json.dumps` that the `tojson` filter passes through.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct JsonOptions {
     pub ensure_ascii: bool,
     /// `None`: one line. `Some(unit)`: pretty-printed, `unit` repeated per nesting level.
@@ -20,11 +20,6 @@ pub(super) struct JsonOptions {
     pub sort_keys: bool,
 }
 
-impl Default for JsonOptions {
-    fn default() -> Self {
-        Self { ensure_ascii: false, indent: None, separators: None, sort_keys: false }
-    }
-}
 
 /// `json.dumps(value, ...)`.
 pub(super) fn json_dumps(value: &Value, options: &JsonOptions) -> Result<String, Error> {
@@ -33,7 +28,12 @@ pub(super) fn json_dumps(value: &Value, options: &JsonOptions) -> Result<String,
         (None, Some(_)) => (",", ": "),
         (None, None) => (", ", ": "),
     };
-    let mut encoder = JsonEncoder { options, item_sep, key_sep, out: String::new() };
+    let mut encoder = JsonEncoder {
+        options,
+        item_sep,
+        key_sep,
+        out: String::new(),
+    };
     encoder.value(value, 0)?;
     Ok(encoder.out)
 }
@@ -49,12 +49,20 @@ impl JsonEncoder<'_> {
     fn value(&mut self, value: &Value, level: usize) -> Result<(), Error> {
         match value.kind() {
             ValueKind::None => self.out.push_str("null"),
-            ValueKind::Bool => self.out.push_str(if value.is_true() { "true" } else { "false" }),
+            ValueKind::Bool => self
+                .out
+                .push_str(if value.is_true() { "true" } else { "false" }),
             ValueKind::Number => self.out.push_str(&json_number(value)?),
-            ValueKind::String => write_json_string(&mut self.out, value.as_str().unwrap_or_default(), self.options.ensure_ascii),
+            ValueKind::String => write_json_string(
+                &mut self.out,
+                value.as_str().unwrap_or_default(),
+                self.options.ensure_ascii,
+            ),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = value.try_iter()?.collect();
-                self.container('[', ']', items.len(), level, |enc, i, level| enc.value(&items[i], level))?;
+                self.container('[', ']', items.len(), level, |enc, i, level| {
+                    enc.value(&items[i], level)
+                })?;
             }
             ValueKind::Map => {
                 let mut entries = Vec::new();
@@ -235,10 +243,15 @@ fn py_repr(value: &Value) -> String {
         ValueKind::None => "None".to_owned(),
         ValueKind::Bool => if value.is_true() { "True" } else { "False" }.to_owned(),
         ValueKind::Number if value.is_integer() => value.to_string(),
-        ValueKind::Number => f64::try_from(value.clone()).map(py_float_repr).unwrap_or_else(|_| value.to_string()),
+        ValueKind::Number => f64::try_from(value.clone())
+            .map(py_float_repr)
+            .unwrap_or_else(|_| value.to_string()),
         ValueKind::String => py_str_repr(value.as_str().unwrap_or_default()),
         ValueKind::Seq => match value.try_iter() {
-            Ok(items) => format!("[{}]", items.map(|v| py_repr(&v)).collect::<Vec<_>>().join(", ")),
+            Ok(items) => format!(
+                "[{}]",
+                items.map(|v| py_repr(&v)).collect::<Vec<_>>().join(", ")
+            ),
             Err(_) => value.to_string(),
         },
         ValueKind::Map => match value.try_iter() {
@@ -260,7 +273,11 @@ fn py_repr(value: &Value) -> String {
 /// Python's `repr(str)`: single quotes unless the text has `'` and no `"`; escapes for the
 /// quote, backslash and non-printable characters.
 fn py_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -306,7 +323,7 @@ mod tests {
             (1e100, "1e+100"),
             (0.0, "0.0"),
             (-0.0, "-0.0"),
-            (3.14159, "3.14159"),
+            (123.456, "123.456"),
             (f64::INFINITY, "inf"),
         ];
         for (f, want) in cases {
@@ -325,25 +342,42 @@ mod tests {
             json_dumps(&value, &JsonOptions::default()).unwrap(),
             "{\"b\": [1, 2.5, true, null, \"x\\\"y\\n\\u0001é🦀\"], \"a\": {}, \"c\": []}"
         );
-        let ascii = JsonOptions { ensure_ascii: true, ..JsonOptions::default() };
+        let ascii = JsonOptions {
+            ensure_ascii: true,
+            ..JsonOptions::default()
+        };
         assert_eq!(
             json_dumps(&Value::from("é🦀"), &ascii).unwrap(),
             "\"\\u00e9\\ud83e\\udd80\""
         );
-        let pretty = JsonOptions { indent: Some("  ".into()), sort_keys: true, ..JsonOptions::default() };
+        let pretty = JsonOptions {
+            indent: Some("  ".into()),
+            sort_keys: true,
+            ..JsonOptions::default()
+        };
         assert_eq!(
             json_dumps(&value, &pretty).unwrap(),
             "{\n  \"a\": {},\n  \"b\": [\n    1,\n    2.5,\n    true,\n    null,\n    \"x\\\"y\\n\\u0001é🦀\"\n  ],\n  \"c\": []\n}"
         );
-        let compact = JsonOptions { separators: Some((",".into(), ":".into())), ..JsonOptions::default() };
-        assert_eq!(json_dumps(&Value::from_serialize([1, 2]), &compact).unwrap(), "[1,2]");
+        let compact = JsonOptions {
+            separators: Some((",".into(), ":".into())),
+            ..JsonOptions::default()
+        };
+        assert_eq!(
+            json_dumps(&Value::from_serialize([1, 2]), &compact).unwrap(),
+            "[1,2]"
+        );
         assert!(json_dumps(&Value::UNDEFINED, &JsonOptions::default()).is_err());
     }
 
     #[test]
     fn str_matches_python() {
-        let value = Value::from_serialize(serde_json::json!({"a": [1, "it's", "q\"'", null, true, 0.5]}));
-        assert_eq!(py_str(&value), "{'a': [1, \"it's\", 'q\"\\'', None, True, 0.5]}");
+        let value =
+            Value::from_serialize(serde_json::json!({"a": [1, "it's", "q\"'", null, true, 0.5]}));
+        assert_eq!(
+            py_str(&value),
+            "{'a': [1, \"it's\", 'q\"\\'', None, True, 0.5]}"
+        );
         assert_eq!(py_str(&Value::from(())), "None");
         assert_eq!(py_str(&Value::from(false)), "False");
         assert_eq!(py_str(&Value::UNDEFINED), "");

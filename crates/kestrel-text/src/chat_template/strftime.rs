@@ -8,14 +8,35 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
     "December",
 ];
-const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 /// `datetime.now().strftime(format)` on the UTC clock.
 pub(super) fn strftime_now(format: &str) -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     format_utc(secs, format)
 }
 
@@ -37,7 +58,13 @@ pub(super) fn format_utc(unix_secs: i64, format: &str) -> String {
             continue;
         }
         let pad = chars.next_if_eq(&'-').is_none();
-        let num = |n: i64, width: usize| if pad { format!("{n:0width$}") } else { n.to_string() };
+        let num = |n: i64, width: usize| {
+            if pad {
+                format!("{n:0width$}")
+            } else {
+                n.to_string()
+            }
+        };
         let Some(spec) = chars.next() else {
             out.push('%');
             break;
@@ -47,7 +74,13 @@ pub(super) fn format_utc(unix_secs: i64, format: &str) -> String {
             'y' => num(year.rem_euclid(100), 2),
             'm' => num(month, 2),
             'd' => num(day, 2),
-            'e' => if pad { format!("{day:2}") } else { day.to_string() },
+            'e' => {
+                if pad {
+                    format!("{day:2}")
+                } else {
+                    day.to_string()
+                }
+            }
             'H' => num(hour, 2),
             'I' => num(hour12, 2),
             'M' => num(minute, 2),
@@ -69,7 +102,11 @@ pub(super) fn format_utc(unix_secs: i64, format: &str) -> String {
             't' => "\t".to_owned(),
             '%' => "%".to_owned(),
             other => {
-                if pad { format!("%{other}") } else { format!("%-{other}") }
+                if pad {
+                    format!("%{other}")
+                } else {
+                    format!("%-{other}")
+                }
             }
         };
         out.push_str(&text);
@@ -113,7 +150,10 @@ mod tests {
         let t = 1_709_211_909;
         assert_eq!(format_utc(t, "%Y-%m-%d %H:%M:%S"), "2024-02-29 13:05:09");
         assert_eq!(format_utc(t, "%d %b %Y"), "29 Feb 2024");
-        assert_eq!(format_utc(t, "%A, %B %-d, %y %I%p %j %%"), "Thursday, February 29, 24 01PM 060 %");
+        assert_eq!(
+            format_utc(t, "%A, %B %-d, %y %I%p %j %%"),
+            "Thursday, February 29, 24 01PM 060 %"
+        );
         assert_eq!(format_utc(0, "%a %F %T %Z"), "Thu 1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc(-86_400, "%F"), "1969-12-31");
         assert_eq!(format_utc(t, "%Q"), "%Q");

@@ -66,6 +66,16 @@ pub struct GenerateArgs {
     /// Largest prefill chunk in tokens.
     #[arg(long, default_value_t = 512)]
     pub prefill_chunk: usize,
+    /// KV cache element type; `auto` follows the checkpoint (f16 for GGUF and 16-bit weights).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub kv_cache_dtype: KvCacheDtype,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvCacheDtype {
+    Auto,
+    F32,
+    F16,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -116,7 +126,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         Some(p) => kestrel_engine::generation_config::GenerationDefaults::from_file(&p)?,
         None => Default::default(),
     };
-    let mut sample = crate::cli::sampling::build(&args, &defaults)?;
+    let params = crate::cli::sampling::params(&args, &defaults);
+    let mut sample = crate::cli::sampling::build(params, &prompt_ids, loaded.model.config.vocab_size)?;
 
     let mut stop_ids = defaults.eos_token_ids.clone();
     if let Some(tok) = &tokenizer {
@@ -127,6 +138,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stop_token_ids: stop_ids,
         ignore_eos: args.ignore_eos,
         prefill_chunk: args.prefill_chunk,
+        kv_dtype: match args.kv_cache_dtype {
+            KvCacheDtype::Auto => loaded.kv_dtype,
+            KvCacheDtype::F32 => kestrel_backend::KvDtype::F32,
+            KvCacheDtype::F16 => kestrel_backend::KvDtype::F16,
+        },
     };
 
     let mut detok = tokenizer.as_ref().map(|t| Detokenizer::new(t.clone(), true));
@@ -139,7 +155,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         &loaded.model,
         &prompt_ids,
         &opts,
-        |logits, generated| sample(logits, &prompt_ids, generated),
+        |logits, generated| sample(logits, generated),
         |id| {
             if let Some(d) = detok.as_mut() {
                 match d.push(id) {

@@ -20,6 +20,12 @@
 //! `quantize_row_q*_K_ref` in `k_common.rs`; the AVX2 kernels in `x86.rs`, each checked bit for
 //! bit against the scalar reference in its file.
 //!
+//! Truth: `tests/quant_golden.rs` checks quantization bytes and dequantized values against
+//! gguf-py and, for the K-quants, ggml's `quantize_row_q*_K_ref`; `tests/quant_ggml_dot.rs`
+//! checks activation conversion and dot products against ggml's own functions. Products are
+//! rounded as the C source writes them, never fused into FMAs behind its back (a compiler
+//! building ggml may fuse some; see that test).
+//!
 //! Callers validate sizes (`k` a multiple of the block length, slices of `row_bytes(k)`); the
 //! functions here panic on a mismatch, which is a caller bug.
 

@@ -1,10 +1,12 @@
-//! AVX2 (+FMA, F16C) kernels for the hot dot products, chosen at run time by
+//! AVX2 (+FMA, F16C) kernels for every dot product, chosen at run time by
 //! [`vec_dot_kernel`]. Each one returns exactly what its scalar reference returns:
 //!
 //! - Integer parts are exact whatever the order, so only the f32 arithmetic has to follow the
-//!   reference: per-block scalar `sumf += …` for Q8_0 / Q4_0 / Q5_0, and for the K-quants the
-//!   eight f32 lanes of ggml's generic code, which the kernels keep by building per-lane i32
-//!   sums (bytes shuffled so `maddubs` pairs elements `t` and `t + 8`, which share a lane).
+//!   reference. 32-value formats: four blocks at a time, their i32 sums in one vector, the
+//!   per-block f32 terms computed lane-wise with the scalar operations (no FMA), then added
+//!   to `sumf` block after block. K-quants: the eight f32 lanes of ggml's generic code, fed
+//!   with per-lane i32 sums (bytes shuffled so `maddubs` pairs elements `t` and `t + 8`,
+//!   which share a lane).
 //! - F32 / F16 / BF16 use the lane layout and reduction tree documented in `float.rs`.
 //!
 //! `maddubs` (u8 × i8 → i16 pairs, saturating) never saturates here: weight magnitudes are at
@@ -14,18 +16,17 @@
 
 use std::arch::x86_64::*;
 
-use super::act::{Q8_K_BLOCK_BYTES, QK_K};
+use super::act::{Q8_1_BLOCK_BYTES, Q8_K_BLOCK_BYTES, QK_K};
 use super::common::f32_at;
 use super::k_common::scales_mins_k4;
-use super::{float, q4_0, q4_k, q5_0, q5_k, q6_k, q8_0, VecDotFn, WeightFormat};
+use super::{float, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, VecDotFn, WeightFormat};
 
 /// Whether this CPU runs the kernels below (AVX2 machines all have FMA and F16C; checked anyway).
 pub(super) fn available() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
-/// The AVX2 kernel of a format, `None` when the CPU lacks AVX2 or the format has none
-/// (Q4_1 / Q5_1 keep the auto-vectorized scalar loop).
+/// The AVX2 kernel of a format, `None` when the CPU lacks AVX2.
 pub(super) fn vec_dot_kernel(fmt: WeightFormat) -> Option<VecDotFn> {
     if !available() {
         return None;
@@ -40,7 +41,8 @@ pub(super) fn vec_dot_kernel(fmt: WeightFormat) -> Option<VecDotFn> {
         WeightFormat::Q4_K => vec_dot_q4_k,
         WeightFormat::Q5_K => vec_dot_q5_k,
         WeightFormat::Q6_K => vec_dot_q6_k,
-        WeightFormat::Q4_1 | WeightFormat::Q5_1 => return None,
+        WeightFormat::Q4_1 => vec_dot_q4_1,
+        WeightFormat::Q5_1 => vec_dot_q5_1,
     };
     Some(f)
 }
@@ -82,6 +84,16 @@ fn vec_dot_q4_0(w: &[u8], a: &[u8], k: usize) -> f32 {
 fn vec_dot_q5_0(w: &[u8], a: &[u8], k: usize) -> f32 {
     let nb = check("q5_0", w, a, k, 32, q5_0::BLOCK_BYTES, q8_0::BLOCK_BYTES);
     unsafe { q5_0_avx2(w, a, nb) }
+}
+
+fn vec_dot_q4_1(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = check("q4_1", w, a, k, 32, q4_1::BLOCK_BYTES, Q8_1_BLOCK_BYTES);
+    unsafe { q4_1_avx2(w, a, nb) }
+}
+
+fn vec_dot_q5_1(w: &[u8], a: &[u8], k: usize) -> f32 {
+    let nb = check("q5_1", w, a, k, 32, q5_1::BLOCK_BYTES, Q8_1_BLOCK_BYTES);
+    unsafe { q5_1_avx2(w, a, nb) }
 }
 
 fn vec_dot_q4_k(w: &[u8], a: &[u8], k: usize) -> f32 {
@@ -260,48 +272,161 @@ unsafe fn bf16_avx2(w: &[u8], a: &[u8], k: usize) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 32-value blocks against Q8_0 activations: exact i32 per block, scalar f32 as the reference.
+// 32-value blocks against Q8_0 / Q8_1 activations. Blocks go four at a time: their exact i32
+// sums land in one vector, the per-block f32 terms are computed lane-wise with exactly the
+// scalar operations, and the terms are added to `sumf` one block after another, as ggml does.
+
+/// Zero bytes standing in for the blocks past the end of a row in the last group of four.
+static ZERO_BLOCK: [u8; 64] = [0; 64];
+
+/// The f16 at `off` in each of four blocks, widened.
+#[inline(always)]
+unsafe fn f16x4(p: [*const u8; 4], off: usize) -> __m128 {
+    let h = |q: *const u8| i16::from_le_bytes([*q.add(off), *q.add(off + 1)]);
+    _mm_cvtph_ps(_mm_setr_epi16(h(p[0]), h(p[1]), h(p[2]), h(p[3]), 0, 0, 0, 0))
+}
+
+/// Four blocks' 8 partial sums each → the four block sums as f32 (exact below 2²⁴).
+#[inline(always)]
+unsafe fn block_sums4(p: [__m256i; 4]) -> __m128 {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h)))
+}
+
+/// The driver: `partial(w_block, a_block)` gives a block's 8 i32 partial sums and
+/// `terms(sumi, w_blocks, a_blocks)` the f32 term each block adds to `sumf`.
+#[inline(always)]
+unsafe fn blocks32<P, T>(w: &[u8], a: &[u8], nb: usize, wb: usize, ab: usize, partial: P, terms: T) -> f32
+where
+    P: Fn(*const u8, *const u8) -> __m256i,
+    T: Fn(__m128, [*const u8; 4], [*const u8; 4]) -> __m128,
+{
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut sumf = 0.0f32;
+    let mut t = [0.0f32; 4];
+    // Whole groups of four, spelled out so the partial sums stay in registers.
+    let groups = nb / 4;
+    for g in 0..groups {
+        let i = 4 * g;
+        let pw = [w.add(i * wb), w.add((i + 1) * wb), w.add((i + 2) * wb), w.add((i + 3) * wb)];
+        let pa = [a.add(i * ab), a.add((i + 1) * ab), a.add((i + 2) * ab), a.add((i + 3) * ab)];
+        let ps = [partial(pw[0], pa[0]), partial(pw[1], pa[1]), partial(pw[2], pa[2]), partial(pw[3], pa[3])];
+        _mm_storeu_ps(t.as_mut_ptr(), terms(block_sums4(ps), pw, pa));
+        sumf += t[0];
+        sumf += t[1];
+        sumf += t[2];
+        sumf += t[3];
+    }
+    // The last 1..3 blocks, with zero blocks standing in for the missing ones.
+    let n = nb - 4 * groups;
+    if n > 0 {
+        let mut pw = [ZERO_BLOCK.as_ptr(); 4];
+        let mut pa = [ZERO_BLOCK.as_ptr(); 4];
+        let mut ps = [_mm256_setzero_si256(); 4];
+        for j in 0..n {
+            pw[j] = w.add((4 * groups + j) * wb);
+            pa[j] = a.add((4 * groups + j) * ab);
+            ps[j] = partial(pw[j], pa[j]);
+        }
+        _mm_storeu_ps(t.as_mut_ptr(), terms(block_sums4(ps), pw, pa));
+        for tj in &t[..n] {
+            sumf += tj;
+        }
+    }
+    sumf
+}
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
-    let (pw, pa) = (w.as_ptr(), a.as_ptr());
-    let mut sumf = 0.0f32;
-    for i in 0..nb {
-        let (bw, ba) = (pw.add(i * q8_0::BLOCK_BYTES), pa.add(i * q8_0::BLOCK_BYTES));
-        let sumi = hsum_i32_8(mul_sum_i8_pairs(load256(bw.add(2)), load256(ba.add(2))));
-        sumf += sumi as f32 * (f16_at(bw) * f16_at(ba));
-    }
-    sumf
+    blocks32(
+        w,
+        a,
+        nb,
+        q8_0::BLOCK_BYTES,
+        q8_0::BLOCK_BYTES,
+        |bw, ba| mul_sum_i8_pairs(load256(bw.add(2)), load256(ba.add(2))),
+        // sumi · (d_w · d_a)
+        |sumi, pw, pa| _mm_mul_ps(sumi, _mm_mul_ps(f16x4(pw, 0), f16x4(pa, 0))),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
-    let (pw, pa) = (w.as_ptr(), a.as_ptr());
     let eight = _mm256_set1_epi8(8);
-    let mut sumf = 0.0f32;
-    for i in 0..nb {
-        let (bw, ba) = (pw.add(i * q4_0::BLOCK_BYTES), pa.add(i * q8_0::BLOCK_BYTES));
-        let x = _mm256_sub_epi8(bytes_from_nibbles_32(bw.add(2)), eight);
-        let sumi = hsum_i32_8(mul_sum_i8_pairs(x, load256(ba.add(2))));
-        sumf += sumi as f32 * f16_at(bw) * f16_at(ba);
-    }
-    sumf
+    blocks32(
+        w,
+        a,
+        nb,
+        q4_0::BLOCK_BYTES,
+        q8_0::BLOCK_BYTES,
+        |bw, ba| mul_sum_i8_pairs(_mm256_sub_epi8(bytes_from_nibbles_32(bw.add(2)), eight), load256(ba.add(2))),
+        // sumi · d_w · d_a, left to right
+        |sumi, pw, pa| _mm_mul_ps(_mm_mul_ps(sumi, f16x4(pw, 0)), f16x4(pa, 0)),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
-    let (pw, pa) = (w.as_ptr(), a.as_ptr());
     let high = _mm256_set1_epi8(0xf0u8 as i8);
-    let mut sumf = 0.0f32;
-    for i in 0..nb {
-        let (bw, ba) = (pw.add(i * q5_0::BLOCK_BYTES), pa.add(i * q8_0::BLOCK_BYTES));
-        let qh = u32::from_le_bytes([*bw.add(2), *bw.add(3), *bw.add(4), *bw.add(5)]);
-        // nibble | 0xF0 is nibble - 16 as i8 when the fifth bit is clear; nibble when set.
-        let x = _mm256_or_si256(bytes_from_nibbles_32(bw.add(6)), _mm256_andnot_si256(bytes_from_bits_32(qh), high));
-        let sumi = hsum_i32_8(mul_sum_i8_pairs(x, load256(ba.add(2))));
-        sumf += (f16_at(bw) * f16_at(ba)) * sumi as f32;
-    }
-    sumf
+    blocks32(
+        w,
+        a,
+        nb,
+        q5_0::BLOCK_BYTES,
+        q8_0::BLOCK_BYTES,
+        |bw, ba| {
+            let qh = u32::from_le_bytes([*bw.add(2), *bw.add(3), *bw.add(4), *bw.add(5)]);
+            // nibble | 0xF0 is nibble - 16 as i8 when the fifth bit is clear; nibble when set.
+            let x = _mm256_or_si256(bytes_from_nibbles_32(bw.add(6)), _mm256_andnot_si256(bytes_from_bits_32(qh), high));
+            mul_sum_i8_pairs(x, load256(ba.add(2)))
+        },
+        // (d_w · d_a) · sumi
+        |sumi, pw, pa| _mm_mul_ps(_mm_mul_ps(f16x4(pw, 0), f16x4(pa, 0)), sumi),
+    )
+}
+
+/// Σ q·y of unsigned weight bytes (≤ 31) and signed activation bytes, as 8 i32 partials.
+#[inline(always)]
+unsafe fn mul_sum_u8_i8(q: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
+}
+
+/// `(d_w · d_a) · sumi + m_w · s_a` of Q4_1 / Q5_1 against Q8_1.
+#[inline(always)]
+unsafe fn terms_q8_1(sumi: __m128, pw: [*const u8; 4], pa: [*const u8; 4]) -> __m128 {
+    let dd = _mm_mul_ps(f16x4(pw, 0), f16x4(pa, 0));
+    _mm_add_ps(_mm_mul_ps(dd, sumi), _mm_mul_ps(f16x4(pw, 2), f16x4(pa, 2)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+    blocks32(
+        w,
+        a,
+        nb,
+        q4_1::BLOCK_BYTES,
+        Q8_1_BLOCK_BYTES,
+        |bw, ba| mul_sum_u8_i8(bytes_from_nibbles_32(bw.add(4)), load256(ba.add(4))),
+        |sumi, pw, pa| terms_q8_1(sumi, pw, pa),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+    let bit4 = _mm256_set1_epi8(0x10);
+    blocks32(
+        w,
+        a,
+        nb,
+        q5_1::BLOCK_BYTES,
+        Q8_1_BLOCK_BYTES,
+        |bw, ba| {
+            let qh = u32::from_le_bytes([*bw.add(4), *bw.add(5), *bw.add(6), *bw.add(7)]);
+            let q = _mm256_or_si256(bytes_from_nibbles_32(bw.add(8)), _mm256_and_si256(bytes_from_bits_32(qh), bit4));
+            mul_sum_u8_i8(q, load256(ba.add(4)))
+        },
+        |sumi, pw, pa| terms_q8_1(sumi, pw, pa),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -470,6 +595,7 @@ mod tests {
         let mut row: Vec<u8> = (0..fmt.row_bytes(k)).map(|_| rng.gen()).collect();
         let fields: &[usize] = match fmt {
             WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q5_0 => &[0],
+            WeightFormat::Q4_1 | WeightFormat::Q5_1 => &[0, 2],
             WeightFormat::Q4_K | WeightFormat::Q5_K => &[0, 2],
             WeightFormat::Q6_K => &[208],
             WeightFormat::F16 => return (0..k).flat_map(|_| f16::from_f32(rng.gen_range(-2.0..2.0)).to_le_bytes()).collect(),
@@ -477,7 +603,6 @@ mod tests {
                 return (0..k).flat_map(|_| float::f32_to_bf16_bits(rng.gen_range(-2.0..2.0)).to_le_bytes()).collect()
             }
             WeightFormat::F32 => return (0..k).flat_map(|_| rng.gen_range(-2.0f32..2.0).to_le_bytes()).collect(),
-            WeightFormat::Q4_1 | WeightFormat::Q5_1 => unreachable!("no AVX2 kernel"),
         };
         for block in row.chunks_exact_mut(fmt.block_bytes()) {
             for &off in fields {
@@ -498,7 +623,12 @@ mod tests {
         for fmt in WeightFormat::ALL {
             let Some(simd) = vec_dot_kernel(fmt) else { continue };
             let scalar = vec_dot_kernel_scalar(fmt);
-            let sizes: &[usize] = if fmt.block_len() == 1 { &[1, 31, 32, 100, 4096] } else { &[256, 1024, 4096] };
+            // Every remainder of the four-block groups and of the 32-lane float chunks.
+            let sizes: &[usize] = match fmt.block_len() {
+                1 => &[1, 31, 32, 100, 4096],
+                32 => &[32, 64, 96, 160, 1024, 4096],
+                _ => &[256, 768, 4096],
+            };
             for &k in sizes {
                 for trial in 0..6 {
                     let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-1.0f32..1.0) * (1 + trial) as f32).collect();
