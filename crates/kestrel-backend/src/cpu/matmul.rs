@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::ops::dot_f32;
-use super::quant::{dequantize_row, quantize_act_row, vec_dot, WeightFormat};
+use super::quant::{dequantize_row, quantize_act_row, vec_dot_kernel, WeightFormat};
 use super::tensor::{CpuTensor, CpuWeight};
 use crate::error::{shape_err, Result};
 
@@ -56,6 +56,7 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
             );
         }
         fmt => {
+            let dot = vec_dot_kernel(fmt);
             let act = fmt.act_format();
             let arb = act.row_bytes(k);
             let mut acts = vec![0u8; n * arb];
@@ -64,7 +65,7 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
                 for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
                     let wrow = w.row_bytes(c * chunk + r);
                     for (o, a) in orow.iter_mut().zip(acts.chunks_exact(arb)) {
-                        *o = vec_dot(fmt, wrow, a, k);
+                        *o = dot(wrow, a, k);
                     }
                 }
             });
