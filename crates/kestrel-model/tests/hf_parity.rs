@@ -195,3 +195,38 @@ fn a_bad_batch_is_an_error_not_a_crash() {
     let err = model.forward(&backend, &batch, &mut kv).unwrap_err().to_string();
     assert!(err.contains("outside the vocabulary"), "{err}");
 }
+
+#[test]
+fn sharded_checkpoints_load_like_single_files() {
+    // Split the fixture's tensors over two shards with a `model.safetensors.index.json`.
+    let src = fixture_dir("qwen2-tiny-tied");
+    let tmp = std::env::temp_dir().join(format!("kestrel-sharded-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(src.join("config.json"), tmp.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", i + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> =
+            part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
+        safetensors::serialize_to_file(views, &None, &tmp.join(&file)).unwrap();
+        for n in part {
+            weight_map.insert(n.clone(), Value::String(file.clone()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(tmp.join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let backend = CpuBackend::new();
+    let files = ModelFiles::open(&tmp).unwrap();
+    let sharded = QwenModel::load(&backend, files.config().clone(), files.weights()).unwrap();
+    let (_, single) = load("qwen2-tiny-tied");
+    let prompt: Vec<u32> = (0..20).collect();
+    let a = all_logits(&backend, &sharded, &prompt, usize::MAX);
+    let b = all_logits(&backend, &single, &prompt, usize::MAX);
+    assert_eq!(a, b);
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
