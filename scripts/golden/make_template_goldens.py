@@ -23,7 +23,18 @@ Inputs: the fixture directory of scripts/fetch-fixtures.sh
 
 Needs transformers (>= 5), jinja2 and gguf; no torch. Run with:
     /opt/ref/bin/python scripts/golden/make_template_goldens.py
+
+Options (the defaults write the committed goldens above):
+    --out-dir DIR     write qwen3.json and qwen2.5.json into DIR instead of
+                      tests/fixtures/templates
+    --cases FILE      take the conversations from FILE, a JSON list shaped like CASES
+                      below ({"name", "messages", and optionally "tools",
+                      "add_generation_prompt", "chat_template_kwargs"}), instead of
+                      the built-in list. The Rust test reads such a directory when
+                      KESTREL_TEMPLATE_GOLDENS names it.
 """
+
+import argparse
 
 import hashlib
 import json
@@ -327,8 +338,8 @@ def render_case(tokenizer, template, case):
     return record
 
 
-def write(name, tokenizer, template, template_source, tokenizer_source):
-    cases = [render_case(tokenizer, template, case) for case in CASES]
+def write(name, tokenizer, template, template_source, tokenizer_source, cases, out_dir):
+    cases = [render_case(tokenizer, template, case) for case in cases]
     doc = {
         "generator": "scripts/golden/make_template_goldens.py",
         "transformers_version": transformers.__version__,
@@ -339,8 +350,8 @@ def write(name, tokenizer, template, template_source, tokenizer_source):
         "chat_template": template,
         "cases": cases,
     }
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    path = OUT_DIR / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False, indent=1)
         f.write("\n")
@@ -354,7 +365,30 @@ def gguf_chat_template(path):
     return field.contents()
 
 
+def load_cases(path):
+    with open(path, encoding="utf-8") as f:
+        cases = json.load(f)
+    if not isinstance(cases, list) or not cases:
+        sys.exit(f"{path}: expected a non-empty JSON list of cases")
+    names = set()
+    for i, case in enumerate(cases):
+        if not isinstance(case, dict) or not isinstance(case.get("name"), str):
+            sys.exit(f"{path}: case {i} is not an object with a string \"name\"")
+        if not isinstance(case.get("messages"), list):
+            sys.exit(f"{path}: case {case['name']!r} has no \"messages\" list")
+        if case["name"] in names:
+            sys.exit(f"{path}: duplicate case name {case['name']!r}")
+        names.add(case["name"])
+    return cases
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help=f"default: {OUT_DIR}")
+    parser.add_argument("--cases", type=Path, help="JSON list of conversations (default: the built-in CASES)")
+    args = parser.parse_args()
+    cases = load_cases(args.cases) if args.cases else CASES
+
     for needed in (QWEN3_DIR / "tokenizer.json", QWEN3_DIR / "tokenizer_config.json", FIXTURES / GGUF_NAME):
         if not needed.exists():
             sys.exit(f"missing {needed}: run scripts/fetch-fixtures.sh first")
@@ -366,6 +400,8 @@ def main():
         qwen3.chat_template,
         "qwen3-tokenizer/tokenizer_config.json: chat_template",
         "qwen3-tokenizer/ via transformers AutoTokenizer.from_pretrained(dir)",
+        cases,
+        args.out_dir,
     )
 
     template = gguf_chat_template(FIXTURES / GGUF_NAME)
@@ -378,6 +414,8 @@ def main():
         template,
         f"{GGUF_NAME}: tokenizer.chat_template (gguf package)",
         f"{GGUF_NAME} vocabulary via transformers AutoTokenizer.from_pretrained(dir, gguf_file=...)",
+        cases,
+        args.out_dir,
     )
 
 

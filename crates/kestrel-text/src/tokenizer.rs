@@ -6,8 +6,10 @@
 //!   `chat_template.jinja` and `generation_config.json`), read the way `transformers` reads it;
 //! - the vocabulary stored in a GGUF file ([`GgufVocab`], filled by the GGUF reader elsewhere, so
 //!   this crate never parses GGUF). It is rebuilt into the same byte-level BPE pipeline as the
-//!   Hugging Face Qwen2 `tokenizer.json`: NFC, the Qwen2 split regex (isolated), byte-level
-//!   without prefix space, byte-level decoder. Control tokens (GGUF type 3) become special added
+//!   Hugging Face Qwen2 `tokenizer.json` minus its NFC normalizer (the Qwen2 split regex,
+//!   isolated; byte-level without prefix space; byte-level decoder). No normalization is what
+//!   llama.cpp and `transformers`' GGUF conversion do, so a GGUF model sees the ids llama.cpp
+//!   gives it; on NFC text (nearly all text) the result equals `tokenizer.json`'s. Control tokens (GGUF type 3) become special added
 //!   tokens and user-defined tokens (type 4: `<think>`, `<tool_call>`) non-special added tokens,
 //!   both matched whole on the raw text, as llama.cpp and `transformers` do.
 //!
@@ -19,7 +21,6 @@ use std::path::Path;
 
 use serde_json::Value;
 use tokenizers::models::bpe::{Vocab, BPE};
-use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
@@ -274,7 +275,6 @@ impl Tokenizer {
             .map_err(Error::tokenizer)?;
 
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_normalizer(Some(NFC)).map_err(Error::tokenizer)?;
         let split = Split::new(
             SplitPattern::Regex(QWEN2_SPLIT_REGEX.to_owned()),
             SplitDelimiterBehavior::Isolated,

@@ -3,6 +3,8 @@
 //! for ordinary text. Their added tokens differ past id 151664 (Qwen3 adds `<think>`,
 //! `<tool_response>`, ...), so those are checked by lookup. The GGUF tokenizer is also
 //! compared id for id with `transformers`' own GGUF conversion in `template_goldens.rs`.
+//! Like llama.cpp, the GGUF tokenizer does not normalize: `tokenizer.json` applies NFC first,
+//! so the comparison feeds it NFC text, and decomposed text is checked against llama.cpp's ids.
 
 mod common;
 
@@ -20,7 +22,7 @@ const TEXTS: &[&str] = &[
     "日本語のテキスト、カタカナとひらがな。한국어 텍스트입니다.",
     "Emoji: 🦀🦀🦀 👍🏽 👨‍👩‍👧 🇫🇷 ☀️🌧️ ❤️‍🔥",
     "Ελληνικά, русский текст, العربية, עברית, हिन्दी, ไทย",
-    "decomposed: e\u{301} A\u{30a} n\u{303} (NFC composes them)",
+    "precomposed: é Å ñ (what NFC makes of e\u{301} A\u{30a} n\u{303})",
     "JSON: {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
     "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
     "<tool_call>\n{\"name\": \"f\"}\n</tool_call><|endoftext|><|fim_prefix|>x<|fim_suffix|>y<|fim_middle|>",
@@ -31,15 +33,29 @@ const TEXTS: &[&str] = &[
     "a",
 ];
 
+/// What `tokenizer.json`'s NFC normalizer makes of `s`.
+fn nfc(s: &str) -> String {
+    let mut n = tokenizers::NormalizedString::from(s);
+    n.nfc();
+    n.get().to_string()
+}
+
+#[test]
+fn decomposed_text_is_not_normalized_as_in_llama_cpp() {
+    // llama-cpp-python 0.3.36 on the same GGUF: " e\u{301} café" → [384, 53839, 51950].
+    let gguf = common::qwen25_gguf_tokenizer();
+    assert_eq!(gguf.encode(" e\u{301} caf\u{e9}", false).unwrap(), vec![384, 53839, 51950]);
+}
+
 #[test]
 fn gguf_tokenizer_matches_tokenizer_json_on_ordinary_text() {
     let gguf = common::qwen25_gguf_tokenizer();
     let hf = common::qwen3_tokenizer();
     for text in TEXTS {
         let want = hf.encode(text, false).unwrap();
-        assert_eq!(gguf.encode(text, false).unwrap(), want, "{text:?}");
+        assert_eq!(gguf.encode(&nfc(text), false).unwrap(), want, "{text:?}");
         assert_eq!(
-            gguf.encode(text, true).unwrap(),
+            gguf.encode(&nfc(text), true).unwrap(),
             want,
             "no BOS for Qwen: {text:?}"
         );
@@ -166,7 +182,7 @@ proptest! {
         let hf = common::qwen3_tokenizer();
         for s in [&text, &raw] {
             let ids = hf.encode(s, false).unwrap();
-            prop_assert_eq!(gguf.encode(s, false).unwrap(), ids.clone(), "{:?}", s);
+            prop_assert_eq!(gguf.encode(&nfc(s), false).unwrap(), ids.clone(), "{:?}", s);
             prop_assert_eq!(gguf.decode(&ids, false).unwrap(), hf.decode(&ids, false).unwrap());
         }
     }
