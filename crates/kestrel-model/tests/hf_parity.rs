@@ -15,7 +15,9 @@ use kestrel_model::{KvCache, ModelFiles, QwenModel};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
-const BLOCK: usize = 16;
+mod common;
+
+use common::BLOCK;
 
 fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf").join(name)
@@ -86,35 +88,8 @@ fn check_model(name: &str) {
     for (i, prompt) in g.prompts.iter().enumerate() {
         let got = all_logits(&backend, &model, prompt, usize::MAX);
         assert_close(&got, &g.logits[i], &format!("{name} prompt {i} (len {})", prompt.len()));
-        let opts = kestrel_engine_free_generate::Options { max_tokens: 32 };
-        let out = kestrel_engine_free_generate::greedy(&backend, &model, prompt, &opts);
+        let out = common::greedy(&backend, &model, prompt, 32, KvDtype::F32);
         assert_eq!(out, g.greedy[i], "{name} prompt {i}: greedy continuation");
-    }
-}
-
-/// Greedy decoding written directly against the model (the engine crate sits above this one).
-mod kestrel_engine_free_generate {
-    use super::*;
-
-    pub struct Options {
-        pub max_tokens: usize,
-    }
-
-    pub fn greedy(backend: &CpuBackend, model: &QwenModel<CpuBackend>, prompt: &[u32], opts: &Options) -> Vec<u32> {
-        let total = prompt.len() + opts.max_tokens;
-        let blocks = total.div_ceil(BLOCK);
-        let table: Vec<u32> = (0..blocks as u32).collect();
-        let mut kv = KvCache::new(backend, &model.config, blocks, BLOCK, KvDtype::F32).unwrap();
-        let mut logits = model.forward(backend, &BatchInput::from_sequences(&[(prompt, 0, &table)], BLOCK), &mut kv).unwrap();
-        let mut out = Vec::new();
-        while out.len() < opts.max_tokens {
-            let row = logits.row(0);
-            let next = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32;
-            out.push(next);
-            let pos = prompt.len() + out.len() - 1;
-            logits = model.forward(backend, &BatchInput::from_sequences(&[(&[next], pos, &table)], BLOCK), &mut kv).unwrap();
-        }
-        out
     }
 }
 

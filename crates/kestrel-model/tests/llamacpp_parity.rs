@@ -5,38 +5,16 @@
 use std::path::{Path, PathBuf};
 
 use kestrel_backend::cpu::CpuBackend;
-use kestrel_backend::{BatchInput, KvDtype};
-use kestrel_model::{KvCache, ModelFiles, QwenModel};
+use kestrel_backend::KvDtype;
+use kestrel_model::{ModelFiles, QwenModel};
 use serde_json::Value;
 
-const BLOCK: usize = 16;
-
-fn fixtures_dir() -> PathBuf {
-    std::env::var_os("KESTREL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cache/kestrel/fixtures"))
-}
+mod common;
 
 fn gguf_path() -> PathBuf {
-    let p = fixtures_dir().join("qwen2.5-coder-0.5b-instruct.gguf");
+    let p = common::fixtures_dir().join("qwen2.5-coder-0.5b-instruct.gguf");
     assert!(p.exists(), "{} is missing: run scripts/fetch-fixtures.sh", p.display());
     p
-}
-
-fn greedy(backend: &CpuBackend, model: &QwenModel<CpuBackend>, prompt: &[u32], n: usize) -> Vec<u32> {
-    let blocks = (prompt.len() + n).div_ceil(BLOCK);
-    let table: Vec<u32> = (0..blocks as u32).collect();
-    let mut kv = KvCache::new(backend, &model.config, blocks, BLOCK, KvDtype::F16).unwrap();
-    let mut logits = model.forward(backend, &BatchInput::from_sequences(&[(prompt, 0, &table)], BLOCK), &mut kv).unwrap();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let row = logits.row(0);
-        let next = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32;
-        out.push(next);
-        let pos = prompt.len() + out.len() - 1;
-        logits = model.forward(backend, &BatchInput::from_sequences(&[(&[next], pos, &table)], BLOCK), &mut kv).unwrap();
-    }
-    out
 }
 
 #[test]
@@ -51,7 +29,7 @@ fn greedy_continuations_equal_llama_cpp() {
     for case in cases {
         let ids = |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
         let (prompt, want) = (ids("prompt_ids"), ids("output_ids"));
-        let got = greedy(&backend, &model, &prompt, want.len());
+        let got = common::greedy(&backend, &model, &prompt, want.len(), KvDtype::F16);
         assert_eq!(got, want, "case {:?}", case.get("user").or(case.get("prompt_text")));
     }
 }
