@@ -1,1 +1,329 @@
-//! Placeholder.
+//! The pool of KV cache blocks, a port of vLLM v1's `BlockPool` / `FreeKVCacheBlockQueue`.
+//!
+//! Every block is either *used* (`ref_count > 0`, owned by one or more sequences) or *free*
+//! (`ref_count == 0`, in the free queue). A free block may still hold a cached prefix (it has a
+//! hash): it stays findable through [`BlockPool::cached_block`] until [`BlockPool::allocate`]
+//! takes it from the front of the queue, which evicts its hash. Freed blocks go to the back, so
+//! the queue is an LRU of cached prefixes. The queue is a doubly linked list over block ids, so a
+//! cache hit on a free block leaves the queue in O(1).
+//!
+//! Invariants (checked by [`BlockPool::check_invariants`] and the property tests):
+//! free + used = total; a block is in the free queue iff its ref count is 0; every hash in the
+//! cache map points at a block carrying that hash.
+
+use std::collections::HashMap;
+
+/// Index of one block in the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockId(pub u32);
+
+/// Chained hash of a full block: hash of (previous block's hash, this block's token ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockHash(pub u64);
+
+impl BlockHash {
+    /// `hash(parent, tokens)`; `parent` is `None` for a sequence's first block.
+    pub fn chain(parent: Option<BlockHash>, tokens: &[u32]) -> BlockHash {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: deterministic across runs and processes.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        parent.map(|p| p.0).hash(&mut h);
+        tokens.hash(&mut h);
+        BlockHash(h.finish())
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Debug)]
+struct BlockMeta {
+    ref_count: u32,
+    hash: Option<BlockHash>,
+    /// Free-queue links (`NONE` at the ends or when not queued).
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Debug)]
+pub struct BlockPool {
+    blocks: Vec<BlockMeta>,
+    head: u32,
+    tail: u32,
+    num_free: usize,
+    enable_caching: bool,
+    cached: HashMap<BlockHash, BlockId>,
+}
+
+impl BlockPool {
+    pub fn new(num_blocks: usize, enable_caching: bool) -> Self {
+        assert!(num_blocks < NONE as usize, "block ids are u32");
+        let n = num_blocks as u32;
+        let blocks = (0..n)
+            .map(|i| BlockMeta {
+                ref_count: 0,
+                hash: None,
+                prev: if i == 0 { NONE } else { i - 1 },
+                next: if i + 1 == n { NONE } else { i + 1 },
+            })
+            .collect();
+        Self {
+            blocks,
+            head: if n == 0 { NONE } else { 0 },
+            tail: if n == 0 { NONE } else { n - 1 },
+            num_free: num_blocks,
+            enable_caching,
+            cached: HashMap::new(),
+        }
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Blocks with ref count 0 (some may hold cached prefixes).
+    pub fn num_free(&self) -> usize {
+        self.num_free
+    }
+
+    /// Fraction of blocks in use.
+    pub fn usage(&self) -> f64 {
+        if self.blocks.is_empty() {
+            0.0
+        } else {
+            1.0 - self.num_free as f64 / self.blocks.len() as f64
+        }
+    }
+
+    pub fn ref_count(&self, b: BlockId) -> u32 {
+        self.blocks[b.0 as usize].ref_count
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = (self.blocks[i as usize].prev, self.blocks[i as usize].next);
+        if prev == NONE {
+            self.head = next;
+        } else {
+            self.blocks[prev as usize].next = next;
+        }
+        if next == NONE {
+            self.tail = prev;
+        } else {
+            self.blocks[next as usize].prev = prev;
+        }
+        self.blocks[i as usize].prev = NONE;
+        self.blocks[i as usize].next = NONE;
+        self.num_free -= 1;
+    }
+
+    fn push_back(&mut self, i: u32) {
+        self.blocks[i as usize].prev = self.tail;
+        self.blocks[i as usize].next = NONE;
+        if self.tail == NONE {
+            self.head = i;
+        } else {
+            self.blocks[self.tail as usize].next = i;
+        }
+        self.tail = i;
+        self.num_free += 1;
+    }
+
+    /// Takes `n` blocks from the front of the free queue (evicting their cached hashes), each with
+    /// ref count 1; `None` (and nothing taken) when fewer than `n` are free.
+    pub fn allocate(&mut self, n: usize) -> Option<Vec<BlockId>> {
+        if n > self.num_free {
+            return None;
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let i = self.head;
+            self.unlink(i);
+            let meta = &mut self.blocks[i as usize];
+            meta.ref_count = 1;
+            if let Some(h) = meta.hash.take() {
+                if self.cached.get(&h) == Some(&BlockId(i)) {
+                    self.cached.remove(&h);
+                }
+            }
+            out.push(BlockId(i));
+        }
+        Some(out)
+    }
+
+    /// Adds a reference to each block (a prefix-cache hit); a free one leaves the free queue.
+    pub fn touch(&mut self, blocks: &[BlockId]) {
+        for &b in blocks {
+            if self.blocks[b.0 as usize].ref_count == 0 {
+                self.unlink(b.0);
+            }
+            self.blocks[b.0 as usize].ref_count += 1;
+        }
+    }
+
+    /// Drops one reference from each block, in order; blocks reaching 0 join the back of the
+    /// free queue (so pass a sequence's blocks tail first: its last blocks are evicted first).
+    pub fn free(&mut self, blocks: impl IntoIterator<Item = BlockId>) {
+        for b in blocks {
+            let meta = &mut self.blocks[b.0 as usize];
+            assert!(meta.ref_count > 0, "double free of block {}", b.0);
+            meta.ref_count -= 1;
+            if meta.ref_count == 0 {
+                self.push_back(b.0);
+            }
+        }
+    }
+
+    /// The block holding the prefix with this hash, if cached.
+    pub fn cached_block(&self, hash: BlockHash) -> Option<BlockId> {
+        if self.enable_caching {
+            self.cached.get(&hash).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Registers a full, used block under `hash`. If another block already holds this prefix,
+    /// that one stays the cached copy and `block` is left unhashed.
+    pub fn cache_block(&mut self, block: BlockId, hash: BlockHash) {
+        if !self.enable_caching || self.blocks[block.0 as usize].hash.is_some() {
+            return;
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = self.cached.entry(hash) {
+            e.insert(block);
+            self.blocks[block.0 as usize].hash = Some(hash);
+        }
+    }
+
+    /// Panics if an invariant is broken (tests and debug checks).
+    pub fn check_invariants(&self) {
+        let mut queued = vec![false; self.blocks.len()];
+        let mut i = self.head;
+        let mut prev = NONE;
+        let mut n = 0;
+        while i != NONE {
+            assert!(!queued[i as usize], "block {i} queued twice");
+            queued[i as usize] = true;
+            assert_eq!(self.blocks[i as usize].prev, prev, "broken back link at {i}");
+            prev = i;
+            i = self.blocks[i as usize].next;
+            n += 1;
+        }
+        assert_eq!(self.tail, prev, "tail is not the last queued block");
+        assert_eq!(n, self.num_free, "free count disagrees with the queue");
+        let used = self.blocks.iter().filter(|m| m.ref_count > 0).count();
+        assert_eq!(n + used, self.blocks.len(), "free + used != total");
+        for (b, m) in self.blocks.iter().enumerate() {
+            assert_eq!(queued[b], m.ref_count == 0, "block {b}: queued iff ref count 0");
+        }
+        for (h, b) in &self.cached {
+            assert_eq!(self.blocks[b.0 as usize].hash, Some(*h), "cache map points at a block without its hash");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn freed_cached_blocks_are_reused_lru() {
+        let mut pool = BlockPool::new(4, true);
+        let a = pool.allocate(2).unwrap();
+        let h = BlockHash::chain(None, &[1, 2]);
+        pool.cache_block(a[0], h);
+        pool.free(a.iter().rev().copied());
+        assert_eq!(pool.num_free(), 4);
+        assert_eq!(pool.cached_block(h), Some(a[0]));
+        pool.touch(&[a[0]]);
+        assert_eq!(pool.num_free(), 3);
+        pool.free([a[0]]);
+        // 2 never-used blocks come first, then a[1], then the cached a[0].
+        let b = pool.allocate(3).unwrap();
+        assert!(!b.contains(&a[0]));
+        assert_eq!(pool.cached_block(h), Some(a[0]));
+        let c = pool.allocate(1).unwrap();
+        assert_eq!(c, vec![a[0]]);
+        assert_eq!(pool.cached_block(h), None, "reuse evicts the hash");
+        assert!(pool.allocate(1).is_none());
+        pool.check_invariants();
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Allocate(usize),
+        /// Free the i-th (mod len) owned list.
+        Free(usize),
+        /// Share the i-th owned list (a prefix hit).
+        Touch(usize),
+        /// Cache the first block of the i-th list under a small hash.
+        Cache(usize, u64),
+        /// Look a small hash up and touch what it finds.
+        Hit(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0usize..6).prop_map(Op::Allocate),
+            any::<usize>().prop_map(Op::Free),
+            any::<usize>().prop_map(Op::Touch),
+            (any::<usize>(), 0u64..8).prop_map(|(i, h)| Op::Cache(i, h)),
+            (0u64..8).prop_map(Op::Hit),
+        ]
+    }
+
+    proptest! {
+        /// The pool never loses or double-frees a block: free + used = total, and every
+        /// reference the owners hold is counted exactly once.
+        #[test]
+        fn never_loses_or_double_frees(ops in proptest::collection::vec(op(), 1..200), caching in any::<bool>()) {
+            let total = 12;
+            let mut pool = BlockPool::new(total, caching);
+            let mut owned: Vec<Vec<BlockId>> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Allocate(n) => {
+                        let free = pool.num_free();
+                        match pool.allocate(n) {
+                            Some(b) => { prop_assert_eq!(b.len(), n); owned.push(b); }
+                            None => prop_assert!(n > free),
+                        }
+                    }
+                    Op::Free(i) if !owned.is_empty() => {
+                        let b = owned.swap_remove(i % owned.len());
+                        pool.free(b.into_iter().rev());
+                    }
+                    Op::Touch(i) if !owned.is_empty() => {
+                        let b = owned[i % owned.len()].clone();
+                        pool.touch(&b);
+                        owned.push(b);
+                    }
+                    Op::Cache(i, h) if !owned.is_empty() => {
+                        if let Some(&b) = owned[i % owned.len()].first() {
+                            pool.cache_block(b, BlockHash(h));
+                        }
+                    }
+                    Op::Hit(h) => {
+                        if let Some(b) = pool.cached_block(BlockHash(h)) {
+                            pool.touch(&[b]);
+                            owned.push(vec![b]);
+                        }
+                    }
+                    _ => {}
+                }
+                pool.check_invariants();
+                let mut refs = vec![0u32; total];
+                for b in owned.iter().flatten() {
+                    refs[b.0 as usize] += 1;
+                }
+                for (i, &r) in refs.iter().enumerate() {
+                    prop_assert_eq!(pool.ref_count(BlockId(i as u32)), r);
+                }
+            }
+            for b in owned.drain(..) {
+                pool.free(b.into_iter().rev());
+            }
+            pool.check_invariants();
+            prop_assert_eq!(pool.num_free(), total);
+        }
+    }
+}

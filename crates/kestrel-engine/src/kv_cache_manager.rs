@@ -1,1 +1,188 @@
-//! Placeholder.
+//! Which KV blocks each sequence owns, and the automatic prefix cache (vLLM v1's
+//! `KVCacheManager`). The scheduler asks in tokens ("find my cached prefix", "make room for `n`
+//! more tokens", "free me") and never touches a block; the [`BlockPool`] below does the counting.
+//!
+//! Prefix caching: every *full* block of a sequence is keyed by a chained hash of its tokens
+//! ([`BlockHash::chain`]), registered the step its tokens are scheduled (their KV is written in
+//! that step's forward, before any later step can read it; within one step every layer writes the
+//! whole batch's KV before its attention, so even a hit on a block computed in the same step reads
+//! finished values). A new sequence reuses the longest run of cached blocks of its prompt, always
+//! leaving at least one token to compute so that the step yields logits. `n > 1` choices of one
+//! prompt share its blocks this way.
+
+use std::collections::HashMap;
+
+use crate::block_pool::{BlockHash, BlockId, BlockPool};
+use crate::sequence::SeqId;
+
+/// A run of cached blocks found for a sequence's prefix, not yet referenced.
+#[derive(Clone, Debug, Default)]
+pub struct ComputedBlocks {
+    pub blocks: Vec<BlockId>,
+    /// `blocks.len() * block_size`.
+    pub num_tokens: usize,
+}
+
+#[derive(Debug, Default)]
+struct SeqBlocks {
+    /// The block table, in position order.
+    blocks: Vec<BlockId>,
+    /// Hashes of the sequence's full blocks computed so far (prefix of the block table).
+    hashes: Vec<BlockHash>,
+    /// Leading blocks already registered in the prefix cache.
+    num_cached: usize,
+}
+
+#[derive(Debug)]
+pub struct KvCacheManager {
+    pool: BlockPool,
+    block_size: usize,
+    enable_caching: bool,
+    seqs: HashMap<SeqId, SeqBlocks>,
+}
+
+impl KvCacheManager {
+    pub fn new(num_blocks: usize, block_size: usize, enable_caching: bool) -> Self {
+        assert!(block_size > 0, "block_size must be positive");
+        Self { pool: BlockPool::new(num_blocks, enable_caching), block_size, enable_caching, seqs: HashMap::new() }
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.pool.num_blocks()
+    }
+
+    pub fn num_free_blocks(&self) -> usize {
+        self.pool.num_free()
+    }
+
+    pub fn usage(&self) -> f64 {
+        self.pool.usage()
+    }
+
+    pub fn pool(&self) -> &BlockPool {
+        &self.pool
+    }
+
+    /// Extends the sequence's hash chain over its full blocks of `tokens`.
+    fn hash_full_blocks(block_size: usize, e: &mut SeqBlocks, tokens: &[u32]) {
+        let num_full = tokens.len() / block_size;
+        while e.hashes.len() < num_full {
+            let i = e.hashes.len();
+            let h = BlockHash::chain(e.hashes.last().copied(), &tokens[i * block_size..(i + 1) * block_size]);
+            e.hashes.push(h);
+        }
+    }
+
+    /// The longest cached prefix of `tokens` (all tokens of a sequence not yet holding blocks),
+    /// leaving at least the last token uncomputed.
+    pub fn get_computed_blocks(&mut self, seq: SeqId, tokens: &[u32]) -> ComputedBlocks {
+        if !self.enable_caching || tokens.is_empty() {
+            return ComputedBlocks::default();
+        }
+        let bs = self.block_size;
+        let e = self.seqs.entry(seq).or_default();
+        Self::hash_full_blocks(bs, e, tokens);
+        let max_blocks = (tokens.len() - 1) / bs;
+        let blocks: Vec<BlockId> = e.hashes.iter().take(max_blocks).map_while(|&h| self.pool.cached_block(h)).collect();
+        ComputedBlocks { num_tokens: blocks.len() * bs, blocks }
+    }
+
+    /// Makes room for `num_new_tokens` more tokens of `seq` after `num_computed_tokens`
+    /// (counting `computed`, a prefix hit from [`Self::get_computed_blocks`] when the sequence
+    /// holds no blocks yet). `tokens` are all the sequence's known tokens (prompt + output).
+    /// Returns false, changing nothing, when the free blocks do not suffice.
+    pub fn allocate_slots(
+        &mut self,
+        seq: SeqId,
+        tokens: &[u32],
+        num_computed_tokens: usize,
+        num_new_tokens: usize,
+        computed: &ComputedBlocks,
+    ) -> bool {
+        let bs = self.block_size;
+        let end = num_computed_tokens + num_new_tokens;
+        assert!(end <= tokens.len(), "scheduling tokens that do not exist yet");
+        let e = self.seqs.entry(seq).or_default();
+        let num_needed = end.div_ceil(bs);
+        let num_have = e.blocks.len() + computed.blocks.len();
+        let num_to_allocate = num_needed.saturating_sub(num_have);
+        // Touching a free cached block takes it out of the free queue too.
+        let num_evictable_hits = computed.blocks.iter().filter(|&&b| self.pool.ref_count(b) == 0).count();
+        if num_to_allocate + num_evictable_hits > self.pool.num_free() {
+            return false;
+        }
+        self.pool.touch(&computed.blocks);
+        e.blocks.extend_from_slice(&computed.blocks);
+        e.blocks.extend(self.pool.allocate(num_to_allocate).expect("checked free blocks above"));
+        if self.enable_caching {
+            // Register the blocks this step fills completely.
+            let num_full = end / bs;
+            Self::hash_full_blocks(bs, e, &tokens[..num_full * bs]);
+            for i in e.num_cached..num_full {
+                self.pool.cache_block(e.blocks[i], e.hashes[i]);
+            }
+            e.num_cached = e.num_cached.max(num_full);
+        }
+        true
+    }
+
+    /// The sequence's block table.
+    pub fn block_table(&self, seq: SeqId) -> &[BlockId] {
+        self.seqs.get(&seq).map_or(&[], |e| &e.blocks)
+    }
+
+    /// Releases every block of `seq`, last block first (so that its tail is evicted first and
+    /// its prefix stays cached longest).
+    pub fn free(&mut self, seq: SeqId) {
+        if let Some(e) = self.seqs.remove(&seq) {
+            self.pool.free(e.blocks.into_iter().rev());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_prefix_hits_and_leaves_one_token() {
+        let mut kv = KvCacheManager::new(16, 4, true);
+        let prompt: Vec<u32> = (0..10).collect();
+        let (a, b, c) = (SeqId(0), SeqId(1), SeqId(2));
+        let hit = kv.get_computed_blocks(a, &prompt);
+        assert_eq!(hit.num_tokens, 0);
+        assert!(kv.allocate_slots(a, &prompt, 0, 10, &hit));
+        assert_eq!(kv.block_table(a).len(), 3);
+        // Same prompt: the two full blocks are shared.
+        let hit = kv.get_computed_blocks(b, &prompt);
+        assert_eq!(hit.num_tokens, 8);
+        assert!(kv.allocate_slots(b, &prompt, 8, 2, &hit));
+        assert_eq!(kv.block_table(b)[..2], kv.block_table(a)[..2]);
+        assert_eq!(kv.num_free_blocks(), 16 - 4);
+        // A prompt of exactly two blocks can reuse only one: its last token must be computed.
+        let hit = kv.get_computed_blocks(c, &prompt[..8]);
+        assert_eq!(hit.num_tokens, 4);
+        kv.free(a);
+        kv.free(b);
+        kv.free(c);
+        assert_eq!(kv.num_free_blocks(), 16);
+        // Freed blocks stay cached.
+        let hit = kv.get_computed_blocks(SeqId(3), &prompt);
+        assert_eq!(hit.num_tokens, 8);
+        kv.pool().check_invariants();
+    }
+
+    #[test]
+    fn allocation_failure_changes_nothing() {
+        let mut kv = KvCacheManager::new(2, 4, true);
+        let tokens: Vec<u32> = (0..12).collect();
+        assert!(!kv.allocate_slots(SeqId(0), &tokens, 0, 12, &ComputedBlocks::default()));
+        assert_eq!(kv.num_free_blocks(), 2);
+        assert!(kv.allocate_slots(SeqId(0), &tokens, 0, 8, &ComputedBlocks::default()));
+        assert_eq!(kv.num_free_blocks(), 0);
+    }
+}

@@ -146,16 +146,56 @@ impl EngineMetrics {
             let _ = writeln!(out, "kestrel:{name}{{{labels}}} {value}");
         };
         let get = |a: &AtomicU64| a.load(Relaxed).to_string();
-        scalar("num_requests_running", "gauge", "Number of requests in model execution batches.", get(&self.num_requests_running));
-        scalar("num_requests_waiting", "gauge", "Number of requests waiting to be processed.", get(&self.num_requests_waiting));
-        scalar("kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", self.kv_cache_usage().to_string());
+        scalar(
+            "num_requests_running",
+            "gauge",
+            "Number of requests in model execution batches.",
+            get(&self.num_requests_running),
+        );
+        scalar(
+            "num_requests_waiting",
+            "gauge",
+            "Number of requests waiting to be processed.",
+            get(&self.num_requests_waiting),
+        );
+        scalar(
+            "kv_cache_usage_perc",
+            "gauge",
+            "KV-cache usage. 1 means 100 percent usage.",
+            self.kv_cache_usage().to_string(),
+        );
         scalar("num_kv_cache_blocks", "gauge", "Total KV-cache blocks.", get(&self.num_kv_blocks_total));
-        scalar("num_free_kv_cache_blocks", "gauge", "Free KV-cache blocks (including cached, evictable ones).", get(&self.num_kv_blocks_free));
-        scalar("prefix_cache_queries_total", "counter", "Prefix cache queries, in terms of number of queried tokens.", get(&self.prefix_cache_queries));
-        scalar("prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.", get(&self.prefix_cache_hits));
-        scalar("num_preemptions_total", "counter", "Cumulative number of preemptions from the engine.", get(&self.num_preemptions));
+        scalar(
+            "num_free_kv_cache_blocks",
+            "gauge",
+            "Free KV-cache blocks (including cached, evictable ones).",
+            get(&self.num_kv_blocks_free),
+        );
+        scalar(
+            "prefix_cache_queries_total",
+            "counter",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            get(&self.prefix_cache_queries),
+        );
+        scalar(
+            "prefix_cache_hits_total",
+            "counter",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            get(&self.prefix_cache_hits),
+        );
+        scalar(
+            "num_preemptions_total",
+            "counter",
+            "Cumulative number of preemptions from the engine.",
+            get(&self.num_preemptions),
+        );
         scalar("prompt_tokens_total", "counter", "Number of prefill tokens processed.", get(&self.prompt_tokens));
-        scalar("generation_tokens_total", "counter", "Number of generation tokens processed.", get(&self.generation_tokens));
+        scalar(
+            "generation_tokens_total",
+            "counter",
+            "Number of generation tokens processed.",
+            get(&self.generation_tokens),
+        );
         let name = "kestrel:request_success_total";
         let _ = writeln!(out, "# HELP {name} Count of finished requests, by finish reason.\n# TYPE {name} counter");
         for (reason, a) in [
@@ -170,7 +210,11 @@ impl EngineMetrics {
             (&self.time_to_first_token, "time_to_first_token_seconds", "Histogram of time to first token in seconds."),
             (&self.inter_token_latency, "inter_token_latency_seconds", "Histogram of inter-token latency in seconds."),
             (&self.e2e_request_latency, "e2e_request_latency_seconds", "Histogram of e2e request latency in seconds."),
-            (&self.request_queue_time, "request_queue_time_seconds", "Histogram of time spent in WAITING phase for request."),
+            (
+                &self.request_queue_time,
+                "request_queue_time_seconds",
+                "Histogram of time spent in WAITING phase for request.",
+            ),
         ] {
             h.render(&mut out, &format!("kestrel:{name}"), help, &labels);
         }

@@ -1,1 +1,412 @@
-//! Placeholder.
+//! The token-budget scheduler of vLLM v1. There is no prefill or decode phase: each sequence
+//! has `num_computed_tokens` that catches up with its `num_tokens()`, and each step hands out at
+//! most `max_num_batched_tokens` tokens, running sequences first (a decode takes 1, an unfinished
+//! prefill takes what is left of the budget: chunked prefill), then waiting ones in FCFS order
+//! (after their prefix-cache hit). Prefill chunks and decodes of different sequences share one
+//! forward pass. When a running sequence cannot get a block, the newest running sequence is
+//! preempted by recompute (its blocks freed, `num_computed_tokens` back to 0, front of the queue).
+//!
+//! The output is plain data ([`SchedulerOutput`]); `engine.rs` turns it into a `BatchInput`.
+//! Invariants: a step's tokens ≤ `max_num_batched_tokens`; running sequences ≤ `max_num_seqs`;
+//! every sequence is in exactly one of `waiting` / `running` until [`Scheduler::finish`].
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::kv_cache_manager::{ComputedBlocks, KvCacheManager};
+use crate::request::FinishReason;
+use crate::sequence::{SeqId, SeqStatus, Sequence};
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub enable_prefix_caching: bool,
+    /// Most prefill tokens one sequence gets per step (vLLM's `long_prefill_token_threshold`);
+    /// 0 is no cap beyond the budget. A cap keeps a long newcomer from stalling running decodes.
+    pub long_prefill_token_threshold: usize,
+}
+
+impl SchedulerConfig {
+    /// Tokens a sequence with `num_remaining` uncomputed tokens may take out of `budget`.
+    fn num_new_tokens(&self, num_remaining: usize, budget: usize) -> usize {
+        let cap = if self.long_prefill_token_threshold == 0 { usize::MAX } else { self.long_prefill_token_threshold };
+        num_remaining.min(budget).min(cap)
+    }
+}
+
+/// One sequence's share of a step: tokens `num_computed_tokens .. num_computed_tokens + num_new_tokens`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledSeq {
+    pub seq_id: SeqId,
+    /// Tokens with KV before this step.
+    pub num_computed_tokens: usize,
+    pub num_new_tokens: usize,
+    /// The step reaches the sequence's last known token, so its logits give the next token.
+    pub sample: bool,
+}
+
+/// What one step computes, plus what changed in the queues.
+#[derive(Clone, Debug, Default)]
+pub struct SchedulerOutput {
+    /// Running sequences first, then newly admitted ones; the order of the flat batch.
+    pub scheduled: Vec<ScheduledSeq>,
+    pub num_batched_tokens: usize,
+    /// Sequences preempted this step (now waiting, KV freed).
+    pub preempted: Vec<SeqId>,
+    /// Sequences moved from waiting to running this step, with their prefix-cache hit in tokens.
+    pub admitted: Vec<(SeqId, usize)>,
+}
+
+/// One sampled token after [`Scheduler::update_from_output`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenOutcome {
+    pub seq_id: SeqId,
+    pub token: u32,
+    /// False for a stop token (it ends the sequence and is not part of the output).
+    pub appended: bool,
+    pub finish: Option<FinishReason>,
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    kv: KvCacheManager,
+    seqs: HashMap<SeqId, Sequence>,
+    waiting: VecDeque<SeqId>,
+    /// In admission order: the last is the newest (the one preempted first).
+    running: Vec<SeqId>,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Self {
+        let kv = KvCacheManager::new(config.num_blocks, config.block_size, config.enable_prefix_caching);
+        Self { config, kv, seqs: HashMap::new(), waiting: VecDeque::new(), running: Vec::new() }
+    }
+
+    pub fn kv(&self) -> &KvCacheManager {
+        &self.kv
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    pub fn contains(&self, id: SeqId) -> bool {
+        self.seqs.contains_key(&id)
+    }
+
+    pub fn seq(&self, id: SeqId) -> Option<&Sequence> {
+        self.seqs.get(&id)
+    }
+
+    pub fn seq_mut(&mut self, id: SeqId) -> Option<&mut Sequence> {
+        self.seqs.get_mut(&id)
+    }
+
+    pub fn seq_ids(&self) -> impl Iterator<Item = SeqId> + '_ {
+        self.seqs.keys().copied()
+    }
+
+    /// Queues a new sequence at the back (FCFS).
+    pub fn add(&mut self, seq: Sequence) {
+        assert!(!self.seqs.contains_key(&seq.id), "sequence id reused");
+        self.waiting.push_back(seq.id);
+        self.seqs.insert(seq.id, seq);
+    }
+
+    /// Removes a sequence (finished or aborted, running or waiting) and frees its blocks at once.
+    pub fn finish(&mut self, id: SeqId) -> Option<Sequence> {
+        let seq = self.seqs.remove(&id)?;
+        match seq.status {
+            SeqStatus::Running => self.running.retain(|&s| s != id),
+            SeqStatus::Waiting => self.waiting.retain(|&s| s != id),
+        }
+        self.kv.free(id);
+        Some(seq)
+    }
+
+    fn preempt_newest(&mut self) -> SeqId {
+        let id = self.running.pop().expect("preempting with nothing running");
+        self.kv.free(id);
+        let seq = self.seqs.get_mut(&id).expect("running sequences exist");
+        seq.status = SeqStatus::Waiting;
+        seq.num_computed_tokens = 0;
+        self.waiting.push_front(id);
+        id
+    }
+
+    /// Plans one step.
+    pub fn schedule(&mut self) -> SchedulerOutput {
+        let mut out = SchedulerOutput::default();
+        let mut budget = self.config.max_num_batched_tokens;
+
+        // Running sequences first, oldest first.
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            let seq = &self.seqs[&id];
+            let num_new = self.config.num_new_tokens(seq.num_tokens() - seq.num_computed_tokens, budget);
+            if num_new == 0 {
+                i += 1;
+                continue;
+            }
+            let scheduled = loop {
+                let seq = &self.seqs[&id];
+                let ok = self.kv.allocate_slots(
+                    id,
+                    &seq.tokens,
+                    seq.num_computed_tokens,
+                    num_new,
+                    &ComputedBlocks::default(),
+                );
+                if ok {
+                    break true;
+                }
+                // Only sequences after `i` (not yet scheduled this step) or `id` itself are popped.
+                let victim = self.preempt_newest();
+                out.preempted.push(victim);
+                if victim == id {
+                    break false;
+                }
+            };
+            if !scheduled {
+                break;
+            }
+            let seq = &self.seqs[&id];
+            out.scheduled.push(ScheduledSeq {
+                seq_id: id,
+                num_computed_tokens: seq.num_computed_tokens,
+                num_new_tokens: num_new,
+                sample: seq.num_computed_tokens + num_new == seq.num_tokens(),
+            });
+            budget -= num_new;
+            i += 1;
+        }
+
+        // Then waiting ones, unless this step had to preempt (no room to grow).
+        while out.preempted.is_empty() && budget > 0 && self.running.len() < self.config.max_num_seqs {
+            let Some(&id) = self.waiting.front() else { break };
+            let seq = &self.seqs[&id];
+            let computed = self.kv.get_computed_blocks(id, &seq.tokens);
+            let num_computed = computed.num_tokens;
+            let num_new = self.config.num_new_tokens(seq.num_tokens() - num_computed, budget);
+            if !self.kv.allocate_slots(id, &seq.tokens, num_computed, num_new, &computed) {
+                break;
+            }
+            self.waiting.pop_front();
+            self.running.push(id);
+            let seq = self.seqs.get_mut(&id).expect("waiting sequences exist");
+            seq.status = SeqStatus::Running;
+            seq.num_computed_tokens = num_computed;
+            seq.num_cached_tokens.get_or_insert(num_computed);
+            out.admitted.push((id, num_computed));
+            out.scheduled.push(ScheduledSeq {
+                seq_id: id,
+                num_computed_tokens: num_computed,
+                num_new_tokens: num_new,
+                sample: num_computed + num_new == seq.num_tokens(),
+            });
+            budget -= num_new;
+        }
+        out.num_batched_tokens = self.config.max_num_batched_tokens - budget;
+        out
+    }
+
+    /// Applies a finished step: every scheduled sequence's `num_computed_tokens` advances, and
+    /// `sampled` (one token per `sample` entry of `out.scheduled`, in order) are appended.
+    /// Finished sequences stay until [`Scheduler::finish`].
+    pub fn update_from_output(&mut self, out: &SchedulerOutput, sampled: &[u32]) -> Vec<TokenOutcome> {
+        let mut tokens = sampled.iter();
+        let mut outcomes = Vec::with_capacity(sampled.len());
+        for s in &out.scheduled {
+            let Some(seq) = self.seqs.get_mut(&s.seq_id) else { continue };
+            if seq.status != SeqStatus::Running || seq.num_computed_tokens != s.num_computed_tokens {
+                // Finished or preempted since it was scheduled; its sample (if any) is void.
+                if s.sample {
+                    tokens.next();
+                }
+                continue;
+            }
+            seq.num_computed_tokens += s.num_new_tokens;
+            if s.sample {
+                let &token = tokens.next().expect("one sampled token per sampling sequence");
+                let (appended, finish) = seq.append_sampled(token);
+                outcomes.push(TokenOutcome { seq_id: s.seq_id, token, appended, finish });
+            }
+        }
+        outcomes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::EngineRequest;
+    use crate::sampler::{Sampler, SamplingParams};
+    use proptest::prelude::*;
+
+    fn seq(id: u64, prompt_len: usize, max_tokens: usize, stop: Vec<u32>) -> Sequence {
+        let prompt: Vec<u32> = (0..prompt_len as u32).map(|t| t % 7 + id as u32 % 3).collect();
+        let sampler = Sampler::new(SamplingParams::greedy(), &prompt, 64, 0).unwrap();
+        let req = EngineRequest {
+            request_id: format!("r{id}"),
+            prompt_ids: prompt,
+            sampling: SamplingParams::greedy(),
+            max_tokens,
+            min_tokens: 0,
+            stop_token_ids: stop,
+        };
+        Sequence::new(SeqId(id), req, sampler, 1 << 20)
+    }
+
+    fn config(max_num_seqs: usize, budget: usize, num_blocks: usize) -> SchedulerConfig {
+        SchedulerConfig {
+            max_num_seqs,
+            max_num_batched_tokens: budget,
+            block_size: 4,
+            num_blocks,
+            enable_prefix_caching: true,
+            long_prefill_token_threshold: 0,
+        }
+    }
+
+    /// Runs one step with a fake model that always samples `token`; returns finished ids.
+    fn step(s: &mut Scheduler, token: u32) -> (SchedulerOutput, Vec<SeqId>) {
+        let out = s.schedule();
+        let sampled: Vec<u32> = out.scheduled.iter().filter(|x| x.sample).map(|_| token).collect();
+        let mut done = Vec::new();
+        for o in s.update_from_output(&out, &sampled) {
+            if o.finish.is_some() {
+                s.finish(o.seq_id);
+                done.push(o.seq_id);
+            }
+        }
+        (out, done)
+    }
+
+    #[test]
+    fn chunked_prefill_then_decode_in_one_batch() {
+        let mut s = Scheduler::new(config(8, 10, 64));
+        s.add(seq(0, 3, 5, vec![]));
+        s.add(seq(1, 25, 5, vec![]));
+        let (out, _) = step(&mut s, 9);
+        // seq 0: whole prompt (3), seq 1: a 7-token chunk.
+        assert_eq!(
+            out.scheduled.iter().map(|x| (x.num_new_tokens, x.sample)).collect::<Vec<_>>(),
+            [(3, true), (7, false)]
+        );
+        let (out, _) = step(&mut s, 9);
+        // seq 0 decodes 1 token, seq 1 continues its prefill with the other 9.
+        assert_eq!(out.scheduled.iter().map(|x| x.num_new_tokens).collect::<Vec<_>>(), [1, 9]);
+        assert_eq!(s.seq(SeqId(1)).unwrap().num_computed_tokens, 16);
+    }
+
+    #[test]
+    fn long_prefill_is_capped_per_step() {
+        let mut s = Scheduler::new(SchedulerConfig { long_prefill_token_threshold: 6, ..config(8, 64, 64) });
+        s.add(seq(0, 3, 5, vec![]));
+        s.add(seq(1, 25, 5, vec![]));
+        let (out, _) = step(&mut s, 9);
+        assert_eq!(out.scheduled.iter().map(|x| x.num_new_tokens).collect::<Vec<_>>(), [3, 6]);
+        let (out, _) = step(&mut s, 9);
+        assert_eq!(out.scheduled.iter().map(|x| x.num_new_tokens).collect::<Vec<_>>(), [1, 6]);
+    }
+
+    #[test]
+    fn preempts_newest_when_blocks_run_out() {
+        // 4 blocks of 4 tokens; two sequences of 7 prompt tokens need 2 blocks each, then a third.
+        let mut s = Scheduler::new(config(8, 64, 4));
+        s.add(seq(0, 7, 10, vec![]));
+        s.add(seq(1, 7, 10, vec![]));
+        step(&mut s, 1); // both prefilled, 1 token each
+        step(&mut s, 1); // token 8 computed: 2 full blocks each
+        let (out, _) = step(&mut s, 1); // both need a third block: seq 1 is preempted
+        assert_eq!(out.preempted, vec![SeqId(1)]);
+        assert_eq!(out.scheduled.len(), 1);
+        assert_eq!(s.num_waiting(), 1);
+        assert_eq!(s.seq(SeqId(1)).unwrap().num_computed_tokens, 0);
+    }
+
+    #[test]
+    fn stop_token_finishes_without_appending() {
+        let mut s = Scheduler::new(config(8, 64, 64));
+        s.add(seq(0, 5, 10, vec![42]));
+        let (_, done) = step(&mut s, 42);
+        assert_eq!(done, vec![SeqId(0)]);
+        assert!(s.is_idle());
+        assert_eq!(s.kv().num_free_blocks(), 64);
+    }
+
+    #[derive(Clone, Debug)]
+    struct Req {
+        prompt_len: usize,
+        max_tokens: usize,
+        arrive_step: usize,
+        abort_step: Option<usize>,
+    }
+
+    fn req() -> impl Strategy<Value = Req> {
+        (1usize..40, 1usize..12, 0usize..10, proptest::option::weighted(0.2, 0usize..30)).prop_map(
+            |(prompt_len, max_tokens, arrive_step, abort_step)| Req { prompt_len, max_tokens, arrive_step, abort_step },
+        )
+    }
+
+    proptest! {
+        /// The budget and `max_num_seqs` are never exceeded, blocks are never lost, and every
+        /// admitted request finishes or is aborted.
+        #[test]
+        fn budget_respected_and_everything_finishes(
+            reqs in proptest::collection::vec(req(), 1..12),
+            max_num_seqs in 1usize..5,
+            budget in 1usize..48,
+            extra_blocks in 0usize..20,
+            caching in any::<bool>(),
+            threshold in 0usize..8,
+        ) {
+            // The cache must hold the longest sequence (the engine checks this at start).
+            let num_blocks = (40 + 12usize).div_ceil(4) + extra_blocks;
+            let mut s = Scheduler::new(SchedulerConfig {
+                enable_prefix_caching: caching,
+                long_prefill_token_threshold: threshold,
+                ..config(max_num_seqs, budget, num_blocks)
+            });
+            let mut finished = 0;
+            let mut aborted = 0;
+            let mut step_no = 0;
+            while finished + aborted < reqs.len() {
+                prop_assert!(step_no < 5000, "no progress");
+                for (i, r) in reqs.iter().enumerate() {
+                    if r.arrive_step == step_no {
+                        s.add(seq(i as u64, r.prompt_len, r.max_tokens, vec![]));
+                    }
+                    if r.abort_step == Some(step_no) && s.finish(SeqId(i as u64)).is_some() {
+                        aborted += 1;
+                    }
+                }
+                let (out, done) = step(&mut s, 5);
+                prop_assert!(out.num_batched_tokens <= budget);
+                prop_assert_eq!(out.num_batched_tokens, out.scheduled.iter().map(|x| x.num_new_tokens).sum::<usize>());
+                prop_assert!(out.scheduled.len() <= max_num_seqs);
+                prop_assert!(s.num_running() <= max_num_seqs);
+                if !s.is_idle() && step_no > 10 {
+                    prop_assert!(!out.scheduled.is_empty(), "a step with work scheduled nothing");
+                }
+                finished += done.len();
+                s.kv().pool().check_invariants();
+                step_no += 1;
+            }
+            prop_assert!(s.is_idle());
+            prop_assert_eq!(s.kv().num_free_blocks(), num_blocks);
+        }
+    }
+}

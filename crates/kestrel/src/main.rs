@@ -19,6 +19,8 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Write a random-weight model with the exact shapes of a real Qwen3 checkpoint.
     Synth(cli::synth::SynthArgs),
+    /// Serve an OpenAI-compatible API (chat, completions, streaming, thinking, tools).
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +28,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Generate(args) => cli::generate::run(args),
         Command::Synth(args) => cli::synth::run(args),
+        Command::Serve(args) => cli::serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

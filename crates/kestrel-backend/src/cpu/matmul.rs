@@ -25,6 +25,9 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     if w.cols != k {
         return Err(shape_err("matmul", format!("x [{n}, {k}] · w[{m}, {}]ᵀ ({})", w.cols, w.name)));
     }
+    if n == 0 || m == 0 {
+        return Ok(CpuTensor::zeros(n, m));
+    }
     // outT [m, n]: each task owns a contiguous run of weight rows.
     let mut out_t = vec![0.0f32; m * n];
     let chunk = rows_per_task(m);
@@ -129,7 +132,7 @@ mod tests {
             WeightFormat::Q6_K,
         ] {
             let k = format.block_len().max(32) * 2;
-            for (n, m) in [(1, 37), (5, 67), (3, 1)] {
+            for (n, m) in [(1, 37), (5, 67), (3, 1), (0, 9)] {
                 let wv: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let xv: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let w = weight(format, m, k, &wv);

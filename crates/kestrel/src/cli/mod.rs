@@ -3,3 +3,4 @@
 pub mod generate;
 pub mod synth;
 pub mod sampling;
+pub mod serve;

@@ -1,0 +1,131 @@
+//! Drives the engine streams of one HTTP request (one per choice, `n` or batched prompts) and
+//! turns their events into [`ChoiceEvent`]s on a channel. When the receiver is gone (the client
+//! disconnected) this task returns, dropping every `RequestStream`, which aborts the sequences.
+
+use futures::stream::{self, StreamExt};
+use kestrel_engine::{EngineEvent, EngineHandle, FinishReason, RequestStream};
+use tokio::sync::mpsc;
+
+use crate::output::{OutputProcessor, Piece};
+
+/// One choice being generated.
+pub struct Choice {
+    pub request_id: String,
+    pub stream: RequestStream,
+    pub processor: OutputProcessor,
+    pub prompt_len: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub finish_reason: &'static str,
+    /// vLLM's `stop_reason`: the stop string or stop token id that ended the choice.
+    pub stop_reason: Option<serde_json::Value>,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub cached_tokens: usize,
+}
+
+#[derive(Debug)]
+pub enum ChoiceEvent {
+    Piece(usize, Piece),
+    Done(usize, Finish),
+    /// The engine failed; the response ends.
+    Error(String),
+}
+
+struct ChoiceState {
+    request_id: String,
+    processor: OutputProcessor,
+    prompt_len: usize,
+    num_tokens: usize,
+    finished: bool,
+}
+
+pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<ChoiceEvent>) {
+    let mut states = Vec::with_capacity(choices.len());
+    let mut streams = Vec::with_capacity(choices.len());
+    for (index, c) in choices.into_iter().enumerate() {
+        states.push(ChoiceState {
+            request_id: c.request_id,
+            processor: c.processor,
+            prompt_len: c.prompt_len,
+            num_tokens: 0,
+            finished: false,
+        });
+        let events = stream::unfold(c.stream, |mut s| async move { s.recv().await.map(|e| (e, s)) });
+        streams.push(events.map(move |e| (index, e)).boxed());
+    }
+    let mut merged = stream::select_all(streams);
+    while let Some((index, event)) = merged.next().await {
+        let state = &mut states[index];
+        if state.finished {
+            continue;
+        }
+        let mut out = Vec::new();
+        match event {
+            EngineEvent::Token { id, logprobs } => {
+                state.num_tokens += 1;
+                match state.processor.push(id, logprobs) {
+                    Ok(piece) => {
+                        let stop = piece.stop.clone();
+                        out.push(ChoiceEvent::Piece(index, piece));
+                        if let Some(stop) = stop {
+                            // A stop string is the server's decision: end the sequence now.
+                            state.finished = true;
+                            engine.abort(&state.request_id);
+                            out.push(ChoiceEvent::Done(
+                                index,
+                                Finish {
+                                    finish_reason: "stop",
+                                    stop_reason: Some(stop.into()),
+                                    prompt_tokens: state.prompt_len,
+                                    completion_tokens: state.num_tokens,
+                                    cached_tokens: 0,
+                                },
+                            ));
+                        }
+                    }
+                    Err(e) => out.push(ChoiceEvent::Error(e.to_string())),
+                }
+            }
+            EngineEvent::Finished { reason, usage } => {
+                state.finished = true;
+                match state.processor.finish() {
+                    Ok(piece) => {
+                        let stop = piece.stop.clone();
+                        if !piece.is_empty() {
+                            out.push(ChoiceEvent::Piece(index, piece));
+                        }
+                        let (finish_reason, stop_reason) = match (stop, reason) {
+                            (Some(s), _) => ("stop", Some(s.into())),
+                            (None, FinishReason::Stop { token }) => ("stop", token.map(Into::into)),
+                            (None, other) => (other.as_str(), None),
+                        };
+                        out.push(ChoiceEvent::Done(
+                            index,
+                            Finish {
+                                finish_reason,
+                                stop_reason,
+                                prompt_tokens: usage.prompt_tokens,
+                                completion_tokens: usage.completion_tokens,
+                                cached_tokens: usage.cached_tokens,
+                            },
+                        ));
+                    }
+                    Err(e) => out.push(ChoiceEvent::Error(e.to_string())),
+                }
+            }
+            EngineEvent::Error { message } => out.push(ChoiceEvent::Error(message)),
+        }
+        for event in out {
+            let fatal = matches!(event, ChoiceEvent::Error(_));
+            if tx.send(event).await.is_err() || fatal {
+                return;
+            }
+        }
+    }
+    if states.iter().any(|s| !s.finished) {
+        let _ = tx.send(ChoiceEvent::Error("the engine stopped before the generation finished".into())).await;
+    }
+}

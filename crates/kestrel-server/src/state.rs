@@ -1,0 +1,154 @@
+//! What every handler shares: the server's settings and, once loading is done, the model
+//! (engine handle, tokenizer, chat template). The model slot is empty while the model loads,
+//! so `/health` answers 503 and generation routes answer 503 until it is filled.
+
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kestrel_engine::{EngineHandle, SamplingParams};
+use kestrel_text::reasoning::ThinkTokens;
+use kestrel_text::{ChatTemplate, Tokenizer};
+
+use crate::error::ApiError;
+
+/// Which field carries reasoning in responses (`--reasoning-field`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReasoningField {
+    /// `reasoning_content` (SGLang, llama.cpp, mistral.rs) and `reasoning` (vLLM ≥ 0.16, Ollama).
+    #[default]
+    Both,
+    ReasoningContent,
+    Reasoning,
+}
+
+impl FromStr for ReasoningField {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "both" => Ok(Self::Both),
+            "reasoning_content" => Ok(Self::ReasoningContent),
+            "reasoning" => Ok(Self::Reasoning),
+            _ => Err(format!("expected both, reasoning_content or reasoning, got {s:?}")),
+        }
+    }
+}
+
+impl ReasoningField {
+    /// `(reasoning_content, reasoning)` for a piece of reasoning text.
+    pub fn split(self, text: Option<String>) -> (Option<String>, Option<String>) {
+        match self {
+            Self::Both => (text.clone(), text),
+            Self::ReasoningContent => (text, None),
+            Self::Reasoning => (None, text),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub served_model_name: String,
+    /// `--api-key`: required as `Authorization: Bearer <key>` on every route but /health,
+    /// /metrics and /version.
+    pub api_key: Option<String>,
+    /// `--cors-allow-origin` (`*` allows any); empty = no CORS headers.
+    pub cors_allow_origins: Vec<String>,
+    pub reasoning_field: ReasoningField,
+    /// Request bodies larger than this are 413.
+    pub max_body_bytes: usize,
+    /// Most choices (`n`) per request.
+    pub max_n: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            served_model_name: "kestrel".into(),
+            api_key: None,
+            cors_allow_origins: Vec::new(),
+            reasoning_field: ReasoningField::Both,
+            max_body_bytes: 32 * 1024 * 1024,
+            max_n: 16,
+        }
+    }
+}
+
+/// The loaded model as the server sees it.
+pub struct Model {
+    pub engine: EngineHandle,
+    pub tokenizer: Arc<Tokenizer>,
+    /// `None` when the model has no chat template: chat routes answer 400.
+    pub template: Option<Arc<ChatTemplate>>,
+    /// `None` when the vocabulary has no `<think>`/`</think>`: no reasoning split.
+    pub think_tokens: Option<ThinkTokens>,
+    pub eos_token_ids: Vec<u32>,
+    /// Sampling defaults from `generation_config.json`, before a request's own fields.
+    pub default_sampling: SamplingParams,
+    pub max_model_len: usize,
+    pub created: u64,
+}
+
+impl Model {
+    pub fn new(engine: EngineHandle, tokenizer: Tokenizer, default_sampling: SamplingParams, extra_eos: &[u32]) -> Self {
+        let template = ChatTemplate::from_tokenizer(&tokenizer).ok().map(Arc::new);
+        let think_tokens = match (tokenizer.token_to_id("<think>"), tokenizer.token_to_id("</think>")) {
+            (Some(start), Some(end)) => Some(ThinkTokens {
+                think_start_id: start,
+                think_end_id: end,
+                tool_call_start_id: tokenizer.token_to_id("<tool_call>"),
+            }),
+            _ => None,
+        };
+        let mut eos_token_ids = tokenizer.eos_token_ids();
+        for &id in extra_eos {
+            if !eos_token_ids.contains(&id) {
+                eos_token_ids.push(id);
+            }
+        }
+        let max_model_len = engine.config().max_model_len;
+        Self {
+            engine,
+            tokenizer: Arc::new(tokenizer),
+            template,
+            think_tokens,
+            eos_token_ids,
+            default_sampling,
+            max_model_len,
+            created: unix_now(),
+        }
+    }
+}
+
+pub struct AppState {
+    pub config: ServerConfig,
+    model: OnceLock<Arc<Model>>,
+    load_error: OnceLock<String>,
+}
+
+impl AppState {
+    pub fn new(config: ServerConfig) -> Arc<Self> {
+        Arc::new(Self { config, model: OnceLock::new(), load_error: OnceLock::new() })
+    }
+
+    /// Fills the model slot once loading is done; later calls are ignored.
+    pub fn set_model(&self, model: Model) {
+        let _ = self.model.set(Arc::new(model));
+    }
+
+    /// Records why loading failed; /health then reports it.
+    pub fn set_load_error(&self, message: String) {
+        let _ = self.load_error.set(message);
+    }
+
+    pub fn model(&self) -> Result<Arc<Model>, ApiError> {
+        match (self.model.get(), self.load_error.get()) {
+            (Some(m), _) => Ok(m.clone()),
+            (None, Some(e)) => Err(ApiError::Unavailable(format!("the model failed to load: {e}"))),
+            (None, None) => Err(ApiError::Unavailable("the model is still loading".into())),
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
