@@ -99,10 +99,10 @@ async fn tokenize(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesR
         match (&req.messages, &req.prompt) {
             (Some(messages), None) => {
                 let messages = normalize_messages(messages)?;
-                let tools = match &req.tools {
-                    Some(t) => Some(t.iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect::<Vec<_>>()),
-                    None => None,
-                };
+                let tools = req
+                    .tools
+                    .as_ref()
+                    .map(|t| t.iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect::<Vec<_>>());
                 let kwargs = thinking_kwargs(req.chat_template_kwargs.as_ref(), req.enable_thinking, req.reasoning_effort.as_deref())?;
                 render_prompt(&m, &messages, tools.as_deref(), req.add_generation_prompt.unwrap_or(true), &kwargs)
             }

@@ -152,3 +152,17 @@ impl AppState {
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_field_flag() {
+        let r = || Some("why".to_string());
+        assert_eq!("both".parse::<ReasoningField>().unwrap().split(r()), (r(), r()));
+        assert_eq!("reasoning_content".parse::<ReasoningField>().unwrap().split(r()), (r(), None));
+        assert_eq!("reasoning".parse::<ReasoningField>().unwrap().split(r()), (None, r()));
+        assert!("thoughts".parse::<ReasoningField>().is_err());
+    }
+}

@@ -491,9 +491,18 @@ async fn full_queue_is_503_with_retry_after() {
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "queue is full");
     assert_eq!(headers[header::RETRY_AFTER], "1");
-    // The sequences submitted before the refusal were aborted; the engine serves the next one.
-    let (status, body) = post_json(&app, "/v1/chat/completions", chat(json!({"max_tokens": 2}))).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    // The sequences submitted before the refusal were aborted (the engine thread drops them
+    // at its next command poll); a client honouring Retry-After is then served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = post_json(&app, "/v1/chat/completions", chat(json!({"max_tokens": 2}))).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(std::time::Instant::now() < deadline, "the queue never drained: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -542,4 +551,14 @@ async fn tools_and_tool_results_render_and_generate() {
     let (status, _, bytes) = send(&app, post("/v1/chat/completions", streamed.to_string())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(sse_data(&bytes).last().map(String::as_str), Some("[DONE]"));
+}
+
+#[tokio::test]
+async fn reasoning_field_flag_picks_one_name() {
+    let app = app_with(ServerConfig { reasoning_field: kestrel_server::ReasoningField::Reasoning, ..ServerConfig::default() });
+    let (status, body) = post_json(&app, "/v1/chat/completions", thinking_request()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let message = &body["choices"][0]["message"];
+    assert!(message["reasoning"].is_string(), "{body}");
+    assert!(message.get("reasoning_content").is_none(), "{body}");
 }

@@ -136,6 +136,8 @@ fn load_model(args: &ServeArgs) -> Result<Model> {
         Some(len) => len,
         None => model_config.max_position_embeddings.min(cache_tokens),
     };
+    // Fields the server has no flag for keep the engine's defaults as the engine grows.
+    #[allow(clippy::needless_update)]
     let engine_config = EngineConfig {
         max_num_seqs: args.max_num_seqs,
         max_num_batched_tokens: args.max_num_batched_tokens,
