@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: fetches the registry-hosted real-model fixtures
-# (sha256-checked, cached in ${KESTREL_FIXTURES:-~/.cache/kestrel/fixtures}), then the whole
-# workspace's tests. Extra arguments go to `cargo test`.
+# (sha256-checked, cached in ${KESTREL_FIXTURES:-~/.cache/kestrel/fixtures}), runs the whole
+# workspace's tests, then the end-to-end client tests (`openai`, `langchain-openai` from PyPI)
+# against the real binary serving the real GGUF. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-fixtures.sh >/dev/null
 cargo test --workspace --locked "$@"
+# `cargo test` built the binary with the optimised test profile; serve with it.
+KESTREL_BIN="$PWD/target/debug/kestrel" ./tests/e2e/run.sh

@@ -16,7 +16,7 @@ if [ -z "$bin" ]; then
 fi
 if [ ! -x "$venv/bin/pytest" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q openai langchain-openai pytest
+    "$venv/bin/pip" install -q openai==3.57.0 langchain-openai==1.7.4 langchain-core==1.8.3 pytest==9.2.0
 fi
 
 "$bin" serve --model "$gguf" --served-model-name qwen --port "$port" --kv-cache-memory 1GiB &

@@ -53,35 +53,52 @@ impl BatchInput {
         if self.block_size == 0 {
             return bad("block_size is 0".into());
         }
-        if self.query_start_loc.first() != Some(&0) || self.query_start_loc.last() != Some(&(n as u32)) {
+        if self.query_start_loc.first() != Some(&0)
+            || self.query_start_loc.last() != Some(&(n as u32))
+        {
             return bad("query_start_loc must start at 0 and end at num_tokens".into());
         }
         for s in 0..num_seqs {
-            let (start, end) = (self.query_start_loc[s] as usize, self.query_start_loc[s + 1] as usize);
+            let (start, end) = (
+                self.query_start_loc[s] as usize,
+                self.query_start_loc[s + 1] as usize,
+            );
             if start > end {
                 return bad(format!("sequence {s}: query_start_loc decreases"));
             }
             let seq_len = self.seq_lens[s] as usize;
             let num_query = end - start;
             if num_query > seq_len {
-                return bad(format!("sequence {s}: {num_query} query tokens but seq_len {seq_len}"));
+                return bad(format!(
+                    "sequence {s}: {num_query} query tokens but seq_len {seq_len}"
+                ));
             }
             let table = &self.block_tables[s];
             if table.len() * self.block_size < seq_len {
-                return bad(format!("sequence {s}: block table too short for {seq_len} tokens"));
+                return bad(format!(
+                    "sequence {s}: block table too short for {seq_len} tokens"
+                ));
             }
             if let Some(&b) = table.iter().find(|&&b| b as usize >= num_cache_blocks) {
-                return bad(format!("sequence {s}: block {b} outside the cache of {num_cache_blocks}"));
+                return bad(format!(
+                    "sequence {s}: block {b} outside the cache of {num_cache_blocks}"
+                ));
             }
             for (i, t) in (start..end).enumerate() {
                 let pos = (seq_len - num_query + i) as u32;
                 if self.positions[t] != pos {
-                    return bad(format!("token {t}: position {} expected {pos}", self.positions[t]));
+                    return bad(format!(
+                        "token {t}: position {} expected {pos}",
+                        self.positions[t]
+                    ));
                 }
                 let block = table[pos as usize / self.block_size] as usize;
                 let slot = (block * self.block_size + pos as usize % self.block_size) as u32;
                 if self.slot_mapping[t] != slot {
-                    return bad(format!("token {t}: slot {} expected {slot}", self.slot_mapping[t]));
+                    return bad(format!(
+                        "token {t}: slot {} expected {slot}",
+                        self.slot_mapping[t]
+                    ));
                 }
             }
         }
@@ -94,7 +111,11 @@ impl BatchInput {
     /// A batch of whole or partial sequences given as `(new_tokens, num_cached_before, block_table)`:
     /// positions, slots and logits indices (last token of each sequence) derived from them.
     pub fn from_sequences(seqs: &[(&[u32], usize, &[u32])], block_size: usize) -> Self {
-        let mut b = BatchInput { block_size, query_start_loc: vec![0], ..Default::default() };
+        let mut b = BatchInput {
+            block_size,
+            query_start_loc: vec![0],
+            ..Default::default()
+        };
         for &(tokens, num_cached, table) in seqs {
             for (i, &tok) in tokens.iter().enumerate() {
                 let pos = num_cached + i;

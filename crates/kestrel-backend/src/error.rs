@@ -14,5 +14,8 @@ pub enum BackendError {
 pub type Result<T> = std::result::Result<T, BackendError>;
 
 pub(crate) fn shape_err(op: &'static str, detail: impl Into<String>) -> BackendError {
-    BackendError::Shape { op, detail: detail.into() }
+    BackendError::Shape {
+        op,
+        detail: detail.into(),
+    }
 }

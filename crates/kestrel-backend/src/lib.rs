@@ -16,7 +16,6 @@ pub use cpu::quant::WeightFormat;
 pub use error::{BackendError, Result};
 pub use weight::{HostBytes, HostWeight};
 
-
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvDtype {
@@ -48,7 +47,11 @@ pub struct KvLayout {
 impl KvLayout {
     /// Bytes of K plus V storage for one layer.
     pub fn bytes_per_layer(&self) -> usize {
-        2 * self.num_blocks * self.block_size * self.num_kv_heads * self.head_dim * self.dtype.size_bytes()
+        2 * self.num_blocks
+            * self.block_size
+            * self.num_kv_heads
+            * self.head_dim
+            * self.dtype.size_bytes()
     }
 }
 
@@ -97,7 +100,13 @@ pub trait Backend: Send + Sync + 'static {
     fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Weight) -> Result<()>;
     /// Rotary embedding, NeoX layout (halves rotated), in place on `x [num_tokens, heads * head_dim]`
     /// at the batch positions.
-    fn rope(&self, x: &mut Self::Tensor, batch: &Self::Batch, head_dim: usize, theta: f64) -> Result<()>;
+    fn rope(
+        &self,
+        x: &mut Self::Tensor,
+        batch: &Self::Batch,
+        head_dim: usize,
+        theta: f64,
+    ) -> Result<()>;
     /// Writes `k, v [num_tokens, num_kv_heads * head_dim]` into the cache at the batch slot mapping.
     fn write_kv(
         &self,

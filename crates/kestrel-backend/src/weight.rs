@@ -18,7 +18,11 @@ pub struct HostBytes {
 
 impl HostBytes {
     /// Bytes `offset..offset + len` of `owner`; fails if the range is outside it.
-    pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, offset: usize, len: usize) -> Option<Self> {
+    pub fn new(
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        offset: usize,
+        len: usize,
+    ) -> Option<Self> {
         let end = offset.checked_add(len)?;
         (end <= (*owner).as_ref().len()).then_some(Self { owner, offset, len })
     }
@@ -26,7 +30,11 @@ impl HostBytes {
     /// Takes ownership of a buffer.
     pub fn from_vec(bytes: Vec<u8>) -> Self {
         let len = bytes.len();
-        Self { owner: Arc::new(bytes), offset: 0, len }
+        Self {
+            owner: Arc::new(bytes),
+            offset: 0,
+            len,
+        }
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -57,7 +65,10 @@ pub struct HostWeight {
 impl HostWeight {
     /// Checks that the byte length matches format and shape.
     pub fn validate(&self) -> Result<()> {
-        let err = |detail: String| BackendError::Weight { name: self.name.clone(), detail };
+        let err = |detail: String| BackendError::Weight {
+            name: self.name.clone(),
+            detail,
+        };
         if self.cols % self.format.block_len() != 0 {
             return Err(err(format!(
                 "{} columns is not a multiple of the {} block length {}",

@@ -10,8 +10,8 @@
 //! `Σ_blocks |m_w·s_a|·2⁻¹⁰`.
 
 use kestrel_backend::cpu::quant::{
-    dequantize_act_row, dequantize_row, quantize_act_row, quantize_row, vec_dot, vec_dot_kernel, vec_dot_kernel_scalar,
-    ActFormat, WeightFormat,
+    dequantize_act_row, dequantize_row, quantize_act_row, quantize_row, vec_dot, vec_dot_kernel,
+    vec_dot_kernel_scalar, ActFormat, WeightFormat,
 };
 use rand::{Rng, SeedableRng};
 
@@ -20,7 +20,9 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
 }
 
 fn random_row(rng: &mut rand::rngs::StdRng, k: usize, offset: f32) -> Vec<f32> {
-    (0..k).map(|_| rng.gen_range(-1.0f32..1.0) * rng.gen_range(0.1f32..2.0) + offset).collect()
+    (0..k)
+        .map(|_| rng.gen_range(-1.0f32..1.0) * rng.gen_range(0.1f32..2.0) + offset)
+        .collect()
 }
 
 /// Σ |m_w · s_a| over the blocks of a Q4_1 / Q5_1 row.
@@ -63,11 +65,18 @@ fn vec_dot_equals_the_dot_of_dequantized_rows() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for fmt in WeightFormat::ALL {
         let bl = fmt.block_len();
-        let sizes = if bl == 1 { vec![1, 32, 100, 4096] } else { vec![bl, 4 * bl, 4096] };
+        let sizes = if bl == 1 {
+            vec![1, 32, 100, 4096]
+        } else {
+            vec![bl, 4 * bl, 4096]
+        };
         for k in sizes {
             for offset in [0.0f32, 0.7] {
                 let act = fmt.act_format();
-                let (xw, xa) = (random_row(&mut rng, k, offset), random_row(&mut rng, k, -offset));
+                let (xw, xa) = (
+                    random_row(&mut rng, k, offset),
+                    random_row(&mut rng, k, -offset),
+                );
                 let mut w = vec![0u8; fmt.row_bytes(k)];
                 quantize_row(fmt, &xw, &mut w);
                 let mut a = vec![0u8; act.row_bytes(k)];
@@ -76,13 +85,23 @@ fn vec_dot_equals_the_dot_of_dequantized_rows() {
                 dequantize_row(fmt, &w, &mut dw);
                 dequantize_act_row(act, &a, &mut da);
                 let want: f64 = dw.iter().zip(&da).map(|(x, y)| *x as f64 * *y as f64).sum();
-                let abs: f64 = dw.iter().zip(&da).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum();
+                let abs: f64 = dw
+                    .iter()
+                    .zip(&da)
+                    .map(|(x, y)| (*x as f64 * *y as f64).abs())
+                    .sum();
                 let tol = 2.0 * (k / 32 + 16) as f64 * f64::powi(2.0, -24) * abs
                     + offset_terms(fmt, &w, &a) * f64::powi(2.0, -10);
                 let got = vec_dot(fmt, &w, &a, k) as f64;
-                assert!((got - want).abs() <= tol, "{fmt:?} k={k} offset {offset}: {got} vs {want} (tol {tol})");
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{fmt:?} k={k} offset {offset}: {got} vs {want} (tol {tol})"
+                );
                 let scalar = vec_dot_kernel_scalar(fmt)(&w, &a, k);
-                assert_eq!(got as f32, scalar, "{fmt:?} k={k}: dispatched kernel differs from the scalar reference");
+                assert_eq!(
+                    got as f32, scalar,
+                    "{fmt:?} k={k}: dispatched kernel differs from the scalar reference"
+                );
             }
         }
     }
@@ -97,7 +116,9 @@ fn quantized_matvec_tracks_the_f32_product() {
     let xw = random_row(&mut rng, k, 0.0);
     let xa = random_row(&mut rng, k, 0.0);
     let exact: f64 = xw.iter().zip(&xa).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let norm = (xw.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() * xa.iter().map(|v| (*v as f64).powi(2)).sum::<f64>()).sqrt();
+    let norm = (xw.iter().map(|v| (*v as f64).powi(2)).sum::<f64>()
+        * xa.iter().map(|v| (*v as f64).powi(2)).sum::<f64>())
+    .sqrt();
     for fmt in WeightFormat::ALL {
         let mut w = vec![0u8; fmt.row_bytes(k)];
         quantize_row(fmt, &xw, &mut w);
@@ -111,6 +132,9 @@ fn quantized_matvec_tracks_the_f32_product() {
             WeightFormat::Q8_0 | WeightFormat::Q6_K => 2e-2,
             _ => 1e-1,
         };
-        assert!((got - exact).abs() <= rel * norm, "{fmt:?}: {got} vs exact {exact} (|w|·|a| = {norm})");
+        assert!(
+            (got - exact).abs() <= rel * norm,
+            "{fmt:?}: {got} vs exact {exact} (|w|·|a| = {norm})"
+        );
     }
 }

@@ -22,7 +22,9 @@
 
 use std::path::PathBuf;
 
-use kestrel_backend::cpu::quant::{dequantize_act_row, dequantize_row, quantize_act_row, vec_dot, WeightFormat};
+use kestrel_backend::cpu::quant::{
+    dequantize_act_row, dequantize_row, quantize_act_row, vec_dot, WeightFormat,
+};
 
 struct DotCase {
     k: usize,
@@ -34,7 +36,9 @@ struct DotCase {
 }
 
 fn load(fmt: WeightFormat) -> Vec<DotCase> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/quant_vectors").join(format!("dot_{}.bin", fmt.name()));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/quant_vectors")
+        .join(format!("dot_{}.bin", fmt.name()));
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut at = 0usize;
     let mut take = |n: usize| {
@@ -43,7 +47,11 @@ fn load(fmt: WeightFormat) -> Vec<DotCase> {
         s.to_vec()
     };
     let u32_of = |b: Vec<u8>| u32::from_le_bytes(b.try_into().unwrap());
-    let f32s = |b: Vec<u8>| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>();
+    let f32s = |b: Vec<u8>| {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect::<Vec<f32>>()
+    };
     assert_eq!(take(4), b"KQD1");
     assert_eq!(u32_of(take(4)), fmt.ggml_type_id());
     let n = u32_of(take(4));
@@ -55,7 +63,14 @@ fn load(fmt: WeightFormat) -> Vec<DotCase> {
             let x = f32s(take(4 * k));
             let act_bytes = take(act.row_bytes(k));
             let r = f32s(take(8));
-            DotCase { k, weights, x, act: act_bytes, generic: r[0], native: r[1] }
+            DotCase {
+                k,
+                weights,
+                x,
+                act: act_bytes,
+                generic: r[0],
+                native: r[1],
+            }
         })
         .collect();
     assert_eq!(at, data.len(), "trailing bytes in {}", path.display());
@@ -64,7 +79,14 @@ fn load(fmt: WeightFormat) -> Vec<DotCase> {
 
 /// Formats whose generic kernel the recorded build compiled with fused multiply-adds.
 fn fused_by_recorded_build(fmt: WeightFormat) -> bool {
-    matches!(fmt, WeightFormat::Q4_1 | WeightFormat::Q5_1 | WeightFormat::Q4_K | WeightFormat::Q5_K | WeightFormat::Q6_K)
+    matches!(
+        fmt,
+        WeightFormat::Q4_1
+            | WeightFormat::Q5_1
+            | WeightFormat::Q4_K
+            | WeightFormat::Q5_K
+            | WeightFormat::Q6_K
+    )
 }
 
 #[test]
@@ -77,19 +99,35 @@ fn activation_conversion_and_dot_products_match_ggml() {
             let k = case.k;
             let mut a = vec![0u8; act.row_bytes(k)];
             quantize_act_row(act, &case.x, &mut a);
-            assert!(a == case.act, "{fmt:?} case {c}: {act:?} conversion differs from ggml's reference");
+            assert!(
+                a == case.act,
+                "{fmt:?} case {c}: {act:?} conversion differs from ggml's reference"
+            );
 
             let got = vec_dot(fmt, &case.weights, &case.act, k);
             let (mut dw, mut da) = (vec![0.0f32; k], vec![0.0f32; k]);
             dequantize_row(fmt, &case.weights, &mut dw);
             dequantize_act_row(act, &case.act, &mut da);
-            let abs: f64 = dw.iter().zip(&da).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum();
+            let abs: f64 = dw
+                .iter()
+                .zip(&da)
+                .map(|(x, y)| (*x as f64 * *y as f64).abs())
+                .sum();
             let tol = 32.0 * f64::powi(2.0, -24) * abs;
 
             if fused_by_recorded_build(fmt) {
-                assert!((got as f64 - case.generic as f64).abs() <= tol, "{fmt:?} case {c}: {got} vs ggml {}", case.generic);
+                assert!(
+                    (got as f64 - case.generic as f64).abs() <= tol,
+                    "{fmt:?} case {c}: {got} vs ggml {}",
+                    case.generic
+                );
             } else {
-                assert_eq!(got.to_bits(), case.generic.to_bits(), "{fmt:?} case {c} (k={k}): {got} vs ggml {}", case.generic);
+                assert_eq!(
+                    got.to_bits(),
+                    case.generic.to_bits(),
+                    "{fmt:?} case {c} (k={k}): {got} vs ggml {}",
+                    case.generic
+                );
             }
             assert!(
                 (got as f64 - case.native as f64).abs() <= tol,

@@ -30,12 +30,17 @@ impl Reader<'_> {
         u32::from_le_bytes(self.take(4).try_into().unwrap())
     }
     fn f32s(&mut self, n: usize) -> Vec<f32> {
-        self.take(4 * n).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+        self.take(4 * n)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
 }
 
 fn load(fmt: WeightFormat) -> Vec<Case> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/quant_vectors").join(format!("{}.bin", fmt.name()));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/quant_vectors")
+        .join(format!("{}.bin", fmt.name()));
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut r = Reader(&data);
     assert_eq!(r.take(4), b"KQV1");
@@ -48,7 +53,11 @@ fn load(fmt: WeightFormat) -> Vec<Case> {
             let input = (kind == 0).then(|| r.f32s(k));
             let blocks = r.take(fmt.row_bytes(k)).to_vec();
             let values = r.f32s(k);
-            Case { input, blocks, values }
+            Case {
+                input,
+                blocks,
+                values,
+            }
         })
         .collect();
     assert!(r.0.is_empty(), "trailing bytes in {}", path.display());
@@ -57,7 +66,11 @@ fn load(fmt: WeightFormat) -> Vec<Case> {
 
 fn assert_bits_eq(fmt: WeightFormat, what: &str, got: &[f32], want: &[f32]) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g.to_bits(), w.to_bits(), "{fmt:?} {what}: value {i}: {g} vs gguf-py {w}");
+        assert_eq!(
+            g.to_bits(),
+            w.to_bits(),
+            "{fmt:?} {what}: value {i}: {g} vs gguf-py {w}"
+        );
     }
 }
 
@@ -73,8 +86,17 @@ fn check_format(fmt: WeightFormat) -> (usize, usize) {
                 let mut blocks = vec![0u8; fmt.row_bytes(k)];
                 quantize_row(fmt, input, &mut blocks);
                 let bb = fmt.block_bytes();
-                for (b, (g, w)) in blocks.chunks_exact(bb).zip(case.blocks.chunks_exact(bb)).enumerate() {
-                    assert_eq!(g, w, "{fmt:?} case {c}: block {b} differs from gguf-py (input {:?})", &input[b * fmt.block_len()..(b + 1) * fmt.block_len()]);
+                for (b, (g, w)) in blocks
+                    .chunks_exact(bb)
+                    .zip(case.blocks.chunks_exact(bb))
+                    .enumerate()
+                {
+                    assert_eq!(
+                        g,
+                        w,
+                        "{fmt:?} case {c}: block {b} differs from gguf-py (input {:?})",
+                        &input[b * fmt.block_len()..(b + 1) * fmt.block_len()]
+                    );
                 }
                 quantized += 1;
             }
@@ -94,7 +116,13 @@ fn float_formats_match_gguf_py() {
 
 #[test]
 fn legacy_quants_match_gguf_py_bytes_and_values() {
-    for fmt in [WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::Q5_0, WeightFormat::Q5_1] {
+    for fmt in [
+        WeightFormat::Q8_0,
+        WeightFormat::Q4_0,
+        WeightFormat::Q4_1,
+        WeightFormat::Q5_0,
+        WeightFormat::Q5_1,
+    ] {
         let (quantized, random) = check_format(fmt);
         assert_eq!((quantized, random), (2, 1), "{fmt:?}");
     }

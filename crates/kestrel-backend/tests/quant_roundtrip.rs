@@ -13,7 +13,9 @@
 //! | Q4_1 / Q5_1 | `d·(0.5 + 16ε) + |min|·ε` / `d·(0.5 + 32ε) + |min|·ε`, `d = range/15` / `range/31` | half a step, f16 `d` and `m` |
 //! | Q4_K / Q5_K / Q6_K | `0.1·amax` / `0.05·amax` / `0.02·amax` | half a grid step of the widest sub-block (`2·amax/15`, `2·amax/31`, `amax/32`) plus the 6/8-bit rounding of sub-block scales; RMS error under 12 % / 6 % / 4 % of RMS(x) |
 
-use kestrel_backend::cpu::quant::{dequantize_act_row, dequantize_row, quantize_act_row, quantize_row, ActFormat, WeightFormat};
+use kestrel_backend::cpu::quant::{
+    dequantize_act_row, dequantize_row, quantize_act_row, quantize_row, ActFormat, WeightFormat,
+};
 use rand::{Rng, SeedableRng};
 
 const EPS16: f32 = 1.0 / 2048.0;
@@ -24,7 +26,11 @@ fn test_row(rng: &mut rand::rngs::StdRng, k: usize, block: usize) -> Vec<f32> {
     let mut x = Vec::with_capacity(k);
     for b in 0..k / block {
         let scale = 10f32.powf(rng.gen_range(-2.0..2.0));
-        let offset = if b % 3 == 1 { rng.gen_range(-2.0..2.0) * scale } else { 0.0 };
+        let offset = if b % 3 == 1 {
+            rng.gen_range(-2.0..2.0) * scale
+        } else {
+            0.0
+        };
         for _ in 0..block {
             let g: f32 = (0..4).map(|_| rng.gen_range(-1.0f32..1.0)).sum();
             x.push(g * scale + offset);
@@ -40,7 +46,9 @@ fn amax(xs: &[f32]) -> f32 {
 /// Largest allowed |x - y| for each element of one block of `fmt`.
 fn bound(fmt: WeightFormat, xs: &[f32]) -> f32 {
     let am = amax(xs);
-    let (min, max) = xs.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (min, max) = xs
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let tiny = 1e-6 * am + 1e-30;
     tiny + match fmt {
         WeightFormat::F32 => 0.0,
@@ -85,12 +93,19 @@ fn every_weight_format_round_trips_within_its_bound() {
                         WeightFormat::BF16 => xv.abs() / 256.0,
                         _ => bound(fmt, xs),
                     };
-                    assert!((xv - yv).abs() <= lim, "{fmt:?} k={k} block {b} elem {i}: {xv} → {yv}, bound {lim}");
+                    assert!(
+                        (xv - yv).abs() <= lim,
+                        "{fmt:?} k={k} block {b} elem {i}: {xv} → {yv}, bound {lim}"
+                    );
                     se += ((xv - yv) as f64).powi(2);
                     sx += (xv as f64).powi(2);
                 }
             }
-            assert!((se / sx).sqrt() < rms_limit(fmt), "{fmt:?} k={k}: relative RMS error {}", (se / sx).sqrt());
+            assert!(
+                (se / sx).sqrt() < rms_limit(fmt),
+                "{fmt:?} k={k}: relative RMS error {}",
+                (se / sx).sqrt()
+            );
         }
     }
 }
@@ -98,7 +113,12 @@ fn every_weight_format_round_trips_within_its_bound() {
 #[test]
 fn k_quants_handle_flat_and_zero_super_blocks() {
     for fmt in [WeightFormat::Q4_K, WeightFormat::Q5_K, WeightFormat::Q6_K] {
-        for x in [vec![0.0f32; 256], vec![0.37f32; 256], vec![-1.5f32; 256], (0..256).map(|i| i as f32).collect()] {
+        for x in [
+            vec![0.0f32; 256],
+            vec![0.37f32; 256],
+            vec![-1.5f32; 256],
+            (0..256).map(|i| i as f32).collect(),
+        ] {
             let mut bytes = vec![0u8; fmt.row_bytes(256)];
             quantize_row(fmt, &x, &mut bytes);
             let mut y = vec![0.0f32; 256];
@@ -114,7 +134,14 @@ fn k_quants_handle_flat_and_zero_super_blocks() {
 #[test]
 fn activation_formats_round_trip_within_their_bound() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(43);
-    for act in [ActFormat::F32, ActFormat::F16, ActFormat::BF16, ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8_K] {
+    for act in [
+        ActFormat::F32,
+        ActFormat::F16,
+        ActFormat::BF16,
+        ActFormat::Q8_0,
+        ActFormat::Q8_1,
+        ActFormat::Q8_K,
+    ] {
         let bl = act.block_len().max(32);
         for k in [256, 4096] {
             let x = test_row(&mut rng, k, bl);
@@ -133,7 +160,10 @@ fn activation_formats_round_trip_within_their_bound() {
                         // d is kept in f32: half a step plus the f32 rounding of 1/iscale.
                         ActFormat::Q8_K => am / 127.0 * (0.5 + 1e-5),
                     };
-                    assert!((xv - yv).abs() <= lim + 1e-30, "{act:?} k={k}: {xv} → {yv}, bound {lim}");
+                    assert!(
+                        (xv - yv).abs() <= lim + 1e-30,
+                        "{act:?} k={k}: {xv} → {yv}, bound {lim}"
+                    );
                 }
             }
         }

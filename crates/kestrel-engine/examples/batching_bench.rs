@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kestrel_backend::{cpu::CpuBackend, KvDtype, WeightFormat};
-use kestrel_engine::{start_engine, EngineConfig, EngineEvent, EngineHandle, EngineRequest, SamplingParams};
+use kestrel_engine::{
+    start_engine, EngineConfig, EngineEvent, EngineHandle, EngineRequest, SamplingParams,
+};
 use kestrel_model::{synth, ModelFiles, QwenModel};
 
 struct Args {
@@ -24,7 +26,12 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { size: "0.6b".into(), model: None, scenario: "all".into(), budget: 2048 };
+    let mut a = Args {
+        size: "0.6b".into(),
+        model: None,
+        scenario: "all".into(),
+        budget: 2048,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
         let v = pair.get(1).cloned().unwrap_or_default();
@@ -40,7 +47,10 @@ fn args() -> Args {
 }
 
 /// Loads the model (synthesizing a bf16 one into a temporary directory when no `--model`).
-fn load(a: &Args, tmp: &mut Option<tempfile::TempDir>) -> (CpuBackend, QwenModel<CpuBackend>, KvDtype) {
+fn load(
+    a: &Args,
+    tmp: &mut Option<tempfile::TempDir>,
+) -> (CpuBackend, QwenModel<CpuBackend>, KvDtype) {
     let dir = match &a.model {
         Some(d) => d.clone(),
         None => {
@@ -73,7 +83,9 @@ fn engine(a: &Args, tmp: &mut Option<tempfile::TempDir>, prefix_caching: bool) -
 }
 
 fn prompt(seed: u32, len: usize) -> Vec<u32> {
-    (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 7919) >> 5) % 150_000).collect()
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 7919) >> 5) % 150_000)
+        .collect()
 }
 
 fn request(id: String, prompt_ids: Vec<u32>, max_tokens: usize) -> EngineRequest {
@@ -126,7 +138,10 @@ fn run(handle: &EngineHandle, reqs: Vec<EngineRequest>) -> Vec<Trace> {
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().expect("stream thread")).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("stream thread"))
+            .collect()
     })
 }
 
@@ -139,12 +154,23 @@ fn streams(handle: &EngineHandle) {
     let max_tokens = 64;
     let mut rows = Vec::new();
     for n in [1usize, 16] {
-        let traces =
-            run(handle, (0..n).map(|i| request(format!("s{n}-{i}"), prompt(i as u32, 32), max_tokens)).collect());
+        let traces = run(
+            handle,
+            (0..n)
+                .map(|i| request(format!("s{n}-{i}"), prompt(i as u32, 32), max_tokens))
+                .collect(),
+        );
         // Decode window: from the last first-token to the last token.
         let start = traces.iter().map(|t| t.tokens[0].0).max().expect("streams");
-        let end = traces.iter().map(|t| t.tokens.last().expect("tokens").0).max().expect("streams");
-        let decoded: usize = traces.iter().map(|t| t.tokens.iter().filter(|x| x.0 > start).count()).sum();
+        let end = traces
+            .iter()
+            .map(|t| t.tokens.last().expect("tokens").0)
+            .max()
+            .expect("streams");
+        let decoded: usize = traces
+            .iter()
+            .map(|t| t.tokens.iter().filter(|x| x.0 > start).count())
+            .sum();
         rows.push((n, decoded as f64 / (end - start).as_secs_f64()));
     }
     println!("\n| streams | aggregate decode tok/s | vs 1 stream |\n|---|---|---|");
@@ -164,9 +190,15 @@ fn prefix(a: &Args, tmp: &mut Option<tempfile::TempDir>, handle: &EngineHandle) 
     let later = run(handle, (1..16).map(req).collect());
     let mean = later.iter().map(|t| t.ttft().as_secs_f64()).sum::<f64>() / later.len() as f64;
     println!("\n| request | TTFT ms |\n|---|---|");
-    println!("| first (cold, 1,016 tokens) | {:.1} |", first.ttft().as_secs_f64() * 1e3);
+    println!(
+        "| first (cold, 1,016 tokens) | {:.1} |",
+        first.ttft().as_secs_f64() * 1e3
+    );
     println!("| 15 later, simultaneous (mean) | {:.1} |", mean * 1e3);
-    println!("| ratio first / later | {:.2}x |", first.ttft().as_secs_f64() / mean);
+    println!(
+        "| ratio first / later | {:.2}x |",
+        first.ttft().as_secs_f64() / mean
+    );
     // Outputs without the cache, for the first and one later request.
     let cold = engine(a, tmp, false);
     let check = run(&cold, vec![req(0), req(7)]);
@@ -175,17 +207,27 @@ fn prefix(a: &Args, tmp: &mut Option<tempfile::TempDir>, handle: &EngineHandle) 
 }
 
 fn itl(handle: &EngineHandle) {
-    let decode = |tag: &str| (0..8).map(|i| request(format!("{tag}{i}"), prompt(300 + i, 32), 96)).collect::<Vec<_>>();
+    let decode = |tag: &str| {
+        (0..8)
+            .map(|i| request(format!("{tag}{i}"), prompt(300 + i, 32), 96))
+            .collect::<Vec<_>>()
+    };
     let base = run(handle, decode("b"));
     let base_p99 = p99(base.iter().flat_map(|t| t.itls()).collect());
     // The newcomer arrives once the 8 streams are decoding.
     let m = handle.metrics();
-    let before = m.generation_tokens.load(std::sync::atomic::Ordering::Relaxed);
+    let before = m
+        .generation_tokens
+        .load(std::sync::atomic::Ordering::Relaxed);
     let traces = std::thread::scope(|s| {
         let h = handle.clone();
         let decoders = s.spawn(move || run(&h, decode("n")));
         // Wait (polling, not spinning: 2 cores) until the 8 streams have 10 tokens each.
-        while m.generation_tokens.load(std::sync::atomic::Ordering::Relaxed) < before + 8 * 10 {
+        while m
+            .generation_tokens
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < before + 8 * 10
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         let newcomer = run(handle, vec![request("new".into(), prompt(999, 2000), 4)]);
@@ -198,9 +240,18 @@ fn itl(handle: &EngineHandle) {
     println!(
         "| alone | {:.1} | {:.1} |",
         base_p99.as_secs_f64() * 1e3,
-        base.iter().flat_map(|t| t.itls()).max().unwrap_or_default().as_secs_f64() * 1e3
+        base.iter()
+            .flat_map(|t| t.itls())
+            .max()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3
     );
-    println!("| + 2,000-token newcomer | {:.1} | {:.1} |", with_p99.as_secs_f64() * 1e3, max_with.as_secs_f64() * 1e3);
+    println!(
+        "| + 2,000-token newcomer | {:.1} | {:.1} |",
+        with_p99.as_secs_f64() * 1e3,
+        max_with.as_secs_f64() * 1e3
+    );
     println!(
         "| p99 ratio | {:.2}x | newcomer TTFT {:.0} ms |",
         with_p99.as_secs_f64() / base_p99.as_secs_f64(),
@@ -212,8 +263,14 @@ fn main() {
     let a = args();
     let mut tmp = None;
     let handle = engine(&a, &mut tmp, true);
-    let model = a.model.as_ref().map_or(a.size.clone(), |m| m.display().to_string());
-    println!("model {model} (random weights), max_num_batched_tokens {}", a.budget);
+    let model = a
+        .model
+        .as_ref()
+        .map_or(a.size.clone(), |m| m.display().to_string());
+    println!(
+        "model {model} (random weights), max_num_batched_tokens {}",
+        a.budget
+    );
     let all = a.scenario == "all";
     if all || a.scenario == "streams" {
         streams(&handle);

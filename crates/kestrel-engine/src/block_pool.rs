@@ -202,7 +202,10 @@ impl BlockPool {
         while i != NONE {
             assert!(!queued[i as usize], "block {i} queued twice");
             queued[i as usize] = true;
-            assert_eq!(self.blocks[i as usize].prev, prev, "broken back link at {i}");
+            assert_eq!(
+                self.blocks[i as usize].prev, prev,
+                "broken back link at {i}"
+            );
             prev = i;
             i = self.blocks[i as usize].next;
             n += 1;
@@ -212,10 +215,18 @@ impl BlockPool {
         let used = self.blocks.iter().filter(|m| m.ref_count > 0).count();
         assert_eq!(n + used, self.blocks.len(), "free + used != total");
         for (b, m) in self.blocks.iter().enumerate() {
-            assert_eq!(queued[b], m.ref_count == 0, "block {b}: queued iff ref count 0");
+            assert_eq!(
+                queued[b],
+                m.ref_count == 0,
+                "block {b}: queued iff ref count 0"
+            );
         }
         for (h, b) in &self.cached {
-            assert_eq!(self.blocks[b.0 as usize].hash, Some(*h), "cache map points at a block without its hash");
+            assert_eq!(
+                self.blocks[b.0 as usize].hash,
+                Some(*h),
+                "cache map points at a block without its hash"
+            );
         }
     }
 }

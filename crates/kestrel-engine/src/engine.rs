@@ -79,8 +79,15 @@ pub fn start_engine<B: Backend>(
 ) -> Result<EngineHandle, EngineError> {
     let c = &config;
     let invalid = |m: String| Err(EngineError::InvalidConfig(m));
-    if c.block_size == 0 || c.max_num_seqs == 0 || c.max_num_batched_tokens == 0 || c.max_model_len == 0 {
-        return invalid("block_size, max_num_seqs, max_num_batched_tokens and max_model_len must be positive".into());
+    if c.block_size == 0
+        || c.max_num_seqs == 0
+        || c.max_num_batched_tokens == 0
+        || c.max_model_len == 0
+    {
+        return invalid(
+            "block_size, max_num_seqs, max_num_batched_tokens and max_model_len must be positive"
+                .into(),
+        );
     }
     if c.max_model_len > model.config.max_position_embeddings {
         return invalid(format!(
@@ -97,7 +104,13 @@ pub fn start_engine<B: Backend>(
             c.max_model_len
         ));
     }
-    let kv = KvCache::new(&backend, &model.config, c.num_blocks, c.block_size, c.kv_dtype)?;
+    let kv = KvCache::new(
+        &backend,
+        &model.config,
+        c.num_blocks,
+        c.block_size,
+        c.kv_dtype,
+    )?;
     let scheduler = Scheduler::new(SchedulerConfig {
         max_num_seqs: c.max_num_seqs,
         max_num_batched_tokens: c.max_num_batched_tokens,
@@ -129,7 +142,9 @@ pub fn start_engine<B: Backend>(
         commands: rx,
         scratch: SamplerScratch::default(),
     };
-    std::thread::Builder::new().name("kestrel-engine".into()).spawn(move || core.run())?;
+    std::thread::Builder::new()
+        .name("kestrel-engine".into())
+        .spawn(move || core.run())?;
     Ok(EngineHandle { shared, commands })
 }
 
@@ -203,7 +218,12 @@ impl<B: Backend> EngineCore<B> {
         match cmd {
             Command::Submit(s) => self.add(*s),
             Command::Abort(request_id) => {
-                for id in self.by_request_id.get(&request_id).cloned().unwrap_or_default() {
+                for id in self
+                    .by_request_id
+                    .get(&request_id)
+                    .cloned()
+                    .unwrap_or_default()
+                {
                     self.finish(id, FinishReason::Abort);
                 }
             }
@@ -212,25 +232,55 @@ impl<B: Backend> EngineCore<B> {
     }
 
     fn add(&mut self, s: Submission) {
-        let Submission { seq_id, request, events, arrival } = s;
+        let Submission {
+            seq_id,
+            request,
+            events,
+            arrival,
+        } = s;
         let engine_seed = rand::thread_rng().gen();
-        let sampler =
-            match Sampler::new(request.sampling.clone(), &request.prompt_ids, self.shared.vocab_size, engine_seed) {
-                Ok(sampler) => sampler,
-                Err(e) => {
-                    self.shared.num_queued.fetch_sub(1, Ordering::AcqRel);
-                    let _ = events.send(EngineEvent::Error { message: e.message });
-                    return;
-                }
-            };
-        self.by_request_id.entry(request.request_id.clone()).or_default().push(seq_id);
-        self.scheduler.add(Sequence::new(seq_id, request, sampler, self.shared.config.max_model_len));
-        self.clients.insert(seq_id, Client { events, arrival, queued: true, last_token: None });
+        let sampler = match Sampler::new(
+            request.sampling.clone(),
+            &request.prompt_ids,
+            self.shared.vocab_size,
+            engine_seed,
+        ) {
+            Ok(sampler) => sampler,
+            Err(e) => {
+                self.shared.num_queued.fetch_sub(1, Ordering::AcqRel);
+                let _ = events.send(EngineEvent::Error { message: e.message });
+                return;
+            }
+        };
+        self.by_request_id
+            .entry(request.request_id.clone())
+            .or_default()
+            .push(seq_id);
+        self.scheduler.add(Sequence::new(
+            seq_id,
+            request,
+            sampler,
+            self.shared.config.max_model_len,
+        ));
+        self.clients.insert(
+            seq_id,
+            Client {
+                events,
+                arrival,
+                queued: true,
+                last_token: None,
+            },
+        );
     }
 
     /// Aborts sequences whose `RequestStream` was dropped without its abort reaching us.
     fn abort_disconnected(&mut self) {
-        let gone: Vec<SeqId> = self.clients.iter().filter(|(_, c)| c.events.is_closed()).map(|(&id, _)| id).collect();
+        let gone: Vec<SeqId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.events.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
         for id in gone {
             self.finish(id, FinishReason::Abort);
         }
@@ -238,8 +288,13 @@ impl<B: Backend> EngineCore<B> {
 
     /// Ends a sequence: frees its blocks, sends its last event, records its metrics.
     fn finish(&mut self, id: SeqId, reason: FinishReason) {
-        let Some(seq) = self.scheduler.finish(id) else { return };
-        let client = self.clients.remove(&id).expect("every sequence has a client");
+        let Some(seq) = self.scheduler.finish(id) else {
+            return;
+        };
+        let client = self
+            .clients
+            .remove(&id)
+            .expect("every sequence has a client");
         self.forget(&seq.request_id, id, &client);
         let usage = Usage {
             prompt_tokens: seq.num_prompt_tokens,
@@ -272,8 +327,13 @@ impl<B: Backend> EngineCore<B> {
         let ids: Vec<SeqId> = self.clients.keys().copied().collect();
         for id in ids {
             let client = self.clients.remove(&id).expect("listed above");
-            let _ = client.events.send(EngineEvent::Error { message: message.to_string() });
-            self.shared.metrics.finished_error.fetch_add(1, Ordering::Relaxed);
+            let _ = client.events.send(EngineEvent::Error {
+                message: message.to_string(),
+            });
+            self.shared
+                .metrics
+                .finished_error
+                .fetch_add(1, Ordering::Relaxed);
             if client.queued {
                 self.shared.num_queued.fetch_sub(1, Ordering::AcqRel);
             }
@@ -282,15 +342,19 @@ impl<B: Backend> EngineCore<B> {
         while let Ok(cmd) = self.commands.try_recv() {
             if let Command::Submit(s) = cmd {
                 self.shared.num_queued.fetch_sub(1, Ordering::AcqRel);
-                let _ = s.events.send(EngineEvent::Error { message: message.to_string() });
+                let _ = s.events.send(EngineEvent::Error {
+                    message: message.to_string(),
+                });
             }
         }
     }
 
     fn update_gauges(&self) {
         let m = &self.shared.metrics;
-        m.num_requests_running.store(self.scheduler.num_running() as u64, Ordering::Relaxed);
-        m.num_requests_waiting.store(self.scheduler.num_waiting() as u64, Ordering::Relaxed);
+        m.num_requests_running
+            .store(self.scheduler.num_running() as u64, Ordering::Relaxed);
+        m.num_requests_waiting
+            .store(self.scheduler.num_waiting() as u64, Ordering::Relaxed);
         let kv = self.scheduler.kv();
         m.set_kv_blocks(kv.num_blocks(), kv.num_free_blocks());
     }
@@ -304,7 +368,10 @@ impl<B: Backend> EngineCore<B> {
             // never spin: fail the head of the queue instead.
             let head = self.scheduler.seq_ids().next();
             if let Some(id) = head {
-                let client = self.clients.remove(&id).expect("every sequence has a client");
+                let client = self
+                    .clients
+                    .remove(&id)
+                    .expect("every sequence has a client");
                 let seq = self.scheduler.finish(id).expect("listed above");
                 self.forget(&seq.request_id, id, &client);
                 let message = "the sequence does not fit in the KV cache".to_string();
@@ -320,7 +387,10 @@ impl<B: Backend> EngineCore<B> {
         let vocab = logits.vocab;
         let mut sampled = Vec::with_capacity(logits.rows);
         for (row, s) in out.scheduled.iter().filter(|s| s.sample).enumerate() {
-            let seq = self.scheduler.seq_mut(s.seq_id).expect("scheduled sequences exist");
+            let seq = self
+                .scheduler
+                .seq_mut(s.seq_id)
+                .expect("scheduled sequences exist");
             let row = &mut logits.data[row * vocab..(row + 1) * vocab];
             if seq.stop_tokens_masked() {
                 // vLLM's min_tokens: stop tokens cannot be sampled yet.
@@ -344,14 +414,20 @@ impl<B: Backend> EngineCore<B> {
             .collect();
         for o in outcomes {
             m.generation_tokens.fetch_add(1, Ordering::Relaxed);
-            let client = self.clients.get_mut(&o.seq_id).expect("every sequence has a client");
+            let client = self
+                .clients
+                .get_mut(&o.seq_id)
+                .expect("every sequence has a client");
             match client.last_token {
                 None => m.time_to_first_token.observe(now - client.arrival),
                 Some(t) => m.inter_token_latency.observe(now - t),
             }
             client.last_token = Some(now);
             if o.appended {
-                let event = EngineEvent::Token { id: o.token, logprobs: logprobs.remove(&o.seq_id).flatten() };
+                let event = EngineEvent::Token {
+                    id: o.token,
+                    logprobs: logprobs.remove(&o.seq_id).flatten(),
+                };
                 if client.events.send(event).is_err() {
                     self.finish(o.seq_id, FinishReason::Abort);
                     continue;
@@ -367,18 +443,25 @@ impl<B: Backend> EngineCore<B> {
 
     fn record_schedule(&mut self, out: &SchedulerOutput) {
         let m = self.shared.metrics.clone();
-        m.num_preemptions.fetch_add(out.preempted.len() as u64, Ordering::Relaxed);
+        m.num_preemptions
+            .fetch_add(out.preempted.len() as u64, Ordering::Relaxed);
         let now = Instant::now();
         for &(id, num_cached) in &out.admitted {
             let seq = self.scheduler.seq(id).expect("admitted sequences exist");
-            m.prefix_cache_queries.fetch_add(seq.num_tokens() as u64, Ordering::Relaxed);
-            m.prefix_cache_hits.fetch_add(num_cached as u64, Ordering::Relaxed);
-            let client = self.clients.get_mut(&id).expect("every sequence has a client");
+            m.prefix_cache_queries
+                .fetch_add(seq.num_tokens() as u64, Ordering::Relaxed);
+            m.prefix_cache_hits
+                .fetch_add(num_cached as u64, Ordering::Relaxed);
+            let client = self
+                .clients
+                .get_mut(&id)
+                .expect("every sequence has a client");
             if client.queued {
                 client.queued = false;
                 self.shared.num_queued.fetch_sub(1, Ordering::AcqRel);
                 m.request_queue_time.observe(now - client.arrival);
-                m.prompt_tokens.fetch_add(seq.num_prompt_tokens as u64, Ordering::Relaxed);
+                m.prompt_tokens
+                    .fetch_add(seq.num_prompt_tokens as u64, Ordering::Relaxed);
             }
         }
     }
@@ -387,16 +470,30 @@ impl<B: Backend> EngineCore<B> {
     /// logits only for the sequences that sample.
     fn build_batch(&self, out: &SchedulerOutput) -> BatchInput {
         let bs = self.shared.config.block_size;
-        let mut b = BatchInput { block_size: bs, query_start_loc: vec![0], ..Default::default() };
+        let mut b = BatchInput {
+            block_size: bs,
+            query_start_loc: vec![0],
+            ..Default::default()
+        };
         for s in &out.scheduled {
-            let seq = self.scheduler.seq(s.seq_id).expect("scheduled sequences exist");
+            let seq = self
+                .scheduler
+                .seq(s.seq_id)
+                .expect("scheduled sequences exist");
             // [num_blocks_of_seq]
-            let table: Vec<u32> = self.scheduler.kv().block_table(s.seq_id).iter().map(|b| b.0).collect();
+            let table: Vec<u32> = self
+                .scheduler
+                .kv()
+                .block_table(s.seq_id)
+                .iter()
+                .map(|b| b.0)
+                .collect();
             let start = s.num_computed_tokens;
             for (pos, &tok) in (start..).zip(&seq.tokens[start..start + s.num_new_tokens]) {
                 b.input_ids.push(tok);
                 b.positions.push(pos as u32);
-                b.slot_mapping.push((table[pos / bs] as usize * bs + pos % bs) as u32);
+                b.slot_mapping
+                    .push((table[pos / bs] as usize * bs + pos % bs) as u32);
             }
             b.query_start_loc.push(b.input_ids.len() as u32);
             b.seq_lens.push((start + s.num_new_tokens) as u32);

@@ -50,7 +50,11 @@ pub enum GenerateError {
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("prompt ({prompt}) + max_tokens ({max_tokens}) exceeds the model's context of {context} tokens")]
-    TooLong { prompt: usize, max_tokens: usize, context: usize },
+    TooLong {
+        prompt: usize,
+        max_tokens: usize,
+        context: usize,
+    },
     #[error(transparent)]
     Model(#[from] kestrel_model::ModelError),
 }
@@ -71,12 +75,26 @@ pub fn generate<B: Backend>(
     let context = model.config.max_position_embeddings;
     let total = prompt.len() + opts.max_tokens;
     if total > context {
-        return Err(GenerateError::TooLong { prompt: prompt.len(), max_tokens: opts.max_tokens, context });
+        return Err(GenerateError::TooLong {
+            prompt: prompt.len(),
+            max_tokens: opts.max_tokens,
+            context,
+        });
     }
     let num_blocks = total.div_ceil(BLOCK_SIZE).max(1);
-    let mut kv = KvCache::new(backend, &model.config, num_blocks, BLOCK_SIZE, opts.kv_dtype)?;
+    let mut kv = KvCache::new(
+        backend,
+        &model.config,
+        num_blocks,
+        BLOCK_SIZE,
+        opts.kv_dtype,
+    )?;
     let table: Vec<u32> = (0..num_blocks as u32).collect();
-    let mut stats = GenerateStats { prompt_tokens: prompt.len(), finish_reason: "length", ..Default::default() };
+    let mut stats = GenerateStats {
+        prompt_tokens: prompt.len(),
+        finish_reason: "length",
+        ..Default::default()
+    };
     let mut out = Vec::new();
     if opts.max_tokens == 0 {
         return Ok((out, stats));

@@ -16,9 +16,15 @@ type TokenId = u32;
 #[derive(Debug, thiserror::Error)]
 pub enum GenerationConfigError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid generation config {path}: {source}")]
-    Json { path: String, source: serde_json::Error },
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 /// Defaults from `generation_config.json`; `None` where the file does not say.
@@ -63,10 +69,17 @@ impl GenerationDefaults {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => return Err(GenerationConfigError::Io { path: path.display().to_string(), source }),
+            Err(source) => {
+                return Err(GenerationConfigError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
         };
-        Self::from_json_str(&text)
-            .map_err(|source| GenerationConfigError::Json { path: path.display().to_string(), source })
+        Self::from_json_str(&text).map_err(|source| GenerationConfigError::Json {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     pub fn from_json_str(text: &str) -> Result<Self, serde_json::Error> {
@@ -124,7 +137,16 @@ mod tests {
         assert_eq!(d.eos_token_ids, [151_645, 151_643]);
         assert_eq!(d.bos_token_id, Some(151_643));
         let p = d.sampling_params();
-        assert_eq!((p.temperature, p.top_k, p.top_p, p.min_p, p.repetition_penalty), (0.6, 20, 0.95, 0.0, 1.0));
+        assert_eq!(
+            (
+                p.temperature,
+                p.top_k,
+                p.top_p,
+                p.min_p,
+                p.repetition_penalty
+            ),
+            (0.6, 20, 0.95, 0.0, 1.0)
+        );
         p.validate().expect("file defaults are valid");
     }
 
@@ -139,7 +161,11 @@ mod tests {
             (d.repetition_penalty, d.min_p, d.top_k, d.max_new_tokens),
             (Some(1.05), Some(0.1), Some(0), Some(512))
         );
-        assert_eq!(d.sampling_params().temperature, 1.0, "omitted fields keep plain defaults");
+        assert_eq!(
+            d.sampling_params().temperature,
+            1.0,
+            "omitted fields keep plain defaults"
+        );
     }
 
     #[test]
@@ -148,13 +174,24 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let missing = dir.join("generation_config.json");
         let _ = std::fs::remove_file(&missing);
-        assert_eq!(GenerationDefaults::from_file(&missing).expect("missing is fine"), GenerationDefaults::default());
-        assert_eq!(GenerationDefaults::default().sampling_params(), SamplingParams::default());
+        assert_eq!(
+            GenerationDefaults::from_file(&missing).expect("missing is fine"),
+            GenerationDefaults::default()
+        );
+        assert_eq!(
+            GenerationDefaults::default().sampling_params(),
+            SamplingParams::default()
+        );
         std::fs::write(&missing, "{not json").expect("write");
         let err = GenerationDefaults::from_file(&missing).expect_err("bad JSON must fail");
         assert!(err.to_string().contains("generation_config.json"), "{err}");
         std::fs::write(&missing, QWEN3).expect("write");
-        assert_eq!(GenerationDefaults::from_file(&missing).expect("valid").top_k, Some(20));
+        assert_eq!(
+            GenerationDefaults::from_file(&missing)
+                .expect("valid")
+                .top_k,
+            Some(20)
+        );
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

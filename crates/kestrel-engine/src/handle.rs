@@ -25,7 +25,11 @@ pub enum SubmitError {
     #[error(
         "this model's maximum context length is {max_model_len} tokens, but the request asks for {prompt} prompt tokens + {max_tokens} max_tokens"
     )]
-    TooLong { prompt: usize, max_tokens: usize, max_model_len: usize },
+    TooLong {
+        prompt: usize,
+        max_tokens: usize,
+        max_model_len: usize,
+    },
     #[error("the engine is not running")]
     EngineDead,
     #[error("{0}")]
@@ -79,20 +83,39 @@ impl EngineHandle {
         let max_queued = shared.config.max_queued_requests;
         if shared
             .num_queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_queued).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_queued).then_some(n + 1)
+            })
             .is_err()
         {
-            return Err(SubmitError::QueueFull { retry_after_secs: 1 });
+            return Err(SubmitError::QueueFull {
+                retry_after_secs: 1,
+            });
         }
         let seq_id = SeqId(shared.next_seq_id.fetch_add(1, Ordering::Relaxed));
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
         let request_id = request.request_id.clone();
-        let submission = Submission { seq_id, request, events, arrival: Instant::now() };
-        if self.commands.send(Command::Submit(Box::new(submission))).is_err() {
+        let submission = Submission {
+            seq_id,
+            request,
+            events,
+            arrival: Instant::now(),
+        };
+        if self
+            .commands
+            .send(Command::Submit(Box::new(submission)))
+            .is_err()
+        {
             shared.num_queued.fetch_sub(1, Ordering::AcqRel);
             return Err(SubmitError::EngineDead);
         }
-        Ok(RequestStream { request_id, seq_id, rx, commands: self.commands.clone(), done: false })
+        Ok(RequestStream {
+            request_id,
+            seq_id,
+            rx,
+            commands: self.commands.clone(),
+            done: false,
+        })
     }
 
     fn check(&self, r: &EngineRequest) -> Result<(), SubmitError> {
@@ -101,16 +124,31 @@ impl EngineHandle {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
         }
         if r.max_tokens == 0 {
-            return Err(SubmitError::Invalid("`max_tokens` must be at least 1".into()));
+            return Err(SubmitError::Invalid(
+                "`max_tokens` must be at least 1".into(),
+            ));
         }
         if r.prompt_ids.len().saturating_add(r.max_tokens) > max_model_len {
-            return Err(SubmitError::TooLong { prompt: r.prompt_ids.len(), max_tokens: r.max_tokens, max_model_len });
+            return Err(SubmitError::TooLong {
+                prompt: r.prompt_ids.len(),
+                max_tokens: r.max_tokens,
+                max_model_len,
+            });
         }
         let vocab = self.shared.vocab_size;
-        if let Some(id) = r.prompt_ids.iter().chain(&r.stop_token_ids).find(|&&id| id as usize >= vocab) {
-            return Err(SubmitError::Invalid(format!("token id {id} is out of range (vocabulary of {vocab})")));
+        if let Some(id) = r
+            .prompt_ids
+            .iter()
+            .chain(&r.stop_token_ids)
+            .find(|&&id| id as usize >= vocab)
+        {
+            return Err(SubmitError::Invalid(format!(
+                "token id {id} is out of range (vocabulary of {vocab})"
+            )));
         }
-        r.sampling.validate().map_err(|e| SubmitError::Invalid(e.message))
+        r.sampling
+            .validate()
+            .map_err(|e| SubmitError::Invalid(e.message))
     }
 
     /// Aborts every live sequence submitted with this id (it ends with `FinishReason::Abort`).
@@ -166,7 +204,10 @@ impl RequestStream {
     }
 
     fn observe(&mut self, event: &Option<EngineEvent>) {
-        if matches!(event, None | Some(EngineEvent::Finished { .. } | EngineEvent::Error { .. })) {
+        if matches!(
+            event,
+            None | Some(EngineEvent::Finished { .. } | EngineEvent::Error { .. })
+        ) {
             self.done = true;
         }
     }

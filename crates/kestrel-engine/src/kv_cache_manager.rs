@@ -44,7 +44,12 @@ pub struct KvCacheManager {
 impl KvCacheManager {
     pub fn new(num_blocks: usize, block_size: usize, enable_caching: bool) -> Self {
         assert!(block_size > 0, "block_size must be positive");
-        Self { pool: BlockPool::new(num_blocks, enable_caching), block_size, enable_caching, seqs: HashMap::new() }
+        Self {
+            pool: BlockPool::new(num_blocks, enable_caching),
+            block_size,
+            enable_caching,
+            seqs: HashMap::new(),
+        }
     }
 
     pub fn block_size(&self) -> usize {
@@ -72,7 +77,10 @@ impl KvCacheManager {
         let num_full = tokens.len() / block_size;
         while e.hashes.len() < num_full {
             let i = e.hashes.len();
-            let h = BlockHash::chain(e.hashes.last().copied(), &tokens[i * block_size..(i + 1) * block_size]);
+            let h = BlockHash::chain(
+                e.hashes.last().copied(),
+                &tokens[i * block_size..(i + 1) * block_size],
+            );
             e.hashes.push(h);
         }
     }
@@ -87,8 +95,16 @@ impl KvCacheManager {
         let e = self.seqs.entry(seq).or_default();
         Self::hash_full_blocks(bs, e, tokens);
         let max_blocks = (tokens.len() - 1) / bs;
-        let blocks: Vec<BlockId> = e.hashes.iter().take(max_blocks).map_while(|&h| self.pool.cached_block(h)).collect();
-        ComputedBlocks { num_tokens: blocks.len() * bs, blocks }
+        let blocks: Vec<BlockId> = e
+            .hashes
+            .iter()
+            .take(max_blocks)
+            .map_while(|&h| self.pool.cached_block(h))
+            .collect();
+        ComputedBlocks {
+            num_tokens: blocks.len() * bs,
+            blocks,
+        }
     }
 
     /// Makes room for `num_new_tokens` more tokens of `seq` after `num_computed_tokens`
@@ -105,19 +121,30 @@ impl KvCacheManager {
     ) -> bool {
         let bs = self.block_size;
         let end = num_computed_tokens + num_new_tokens;
-        assert!(end <= tokens.len(), "scheduling tokens that do not exist yet");
+        assert!(
+            end <= tokens.len(),
+            "scheduling tokens that do not exist yet"
+        );
         let e = self.seqs.entry(seq).or_default();
         let num_needed = end.div_ceil(bs);
         let num_have = e.blocks.len() + computed.blocks.len();
         let num_to_allocate = num_needed.saturating_sub(num_have);
         // Touching a free cached block takes it out of the free queue too.
-        let num_evictable_hits = computed.blocks.iter().filter(|&&b| self.pool.ref_count(b) == 0).count();
+        let num_evictable_hits = computed
+            .blocks
+            .iter()
+            .filter(|&&b| self.pool.ref_count(b) == 0)
+            .count();
         if num_to_allocate + num_evictable_hits > self.pool.num_free() {
             return false;
         }
         self.pool.touch(&computed.blocks);
         e.blocks.extend_from_slice(&computed.blocks);
-        e.blocks.extend(self.pool.allocate(num_to_allocate).expect("checked free blocks above"));
+        e.blocks.extend(
+            self.pool
+                .allocate(num_to_allocate)
+                .expect("checked free blocks above"),
+        );
         if self.enable_caching {
             // Register the blocks this step fills completely.
             let num_full = end / bs;

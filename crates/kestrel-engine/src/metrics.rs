@@ -20,12 +20,20 @@ pub struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Self { bounds, counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(), sum_us: AtomicU64::new(0) }
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
     }
 
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
-        let i = self.bounds.iter().position(|&b| s <= b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Relaxed);
         self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
     }
@@ -43,7 +51,10 @@ impl Histogram {
         let mut cumulative = 0;
         for (i, c) in self.counts.iter().enumerate() {
             cumulative += c.load(Relaxed);
-            let le = self.bounds.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let le = self
+                .bounds
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
         }
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_secs());
@@ -53,14 +64,16 @@ impl Histogram {
 
 // Bucket bounds as vLLM's `metrics/loggers.py`.
 const TTFT_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-    160.0, 640.0, 2560.0,
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
 ];
-const ITL_BUCKETS: &[f64] =
-    &[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0];
+const ITL_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+];
 const REQUEST_BUCKETS: &[f64] = &[
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
-    1920.0, 7680.0,
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
 ];
 
 /// All engine metrics. Gauges are set by the engine after every step.
@@ -123,7 +136,11 @@ impl EngineMetrics {
     pub(crate) fn set_kv_blocks(&self, total: usize, free: usize) {
         self.num_kv_blocks_total.store(total as u64, Relaxed);
         self.num_kv_blocks_free.store(free as u64, Relaxed);
-        let usage = if total == 0 { 0.0 } else { 1.0 - free as f64 / total as f64 };
+        let usage = if total == 0 {
+            0.0
+        } else {
+            1.0 - free as f64 / total as f64
+        };
         self.kv_cache_usage_bits.store(usage.to_bits(), Relaxed);
     }
 
@@ -142,7 +159,10 @@ impl EngineMetrics {
         let labels = format!("model_name=\"{model}\"");
         let mut out = String::new();
         let mut scalar = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP kestrel:{name} {help}\n# TYPE kestrel:{name} {kind}");
+            let _ = writeln!(
+                out,
+                "# HELP kestrel:{name} {help}\n# TYPE kestrel:{name} {kind}"
+            );
             let _ = writeln!(out, "kestrel:{name}{{{labels}}} {value}");
         };
         let get = |a: &AtomicU64| a.load(Relaxed).to_string();
@@ -164,7 +184,12 @@ impl EngineMetrics {
             "KV-cache usage. 1 means 100 percent usage.",
             self.kv_cache_usage().to_string(),
         );
-        scalar("num_kv_cache_blocks", "gauge", "Total KV-cache blocks.", get(&self.num_kv_blocks_total));
+        scalar(
+            "num_kv_cache_blocks",
+            "gauge",
+            "Total KV-cache blocks.",
+            get(&self.num_kv_blocks_total),
+        );
         scalar(
             "num_free_kv_cache_blocks",
             "gauge",
@@ -189,7 +214,12 @@ impl EngineMetrics {
             "Cumulative number of preemptions from the engine.",
             get(&self.num_preemptions),
         );
-        scalar("prompt_tokens_total", "counter", "Number of prefill tokens processed.", get(&self.prompt_tokens));
+        scalar(
+            "prompt_tokens_total",
+            "counter",
+            "Number of prefill tokens processed.",
+            get(&self.prompt_tokens),
+        );
         scalar(
             "generation_tokens_total",
             "counter",
@@ -197,19 +227,38 @@ impl EngineMetrics {
             get(&self.generation_tokens),
         );
         let name = "kestrel:request_success_total";
-        let _ = writeln!(out, "# HELP {name} Count of finished requests, by finish reason.\n# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Count of finished requests, by finish reason.\n# TYPE {name} counter"
+        );
         for (reason, a) in [
             ("stop", &self.finished_stop),
             ("length", &self.finished_length),
             ("abort", &self.finished_abort),
             ("error", &self.finished_error),
         ] {
-            let _ = writeln!(out, "{name}{{finished_reason=\"{reason}\",{labels}}} {}", a.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}{{finished_reason=\"{reason}\",{labels}}} {}",
+                a.load(Relaxed)
+            );
         }
         for (h, name, help) in [
-            (&self.time_to_first_token, "time_to_first_token_seconds", "Histogram of time to first token in seconds."),
-            (&self.inter_token_latency, "inter_token_latency_seconds", "Histogram of inter-token latency in seconds."),
-            (&self.e2e_request_latency, "e2e_request_latency_seconds", "Histogram of e2e request latency in seconds."),
+            (
+                &self.time_to_first_token,
+                "time_to_first_token_seconds",
+                "Histogram of time to first token in seconds.",
+            ),
+            (
+                &self.inter_token_latency,
+                "inter_token_latency_seconds",
+                "Histogram of inter-token latency in seconds.",
+            ),
+            (
+                &self.e2e_request_latency,
+                "e2e_request_latency_seconds",
+                "Histogram of e2e request latency in seconds.",
+            ),
             (
                 &self.request_queue_time,
                 "request_queue_time_seconds",
@@ -236,9 +285,15 @@ mod tests {
         let text = m.render_prometheus("qwen");
         assert!(text.contains("kestrel:num_requests_running{model_name=\"qwen\"} 0"));
         assert!(text.contains("kestrel:kv_cache_usage_perc{model_name=\"qwen\"} 0.5"));
-        assert!(text.contains("kestrel:request_success_total{finished_reason=\"length\",model_name=\"qwen\"} 1"));
-        assert!(text.contains("kestrel:time_to_first_token_seconds_bucket{model_name=\"qwen\",le=\"0.005\"} 1"));
-        assert!(text.contains("kestrel:time_to_first_token_seconds_bucket{model_name=\"qwen\",le=\"+Inf\"} 2"));
+        assert!(text.contains(
+            "kestrel:request_success_total{finished_reason=\"length\",model_name=\"qwen\"} 1"
+        ));
+        assert!(text.contains(
+            "kestrel:time_to_first_token_seconds_bucket{model_name=\"qwen\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "kestrel:time_to_first_token_seconds_bucket{model_name=\"qwen\",le=\"+Inf\"} 2"
+        ));
         assert!(text.contains("kestrel:time_to_first_token_seconds_count{model_name=\"qwen\"} 2"));
     }
 }

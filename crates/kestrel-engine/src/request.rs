@@ -27,7 +27,10 @@ pub struct EngineRequest {
 #[derive(Clone, Debug)]
 pub enum EngineEvent {
     /// One new token, sent the moment it is sampled (the first one comes from the prefill step).
-    Token { id: u32, logprobs: Option<TokenLogprobs> },
+    Token {
+        id: u32,
+        logprobs: Option<TokenLogprobs>,
+    },
     /// Last event of a sequence.
     Finished { reason: FinishReason, usage: Usage },
     /// The engine failed this sequence (e.g. engine panic); last event.

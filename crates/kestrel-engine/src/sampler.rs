@@ -95,7 +95,10 @@ fn invalid(param: &'static str, message: String) -> SamplingError {
 impl SamplingParams {
     /// Greedy decoding with otherwise default parameters.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -106,33 +109,58 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<(), SamplingError> {
         let t = self.temperature;
         if !(t.is_finite() && t >= 0.0) {
-            return Err(invalid("temperature", format!("`temperature` must be >= 0, got {t}")));
+            return Err(invalid(
+                "temperature",
+                format!("`temperature` must be >= 0, got {t}"),
+            ));
         }
         let p = self.top_p;
         if !(p > 0.0 && p <= 1.0) {
-            return Err(invalid("top_p", format!("`top_p` must be in (0, 1], got {p}")));
+            return Err(invalid(
+                "top_p",
+                format!("`top_p` must be in (0, 1], got {p}"),
+            ));
         }
         let m = self.min_p;
         if !(0.0..=1.0).contains(&m) {
-            return Err(invalid("min_p", format!("`min_p` must be in [0, 1], got {m}")));
+            return Err(invalid(
+                "min_p",
+                format!("`min_p` must be in [0, 1], got {m}"),
+            ));
         }
-        for (param, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+        for (param, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
             if !(-2.0..=2.0).contains(&v) {
-                return Err(invalid(param, format!("`{param}` must be in [-2, 2], got {v}")));
+                return Err(invalid(
+                    param,
+                    format!("`{param}` must be in [-2, 2], got {v}"),
+                ));
             }
         }
         let r = self.repetition_penalty;
         if !(r.is_finite() && r > 0.0) {
-            return Err(invalid("repetition_penalty", format!("`repetition_penalty` must be > 0, got {r}")));
+            return Err(invalid(
+                "repetition_penalty",
+                format!("`repetition_penalty` must be > 0, got {r}"),
+            ));
         }
-        if let Some(&(id, b)) = self.logit_bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(b)) {
+        if let Some(&(id, b)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| !(-100.0..=100.0).contains(b))
+        {
             return Err(invalid(
                 "logit_bias",
                 format!("`logit_bias` values must be in [-100, 100], got {b} for token {id}"),
             ));
         }
         if let Some(n) = self.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
-            return Err(invalid("top_logprobs", format!("`top_logprobs` must be at most {MAX_TOP_LOGPROBS}, got {n}")));
+            return Err(invalid(
+                "top_logprobs",
+                format!("`top_logprobs` must be at most {MAX_TOP_LOGPROBS}, got {n}"),
+            ));
         }
         Ok(())
     }
@@ -192,7 +220,9 @@ fn exp_nonpos(x: f32) -> f32 {
     let nf = t - ROUND; // round(x / ln 2)
     let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = x - nf * 0.693_359_4 - nf * -2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
         + 0.5;
     let e = p * r * r + r + 1.0;
     let scale = f32::from_bits((n.wrapping_add(127) as u32) << 23);
@@ -213,7 +243,10 @@ fn max_of(l: &[f32]) -> f32 {
             *m = if x > *m { x } else { *m };
         }
     }
-    lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+    lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
 /// Argmax, ties to the lowest id.
@@ -338,7 +371,13 @@ fn top_k_into(l: &[f32], k: usize, idx: &mut Vec<u32>) {
 /// returns `n`. Works on `(logit, id)` pairs copied into `pairs`, so comparisons read
 /// contiguous memory. Expected O(len); only ranges of at most 64 are sorted. Returns
 /// `idx.len()` when the whole slice is kept.
-fn top_p_select(l: &[f32], w: &[f32], idx: &mut [u32], target: f64, pairs: &mut Vec<(f32, u32)>) -> usize {
+fn top_p_select(
+    l: &[f32],
+    w: &[f32],
+    idx: &mut [u32],
+    target: f64,
+    pairs: &mut Vec<(f32, u32)>,
+) -> usize {
     fn cmp(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
         b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
     }
@@ -403,7 +442,11 @@ impl Sampler {
         engine_seed: u64,
     ) -> Result<Self, SamplingError> {
         params.validate()?;
-        if let Some(&(id, _)) = params.logit_bias.iter().find(|(id, _)| *id as usize >= vocab_size) {
+        if let Some(&(id, _)) = params
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= vocab_size)
+        {
             return Err(invalid(
                 "logit_bias",
                 format!("`logit_bias` token id {id} is out of range (vocabulary of {vocab_size})"),
@@ -411,7 +454,11 @@ impl Sampler {
         }
         let mut sampler = Self {
             rng: ChaCha8Rng::seed_from_u64(params.seed.unwrap_or(engine_seed)),
-            seen_bits: if params.repetition_penalty != 1.0 { vec![0; vocab_size.div_ceil(64)] } else { Vec::new() },
+            seen_bits: if params.repetition_penalty != 1.0 {
+                vec![0; vocab_size.div_ceil(64)]
+            } else {
+                Vec::new()
+            },
             seen: Vec::new(),
             output_counts: HashMap::new(),
             params,
@@ -451,7 +498,11 @@ impl Sampler {
     /// Picks the next token from one row of logits (`[vocab_size]`, as the model produced them).
     /// Does not record the token: call [`Sampler::push_output_token`] with what is appended.
     pub fn sample(&mut self, logits: &[f32], scratch: &mut SamplerScratch) -> SampledToken {
-        assert_eq!(logits.len(), self.vocab_size, "logits row must be vocab-sized");
+        assert_eq!(
+            logits.len(),
+            self.vocab_size,
+            "logits row must be vocab-sized"
+        );
         self.process(logits, &mut scratch.logits);
         let token = if self.params.is_greedy() {
             argmax(&scratch.logits)
@@ -462,14 +513,20 @@ impl Sampler {
                 None => argmax(&scratch.logits),
             }
         };
-        let logprobs = self.params.logprobs.map(|n| raw_logprobs(logits, token, n, &mut scratch.idx));
+        let logprobs = self
+            .params
+            .logprobs
+            .map(|n| raw_logprobs(logits, token, n, &mut scratch.idx));
         SampledToken { token, logprobs }
     }
 
     /// Copies the logits into `l` (NaN as -inf), then penalties and bias.
     fn process(&self, raw: &[f32], l: &mut Vec<f32>) {
         l.clear();
-        l.extend(raw.iter().map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x }));
+        l.extend(
+            raw.iter()
+                .map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x }),
+        );
         let p = &self.params;
         if p.repetition_penalty != 1.0 {
             let r = p.repetition_penalty;
@@ -516,12 +573,25 @@ impl Sampler {
                         w[i as usize] = exp_nonpos(l[i as usize] - max);
                         total += f64::from(w[i as usize]);
                     }
-                    top_p_select(l, w, &mut s.idx[..n], f64::from(p.top_p) * total, &mut s.pairs)
+                    top_p_select(
+                        l,
+                        w,
+                        &mut s.idx[..n],
+                        f64::from(p.top_p) * total,
+                        &mut s.pairs,
+                    )
                 }
                 Candidates::All => {
                     let total = exp_all(l, max, w);
                     s.all_weights = true;
-                    top_p_over_all(l, max, w, f64::from(p.top_p) * total, &mut s.idx, &mut s.pairs)
+                    top_p_over_all(
+                        l,
+                        max,
+                        w,
+                        f64::from(p.top_p) * total,
+                        &mut s.idx,
+                        &mut s.pairs,
+                    )
                 }
             };
             cands = Candidates::Subset(n);
@@ -590,7 +660,9 @@ impl Sampler {
                     }
                 }
                 // Rounding left `acc` a hair short of `target`: the last weighted token wins.
-                w.iter().rposition(|&x| x > 0.0).expect("the top token has weight 1") as TokenId
+                w.iter()
+                    .rposition(|&x| x > 0.0)
+                    .expect("the top token has weight 1") as TokenId
             }
             Candidates::Subset(n) => {
                 let mut last = None;
@@ -660,7 +732,13 @@ fn collect_at_or_above(l: &[f32], threshold: f32, idx: &mut Vec<u32>) {
     for (c, chunk) in l.chunks(4 * LANES).enumerate() {
         if max_of(chunk) >= threshold {
             let base = c * 4 * LANES;
-            idx.extend(chunk.iter().enumerate().filter(|(_, &x)| x >= threshold).map(|(j, _)| (base + j) as u32));
+            idx.extend(
+                chunk
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &x)| x >= threshold)
+                    .map(|(j, _)| (base + j) as u32),
+            );
         }
     }
 }
@@ -668,7 +746,11 @@ fn collect_at_or_above(l: &[f32], threshold: f32, idx: &mut Vec<u32>) {
 /// Log-softmax of the raw logits: the sampled token's value and the `n` best.
 fn raw_logprobs(raw: &[f32], token: TokenId, n: usize, idx: &mut Vec<u32>) -> TokenLogprobs {
     let max = max_of(raw);
-    let lse = if max.is_finite() { f64::from(max) + exp_sum(raw, max).ln() } else { f64::from(max) };
+    let lse = if max.is_finite() {
+        f64::from(max) + exp_sum(raw, max).ln()
+    } else {
+        f64::from(max)
+    };
     let logprob = |id: u32| {
         let lp = (f64::from(raw[id as usize]) - lse) as f32;
         if lp.is_nan() {
@@ -688,7 +770,10 @@ fn raw_logprobs(raw: &[f32], token: TokenId, n: usize, idx: &mut Vec<u32>) -> To
         idx.sort_unstable_by(by_logit_desc(raw));
         top.extend(idx.iter().map(|&id| (id, logprob(id))));
     }
-    TokenLogprobs { logprob: logprob(token), top }
+    TokenLogprobs {
+        logprob: logprob(token),
+        top,
+    }
 }
 
 #[cfg(test)]
@@ -701,7 +786,10 @@ mod tests {
     /// as the sampler up to the truncations, which it does the obvious way.
     fn reference_candidates(p: &SamplingParams, processed: &[f32]) -> Vec<u32> {
         let inv_t = 1.0 / p.temperature;
-        let l: Vec<f32> = processed.iter().map(|&x| if p.temperature != 1.0 { x * inv_t } else { x }).collect();
+        let l: Vec<f32> = processed
+            .iter()
+            .map(|&x| if p.temperature != 1.0 { x * inv_t } else { x })
+            .collect();
         let max = max_of(&l);
         let mut order: Vec<u32> = (0..l.len() as u32).collect();
         order.sort_by(by_logit_desc(&l));
@@ -709,7 +797,10 @@ mod tests {
             order.truncate(p.top_k);
         }
         if p.top_p < 1.0 {
-            let w: Vec<f64> = order.iter().map(|&i| f64::from(exp_nonpos(l[i as usize] - max))).collect();
+            let w: Vec<f64> = order
+                .iter()
+                .map(|&i| f64::from(exp_nonpos(l[i as usize] - max)))
+                .collect();
             let target = f64::from(p.top_p) * w.iter().sum::<f64>();
             let mut cum = 0.0;
             let keep = w.iter().take_while(|&&x| {
@@ -741,7 +832,13 @@ mod tests {
     }
 
     fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
-        SamplingParams { temperature, top_k, top_p, min_p, ..SamplingParams::default() }
+        SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            ..SamplingParams::default()
+        }
     }
 
     #[test]
@@ -789,9 +886,18 @@ mod tests {
     #[test]
     fn top_k_selection_matches_a_full_sort() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for (v, k) in [(10, 3), (5_000, 1), (5_000, 7), (5_000, 2_000), (151_936, 20), (151_936, 1_500)] {
+        for (v, k) in [
+            (10, 3),
+            (5_000, 1),
+            (5_000, 7),
+            (5_000, 2_000),
+            (151_936, 20),
+            (151_936, 1_500),
+        ] {
             // Coarse values make ties at the boundary common.
-            let l: Vec<f32> = (0..v).map(|_| (rng.gen::<f32>() * 64.0).floor() / 8.0).collect();
+            let l: Vec<f32> = (0..v)
+                .map(|_| (rng.gen::<f32>() * 64.0).floor() / 8.0)
+                .collect();
             let mut idx = Vec::new();
             top_k_into(&l, k, &mut idx);
             idx.sort_unstable();
@@ -809,8 +915,11 @@ mod tests {
     fn candidates_match_reference_on_a_full_vocabulary() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let v = 151_936;
-        let logits: Vec<f32> =
-            (0..v).map(|_| rng.gen::<f32>() * 12.0 - 4.0 + if rng.gen::<f32>() < 0.001 { 8.0 } else { 0.0 }).collect();
+        let logits: Vec<f32> = (0..v)
+            .map(|_| {
+                rng.gen::<f32>() * 12.0 - 4.0 + if rng.gen::<f32>() < 0.001 { 8.0 } else { 0.0 }
+            })
+            .collect();
         for p in [
             params(1.0, 0, 0.9, 0.0),
             params(0.7, 0, 0.95, 0.0),
@@ -822,7 +931,11 @@ mod tests {
             params(1.0, 0, 0.999, 0.0),
         ] {
             let sampler = Sampler::new(p.clone(), &[], v, 0).expect("valid");
-            assert_eq!(sampler_candidates(&sampler, &logits), reference_candidates(&p, &logits), "{p:?}");
+            assert_eq!(
+                sampler_candidates(&sampler, &logits),
+                reference_candidates(&p, &logits),
+                "{p:?}"
+            );
         }
     }
 

@@ -31,7 +31,11 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     /// Tokens a sequence with `num_remaining` uncomputed tokens may take out of `budget`.
     fn num_new_tokens(&self, num_remaining: usize, budget: usize) -> usize {
-        let cap = if self.long_prefill_token_threshold == 0 { usize::MAX } else { self.long_prefill_token_threshold };
+        let cap = if self.long_prefill_token_threshold == 0 {
+            usize::MAX
+        } else {
+            self.long_prefill_token_threshold
+        };
         num_remaining.min(budget).min(cap)
     }
 }
@@ -81,8 +85,18 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Self {
-        let kv = KvCacheManager::new(config.num_blocks, config.block_size, config.enable_prefix_caching);
-        Self { config, kv, seqs: HashMap::new(), waiting: VecDeque::new(), running: Vec::new() }
+        let kv = KvCacheManager::new(
+            config.num_blocks,
+            config.block_size,
+            config.enable_prefix_caching,
+        );
+        Self {
+            config,
+            kv,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        }
     }
 
     pub fn kv(&self) -> &KvCacheManager {
@@ -155,7 +169,9 @@ impl Scheduler {
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
             let seq = &self.seqs[&id];
-            let num_new = self.config.num_new_tokens(seq.num_tokens() - seq.num_computed_tokens, budget);
+            let num_new = self
+                .config
+                .num_new_tokens(seq.num_tokens() - seq.num_computed_tokens, budget);
             if num_new == 0 {
                 i += 1;
                 continue;
@@ -194,13 +210,23 @@ impl Scheduler {
         }
 
         // Then waiting ones, unless this step had to preempt (no room to grow).
-        while out.preempted.is_empty() && budget > 0 && self.running.len() < self.config.max_num_seqs {
-            let Some(&id) = self.waiting.front() else { break };
+        while out.preempted.is_empty()
+            && budget > 0
+            && self.running.len() < self.config.max_num_seqs
+        {
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
             let seq = &self.seqs[&id];
             let computed = self.kv.get_computed_blocks(id, &seq.tokens);
             let num_computed = computed.num_tokens;
-            let num_new = self.config.num_new_tokens(seq.num_tokens() - num_computed, budget);
-            if !self.kv.allocate_slots(id, &seq.tokens, num_computed, num_new, &computed) {
+            let num_new = self
+                .config
+                .num_new_tokens(seq.num_tokens() - num_computed, budget);
+            if !self
+                .kv
+                .allocate_slots(id, &seq.tokens, num_computed, num_new, &computed)
+            {
                 break;
             }
             self.waiting.pop_front();
@@ -225,12 +251,19 @@ impl Scheduler {
     /// Applies a finished step: every scheduled sequence's `num_computed_tokens` advances, and
     /// `sampled` (one token per `sample` entry of `out.scheduled`, in order) are appended.
     /// Finished sequences stay until [`Scheduler::finish`].
-    pub fn update_from_output(&mut self, out: &SchedulerOutput, sampled: &[u32]) -> Vec<TokenOutcome> {
+    pub fn update_from_output(
+        &mut self,
+        out: &SchedulerOutput,
+        sampled: &[u32],
+    ) -> Vec<TokenOutcome> {
         let mut tokens = sampled.iter();
         let mut outcomes = Vec::with_capacity(sampled.len());
         for s in &out.scheduled {
-            let Some(seq) = self.seqs.get_mut(&s.seq_id) else { continue };
-            if seq.status != SeqStatus::Running || seq.num_computed_tokens != s.num_computed_tokens {
+            let Some(seq) = self.seqs.get_mut(&s.seq_id) else {
+                continue;
+            };
+            if seq.status != SeqStatus::Running || seq.num_computed_tokens != s.num_computed_tokens
+            {
                 // Finished or preempted since it was scheduled; its sample (if any) is void.
                 if s.sample {
                     tokens.next();
@@ -239,9 +272,16 @@ impl Scheduler {
             }
             seq.num_computed_tokens += s.num_new_tokens;
             if s.sample {
-                let &token = tokens.next().expect("one sampled token per sampling sequence");
+                let &token = tokens
+                    .next()
+                    .expect("one sampled token per sampling sequence");
                 let (appended, finish) = seq.append_sampled(token);
-                outcomes.push(TokenOutcome { seq_id: s.seq_id, token, appended, finish });
+                outcomes.push(TokenOutcome {
+                    seq_id: s.seq_id,
+                    token,
+                    appended,
+                    finish,
+                });
             }
         }
         outcomes
@@ -256,7 +296,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn seq(id: u64, prompt_len: usize, max_tokens: usize, stop: Vec<u32>) -> Sequence {
-        let prompt: Vec<u32> = (0..prompt_len as u32).map(|t| t % 7 + id as u32 % 3).collect();
+        let prompt: Vec<u32> = (0..prompt_len as u32)
+            .map(|t| t % 7 + id as u32 % 3)
+            .collect();
         let sampler = Sampler::new(SamplingParams::greedy(), &prompt, 64, 0).unwrap();
         let req = EngineRequest {
             request_id: format!("r{id}"),
@@ -283,7 +325,12 @@ mod tests {
     /// Runs one step with a fake model that always samples `token`; returns finished ids.
     fn step(s: &mut Scheduler, token: u32) -> (SchedulerOutput, Vec<SeqId>) {
         let out = s.schedule();
-        let sampled: Vec<u32> = out.scheduled.iter().filter(|x| x.sample).map(|_| token).collect();
+        let sampled: Vec<u32> = out
+            .scheduled
+            .iter()
+            .filter(|x| x.sample)
+            .map(|_| token)
+            .collect();
         let mut done = Vec::new();
         for o in s.update_from_output(&out, &sampled) {
             if o.finish.is_some() {
@@ -302,24 +349,48 @@ mod tests {
         let (out, _) = step(&mut s, 9);
         // seq 0: whole prompt (3), seq 1: a 7-token chunk.
         assert_eq!(
-            out.scheduled.iter().map(|x| (x.num_new_tokens, x.sample)).collect::<Vec<_>>(),
+            out.scheduled
+                .iter()
+                .map(|x| (x.num_new_tokens, x.sample))
+                .collect::<Vec<_>>(),
             [(3, true), (7, false)]
         );
         let (out, _) = step(&mut s, 9);
         // seq 0 decodes 1 token, seq 1 continues its prefill with the other 9.
-        assert_eq!(out.scheduled.iter().map(|x| x.num_new_tokens).collect::<Vec<_>>(), [1, 9]);
+        assert_eq!(
+            out.scheduled
+                .iter()
+                .map(|x| x.num_new_tokens)
+                .collect::<Vec<_>>(),
+            [1, 9]
+        );
         assert_eq!(s.seq(SeqId(1)).unwrap().num_computed_tokens, 16);
     }
 
     #[test]
     fn long_prefill_is_capped_per_step() {
-        let mut s = Scheduler::new(SchedulerConfig { long_prefill_token_threshold: 6, ..config(8, 64, 64) });
+        let mut s = Scheduler::new(SchedulerConfig {
+            long_prefill_token_threshold: 6,
+            ..config(8, 64, 64)
+        });
         s.add(seq(0, 3, 5, vec![]));
         s.add(seq(1, 25, 5, vec![]));
         let (out, _) = step(&mut s, 9);
-        assert_eq!(out.scheduled.iter().map(|x| x.num_new_tokens).collect::<Vec<_>>(), [3, 6]);
+        assert_eq!(
+            out.scheduled
+                .iter()
+                .map(|x| x.num_new_tokens)
+                .collect::<Vec<_>>(),
+            [3, 6]
+        );
         let (out, _) = step(&mut s, 9);
-        assert_eq!(out.scheduled.iter().map(|x| x.num_new_tokens).collect::<Vec<_>>(), [1, 6]);
+        assert_eq!(
+            out.scheduled
+                .iter()
+                .map(|x| x.num_new_tokens)
+                .collect::<Vec<_>>(),
+            [1, 6]
+        );
     }
 
     #[test]
@@ -356,9 +427,18 @@ mod tests {
     }
 
     fn req() -> impl Strategy<Value = Req> {
-        (1usize..40, 1usize..12, 0usize..10, proptest::option::weighted(0.2, 0usize..30)).prop_map(
-            |(prompt_len, max_tokens, arrive_step, abort_step)| Req { prompt_len, max_tokens, arrive_step, abort_step },
+        (
+            1usize..40,
+            1usize..12,
+            0usize..10,
+            proptest::option::weighted(0.2, 0usize..30),
         )
+            .prop_map(|(prompt_len, max_tokens, arrive_step, abort_step)| Req {
+                prompt_len,
+                max_tokens,
+                arrive_step,
+                abort_step,
+            })
     }
 
     proptest! {

@@ -85,7 +85,8 @@ impl Sequence {
         }
         self.tokens.push(token);
         self.sampler.push_output_token(token);
-        let done = self.num_output_tokens() >= self.max_tokens || self.num_tokens() >= self.max_model_len;
+        let done =
+            self.num_output_tokens() >= self.max_tokens || self.num_tokens() >= self.max_model_len;
         (true, done.then_some(FinishReason::Length))
     }
 

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use kestrel_backend::{cpu::CpuBackend, KvDtype};
 use kestrel_engine::generate::{argmax, generate, GenerateOptions};
 use kestrel_engine::{
-    start_engine, EngineConfig, EngineEvent, EngineHandle, EngineRequest, FinishReason, RequestStream, SamplingParams,
-    SubmitError, Usage,
+    start_engine, EngineConfig, EngineEvent, EngineHandle, EngineRequest, FinishReason,
+    RequestStream, SamplingParams, SubmitError, Usage,
 };
 use kestrel_model::{ModelFiles, QwenModel};
 
@@ -45,7 +45,9 @@ fn engine(config: EngineConfig) -> EngineHandle {
 
 /// A deterministic pseudo-random prompt.
 fn prompt(seed: u32, len: usize) -> Vec<u32> {
-    (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 97 + 13) >> 7) % 320).collect()
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 97 + 13) >> 7) % 320)
+        .collect()
 }
 
 /// Greedy tokens of the single-sequence reference loop.
@@ -58,7 +60,16 @@ fn reference(prompt: &[u32], max_tokens: usize) -> Vec<u32> {
         prefill_chunk: 512,
         kv_dtype: KvDtype::F32,
     };
-    generate(&backend, &model, prompt, &opts, |l, _| argmax(l), |_| ControlFlow::Continue(())).expect("reference").0
+    generate(
+        &backend,
+        &model,
+        prompt,
+        &opts,
+        |l, _| argmax(l),
+        |_| ControlFlow::Continue(()),
+    )
+    .expect("reference")
+    .0
 }
 
 fn request(id: &str, prompt: Vec<u32>, max_tokens: usize) -> EngineRequest {
@@ -86,16 +97,29 @@ fn collect(stream: &mut RequestStream) -> (Vec<u32>, FinishReason, Usage) {
 }
 
 /// Submits all at once, then reads every stream.
-fn run_all(handle: &EngineHandle, reqs: Vec<EngineRequest>) -> Vec<(Vec<u32>, FinishReason, Usage)> {
-    let mut streams: Vec<RequestStream> = reqs.into_iter().map(|r| handle.submit(r).expect("submit")).collect();
+fn run_all(
+    handle: &EngineHandle,
+    reqs: Vec<EngineRequest>,
+) -> Vec<(Vec<u32>, FinishReason, Usage)> {
+    let mut streams: Vec<RequestStream> = reqs
+        .into_iter()
+        .map(|r| handle.submit(r).expect("submit"))
+        .collect();
     streams.iter_mut().map(collect).collect()
 }
 
 fn cases() -> Vec<(Vec<u32>, usize)> {
-    [(1, 5, 12), (2, 17, 9), (3, 40, 20), (4, 3, 30), (5, 77, 7), (6, 16, 16)]
-        .into_iter()
-        .map(|(seed, len, max_tokens)| (prompt(seed, len), max_tokens))
-        .collect()
+    [
+        (1, 5, 12),
+        (2, 17, 9),
+        (3, 40, 20),
+        (4, 3, 30),
+        (5, 77, 7),
+        (6, 16, 16),
+    ]
+    .into_iter()
+    .map(|(seed, len, max_tokens)| (prompt(seed, len), max_tokens))
+    .collect()
 }
 
 #[test]
@@ -103,7 +127,11 @@ fn batch_of_different_lengths_equals_each_alone() {
     let cases = cases();
     let want: Vec<Vec<u32>> = cases.iter().map(|(p, n)| reference(p, *n)).collect();
     let handle = engine(config());
-    let reqs = cases.iter().enumerate().map(|(i, (p, n))| request(&format!("r{i}"), p.clone(), *n)).collect();
+    let reqs = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (p, n))| request(&format!("r{i}"), p.clone(), *n))
+        .collect();
     let got = run_all(&handle, reqs);
     for (i, ((tokens, reason, usage), want)) in got.iter().zip(&want).enumerate() {
         assert_eq!(tokens, want, "sequence {i}");
@@ -112,7 +140,10 @@ fn batch_of_different_lengths_equals_each_alone() {
         assert_eq!(usage.completion_tokens, cases[i].1);
     }
     let m = handle.metrics();
-    assert_eq!(m.finished_length.load(std::sync::atomic::Ordering::Relaxed), cases.len() as u64);
+    assert_eq!(
+        m.finished_length.load(std::sync::atomic::Ordering::Relaxed),
+        cases.len() as u64
+    );
 }
 
 #[test]
@@ -120,8 +151,16 @@ fn chunked_prefill_equals_whole_prefill() {
     let cases = cases();
     let want: Vec<Vec<u32>> = cases.iter().map(|(p, n)| reference(p, *n)).collect();
     for budget in [1, 5, 16, 33] {
-        let handle = engine(EngineConfig { max_num_batched_tokens: budget, enable_prefix_caching: false, ..config() });
-        let reqs = cases.iter().enumerate().map(|(i, (p, n))| request(&format!("r{i}"), p.clone(), *n)).collect();
+        let handle = engine(EngineConfig {
+            max_num_batched_tokens: budget,
+            enable_prefix_caching: false,
+            ..config()
+        });
+        let reqs = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (p, n))| request(&format!("r{i}"), p.clone(), *n))
+            .collect();
         let got = run_all(&handle, reqs);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(&g.0, w, "sequence {i}, budget {budget}");
@@ -138,32 +177,52 @@ fn prefix_cache_hit_equals_miss() {
     let first = run_all(&handle, vec![request("a", system.clone(), 10)]);
     assert_eq!(first[0].2.cached_tokens, 0);
     // The same prompt again (3 full blocks cached), and a longer one sharing it.
-    let again = run_all(&handle, vec![request("b", system.clone(), 10), request("c", with_suffix.clone(), 10)]);
+    let again = run_all(
+        &handle,
+        vec![
+            request("b", system.clone(), 10),
+            request("c", with_suffix.clone(), 10),
+        ],
+    );
     assert_eq!(again[0].0, first[0].0);
     assert_eq!(again[0].2.cached_tokens, 48);
     assert_eq!(again[1].2.cached_tokens, 48);
     assert_eq!(again[1].0, reference(&with_suffix, 10));
     assert_eq!(first[0].0, reference(&system, 10));
     let m = handle.metrics();
-    assert_eq!(m.prefix_cache_hits.load(std::sync::atomic::Ordering::Relaxed), 96);
+    assert_eq!(
+        m.prefix_cache_hits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        96
+    );
 }
 
 #[test]
 fn n_choices_share_prompt_blocks() {
     let p = prompt(11, 40);
     let handle = engine(config());
-    let got = run_all(&handle, (0..3).map(|i| request(&format!("x-{i}"), p.clone(), 8)).collect());
+    let got = run_all(
+        &handle,
+        (0..3)
+            .map(|i| request(&format!("x-{i}"), p.clone(), 8))
+            .collect(),
+    );
     let want = reference(&p, 8);
     for g in &got {
         assert_eq!(g.0, want);
     }
     // The first is a miss; the others hit the 2 full blocks it registered in the same step.
-    assert_eq!(got.iter().map(|g| g.2.cached_tokens).collect::<Vec<_>>(), [0, 32, 32]);
+    assert_eq!(
+        got.iter().map(|g| g.2.cached_tokens).collect::<Vec<_>>(),
+        [0, 32, 32]
+    );
 }
 
 #[test]
 fn preemption_and_resume_equal_an_uninterrupted_run() {
-    let cases: Vec<(Vec<u32>, usize)> = (0..5).map(|i| (prompt(20 + i, 20 + 7 * i as usize), 30)).collect();
+    let cases: Vec<(Vec<u32>, usize)> = (0..5)
+        .map(|i| (prompt(20 + i, 20 + 7 * i as usize), 30))
+        .collect();
     let want: Vec<Vec<u32>> = cases.iter().map(|(p, n)| reference(p, *n)).collect();
     // 6 blocks of 16: room for one or two sequences at a time.
     let handle = engine(EngineConfig {
@@ -173,13 +232,20 @@ fn preemption_and_resume_equal_an_uninterrupted_run() {
         block_size: 16,
         ..config()
     });
-    let reqs = cases.iter().enumerate().map(|(i, (p, n))| request(&format!("r{i}"), p.clone(), *n)).collect();
+    let reqs = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (p, n))| request(&format!("r{i}"), p.clone(), *n))
+        .collect();
     let got = run_all(&handle, reqs);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(&g.0, w, "sequence {i}");
     }
     let m = handle.metrics();
-    assert!(m.num_preemptions.load(std::sync::atomic::Ordering::Relaxed) > 0, "the test must preempt");
+    assert!(
+        m.num_preemptions.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the test must preempt"
+    );
 }
 
 #[test]
@@ -207,29 +273,46 @@ fn stop_tokens_and_min_tokens() {
 #[test]
 fn dropped_stream_frees_its_blocks() {
     let handle = engine(config());
-    let mut stream = handle.submit(request("drop", prompt(40, 60), 150)).expect("submit");
+    let mut stream = handle
+        .submit(request("drop", prompt(40, 60), 150))
+        .expect("submit");
     // Wait for the first two tokens, then disconnect.
     for _ in 0..2 {
-        assert!(matches!(stream.blocking_recv(), Some(EngineEvent::Token { .. })));
+        assert!(matches!(
+            stream.blocking_recv(),
+            Some(EngineEvent::Token { .. })
+        ));
     }
     let m = handle.metrics();
     assert!(m.kv_cache_usage() > 0.0);
     drop(stream);
     // Commands are handled in order: once a later request finished, the abort was handled.
     run_all(&handle, vec![request("after", prompt(41, 5), 2)]);
-    assert_eq!(m.finished_abort.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        m.finished_abort.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert_eq!(m.kv_cache_usage(), 0.0);
-    assert_eq!(m.num_requests_running.load(std::sync::atomic::Ordering::Relaxed), 0);
-    assert!(m
-        .render_prometheus("tiny")
-        .contains("kestrel:request_success_total{finished_reason=\"abort\",model_name=\"tiny\"} 1"));
+    assert_eq!(
+        m.num_requests_running
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(m.render_prometheus("tiny").contains(
+        "kestrel:request_success_total{finished_reason=\"abort\",model_name=\"tiny\"} 1"
+    ));
 }
 
 #[test]
 fn abort_by_request_id() {
     let handle = engine(config());
-    let mut stream = handle.submit(request("victim", prompt(42, 30), 200)).expect("submit");
-    assert!(matches!(stream.blocking_recv(), Some(EngineEvent::Token { .. })));
+    let mut stream = handle
+        .submit(request("victim", prompt(42, 30), 200))
+        .expect("submit");
+    assert!(matches!(
+        stream.blocking_recv(),
+        Some(EngineEvent::Token { .. })
+    ));
     handle.abort("victim");
     let (_, reason, usage) = collect(&mut stream);
     assert_eq!(reason, FinishReason::Abort);
@@ -239,20 +322,50 @@ fn abort_by_request_id() {
 
 #[test]
 fn admission_control() {
-    let handle = engine(EngineConfig { max_queued_requests: 0, ..config() });
-    assert!(matches!(handle.submit(request("q", vec![1, 2], 3)), Err(SubmitError::QueueFull { .. })));
+    let handle = engine(EngineConfig {
+        max_queued_requests: 0,
+        ..config()
+    });
+    assert!(matches!(
+        handle.submit(request("q", vec![1, 2], 3)),
+        Err(SubmitError::QueueFull { .. })
+    ));
     let handle = engine(config());
-    let err = handle.submit(request("long", prompt(1, 200), 100)).err().expect("too long");
-    assert!(matches!(err, SubmitError::TooLong { prompt: 200, max_tokens: 100, max_model_len: 256 }));
-    assert!(matches!(handle.submit(request("e", vec![], 3)), Err(SubmitError::Invalid(_))));
-    assert!(matches!(handle.submit(request("v", vec![9999], 3)), Err(SubmitError::Invalid(_))));
+    let err = handle
+        .submit(request("long", prompt(1, 200), 100))
+        .err()
+        .expect("too long");
+    assert!(matches!(
+        err,
+        SubmitError::TooLong {
+            prompt: 200,
+            max_tokens: 100,
+            max_model_len: 256
+        }
+    ));
+    assert!(matches!(
+        handle.submit(request("e", vec![], 3)),
+        Err(SubmitError::Invalid(_))
+    ));
+    assert!(matches!(
+        handle.submit(request("v", vec![9999], 3)),
+        Err(SubmitError::Invalid(_))
+    ));
     let mut bad = request("t", vec![1], 3);
     bad.sampling.top_p = 0.0;
     assert!(matches!(handle.submit(bad), Err(SubmitError::Invalid(_))));
     assert!(handle.is_healthy());
     // A cache too small for max_model_len is a configuration error.
     let (backend, model) = load();
-    assert!(start_engine(backend, model, EngineConfig { num_blocks: 2, ..config() }).is_err());
+    assert!(start_engine(
+        backend,
+        model,
+        EngineConfig {
+            num_blocks: 2,
+            ..config()
+        }
+    )
+    .is_err());
 }
 
 #[test]
@@ -260,7 +373,9 @@ fn async_recv_streams_tokens() {
     let handle = engine(config());
     let p = prompt(50, 9);
     let want = reference(&p, 6);
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let got = rt.block_on(async {
         let mut stream = handle.submit(request("async", p, 6)).expect("submit");
         let mut tokens = Vec::new();
@@ -280,7 +395,9 @@ mod panicking {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    use kestrel_backend::{cpu::CpuBackend, AttnShape, Backend, BatchInput, HostWeight, KvLayout, Result};
+    use kestrel_backend::{
+        cpu::CpuBackend, AttnShape, Backend, BatchInput, HostWeight, KvLayout, Result,
+    };
 
     use super::*;
 
@@ -325,7 +442,13 @@ mod panicking {
         fn rope(&self, x: &mut Self::Tensor, b: &Self::Batch, d: usize, theta: f64) -> Result<()> {
             self.inner.rope(x, b, d, theta)
         }
-        fn write_kv(&self, c: &mut Self::KvLayer, k: &Self::Tensor, v: &Self::Tensor, b: &Self::Batch) -> Result<()> {
+        fn write_kv(
+            &self,
+            c: &mut Self::KvLayer,
+            k: &Self::Tensor,
+            v: &Self::Tensor,
+            b: &Self::Batch,
+        ) -> Result<()> {
             self.inner.write_kv(c, k, v, b)
         }
         fn attention(
@@ -351,24 +474,37 @@ mod panicking {
     #[test]
     fn a_panicking_step_fails_every_sequence_and_flips_health() {
         let armed = Arc::new(AtomicBool::new(false));
-        let backend = Flaky { inner: CpuBackend::new(), armed: armed.clone() };
+        let backend = Flaky {
+            inner: CpuBackend::new(),
+            armed: armed.clone(),
+        };
         let files = ModelFiles::open(&fixture_dir()).expect("fixture");
-        let model = QwenModel::load(&backend, files.config().clone(), files.weights()).expect("load");
+        let model =
+            QwenModel::load(&backend, files.config().clone(), files.weights()).expect("load");
         let handle = start_engine(backend, model, config()).expect("engine starts");
-        let mut a = handle.submit(request("a", prompt(60, 10), 200)).expect("submit");
-        let mut b = handle.submit(request("b", prompt(61, 10), 200)).expect("submit");
+        let mut a = handle
+            .submit(request("a", prompt(60, 10), 200))
+            .expect("submit");
+        let mut b = handle
+            .submit(request("b", prompt(61, 10), 200))
+            .expect("submit");
         assert!(matches!(a.blocking_recv(), Some(EngineEvent::Token { .. })));
         armed.store(true, Ordering::SeqCst);
         for stream in [&mut a, &mut b] {
             let last = std::iter::from_fn(|| stream.blocking_recv()).last();
             match last {
-                Some(EngineEvent::Error { message }) => assert!(message.contains("injected failure"), "{message}"),
+                Some(EngineEvent::Error { message }) => {
+                    assert!(message.contains("injected failure"), "{message}")
+                }
                 other => panic!("expected an error, got {other:?}"),
             }
         }
         // The thread is gone (the error is sent before it exits; health flips before the errors).
         assert!(!handle.is_healthy());
-        assert!(matches!(handle.submit(request("c", vec![1], 1)), Err(SubmitError::EngineDead)));
+        assert!(matches!(
+            handle.submit(request("c", vec![1], 1)),
+            Err(SubmitError::EngineDead)
+        ));
     }
 }
 

@@ -69,7 +69,13 @@ fn expected(p: &SamplingParams, logits: &[f32], prompt: &[u32], output: &[u32]) 
     probs
 }
 
-fn frequencies(p: &SamplingParams, logits: &[f32], prompt: &[u32], output: &[u32], draws: usize) -> Vec<usize> {
+fn frequencies(
+    p: &SamplingParams,
+    logits: &[f32],
+    prompt: &[u32],
+    output: &[u32],
+    draws: usize,
+) -> Vec<usize> {
     let mut sampler = Sampler::new(p.clone(), prompt, logits.len(), 1234).expect("valid params");
     for &t in output {
         sampler.push_output_token(t);
@@ -88,7 +94,10 @@ fn check(name: &str, p: &SamplingParams, logits: &[f32], prompt: &[u32], output:
     let n = DRAWS as f64;
     for (id, (&c, &q)) in counts.iter().zip(&probs).enumerate() {
         if q == 0.0 {
-            assert_eq!(c, 0, "{name}: token {id} is excluded but was drawn {c} times");
+            assert_eq!(
+                c, 0,
+                "{name}: token {id} is excluded but was drawn {c} times"
+            );
         } else {
             let sigma = (n * q * (1.0 - q)).sqrt();
             let diff = (c as f64 - n * q).abs();
@@ -136,19 +145,43 @@ fn top_k() {
 fn top_p() {
     check("top_p=0.8", &with(|p| p.top_p = 0.8), &LOGITS, &[], &[]);
     check("top_p=0.3", &with(|p| p.top_p = 0.3), &LOGITS, &[], &[]);
-    check("top_k=5,top_p=0.7", &with(|p| (p.top_k, p.top_p) = (5, 0.7)), &LOGITS, &[], &[]);
+    check(
+        "top_k=5,top_p=0.7",
+        &with(|p| (p.top_k, p.top_p) = (5, 0.7)),
+        &LOGITS,
+        &[],
+        &[],
+    );
 }
 
 #[test]
 fn min_p() {
     check("min_p=0.2", &with(|p| p.min_p = 0.2), &LOGITS, &[], &[]);
-    check("t=0.5,min_p=0.05", &with(|p| (p.temperature, p.min_p) = (0.5, 0.05)), &LOGITS, &[], &[]);
+    check(
+        "t=0.5,min_p=0.05",
+        &with(|p| (p.temperature, p.min_p) = (0.5, 0.05)),
+        &LOGITS,
+        &[],
+        &[],
+    );
 }
 
 #[test]
 fn penalties_and_bias() {
-    check("repetition=1.5", &with(|p| p.repetition_penalty = 1.5), &LOGITS, &[0, 5, 5], &[7]);
-    check("repetition=0.8", &with(|p| p.repetition_penalty = 0.8), &LOGITS, &[4, 6], &[]);
+    check(
+        "repetition=1.5",
+        &with(|p| p.repetition_penalty = 1.5),
+        &LOGITS,
+        &[0, 5, 5],
+        &[7],
+    );
+    check(
+        "repetition=0.8",
+        &with(|p| p.repetition_penalty = 0.8),
+        &LOGITS,
+        &[4, 6],
+        &[],
+    );
     check(
         "presence+frequency",
         &with(|p| (p.presence_penalty, p.frequency_penalty) = (0.5, 0.3)),
@@ -156,7 +189,13 @@ fn penalties_and_bias() {
         &[1],
         &[0, 0, 0, 7],
     );
-    check("bias", &with(|p| p.logit_bias = vec![(6, 4.0), (0, -100.0)]), &LOGITS, &[], &[]);
+    check(
+        "bias",
+        &with(|p| p.logit_bias = vec![(6, 4.0), (0, -100.0)]),
+        &LOGITS,
+        &[],
+        &[],
+    );
 }
 
 #[test]
@@ -194,7 +233,11 @@ fn full_vocabulary_top_k_top_p() {
         if q == 0.0 {
             assert_eq!(c, 0, "token {id} excluded");
         } else {
-            assert!((c as f64 - n * q).abs() <= 4.0 * (n * q * (1.0 - q)).sqrt() + 1.0, "token {id}: {c} vs {}", n * q);
+            assert!(
+                (c as f64 - n * q).abs() <= 4.0 * (n * q * (1.0 - q)).sqrt() + 1.0,
+                "token {id}: {c} vs {}",
+                n * q
+            );
         }
     }
 }
@@ -210,7 +253,9 @@ fn greedy_is_argmax() {
 fn stream(sampler: &mut Sampler, scratch: &mut SamplerScratch, steps: usize) -> Vec<u32> {
     (0..steps)
         .map(|step| {
-            let logits: Vec<f32> = (0..64).map(|i| ((i * 31 + step * 17) % 23) as f32 * 0.2).collect();
+            let logits: Vec<f32> = (0..64)
+                .map(|i| ((i * 31 + step * 17) % 23) as f32 * 0.2)
+                .collect();
             let token = sampler.sample(&logits, scratch).token;
             sampler.push_output_token(token);
             token
@@ -220,28 +265,55 @@ fn stream(sampler: &mut Sampler, scratch: &mut SamplerScratch, steps: usize) -> 
 
 #[test]
 fn a_seed_reproduces_exactly() {
-    let p = with(|p| (p.seed, p.temperature, p.top_p, p.repetition_penalty) = (Some(42), 0.9, 0.95, 1.1));
-    let run =
-        || stream(&mut Sampler::new(p.clone(), &[1, 2, 3], 64, 0).expect("valid"), &mut SamplerScratch::default(), 200);
+    let p = with(|p| {
+        (p.seed, p.temperature, p.top_p, p.repetition_penalty) = (Some(42), 0.9, 0.95, 1.1)
+    });
+    let run = || {
+        stream(
+            &mut Sampler::new(p.clone(), &[1, 2, 3], 64, 0).expect("valid"),
+            &mut SamplerScratch::default(),
+            200,
+        )
+    };
     let first = run();
     assert_eq!(first, run());
     // The engine seed is ignored when the request has one, and used when it has none.
     assert_eq!(
         first,
-        stream(&mut Sampler::new(p.clone(), &[1, 2, 3], 64, 999).expect("valid"), &mut SamplerScratch::default(), 200)
+        stream(
+            &mut Sampler::new(p.clone(), &[1, 2, 3], 64, 999).expect("valid"),
+            &mut SamplerScratch::default(),
+            200
+        )
     );
-    let unseeded = SamplingParams { seed: None, ..p.clone() };
+    let unseeded = SamplingParams {
+        seed: None,
+        ..p.clone()
+    };
     let a = stream(
         &mut Sampler::new(unseeded.clone(), &[1, 2, 3], 64, 5).expect("valid"),
         &mut SamplerScratch::default(),
         200,
     );
-    let b = stream(&mut Sampler::new(unseeded, &[1, 2, 3], 64, 6).expect("valid"), &mut SamplerScratch::default(), 200);
+    let b = stream(
+        &mut Sampler::new(unseeded, &[1, 2, 3], 64, 6).expect("valid"),
+        &mut SamplerScratch::default(),
+        200,
+    );
     assert_ne!(a, b, "different engine seeds give different streams");
     assert_ne!(
         first,
         stream(
-            &mut Sampler::new(SamplingParams { seed: Some(43), ..p }, &[1, 2, 3], 64, 0).expect("valid"),
+            &mut Sampler::new(
+                SamplingParams {
+                    seed: Some(43),
+                    ..p
+                },
+                &[1, 2, 3],
+                64,
+                0
+            )
+            .expect("valid"),
             &mut SamplerScratch::default(),
             200
         )
@@ -254,7 +326,11 @@ fn a_seed_reproduces_exactly() {
 fn same_seed_in_one_batch_gives_identical_streams() {
     let p = with(|p| (p.seed, p.top_k, p.min_p) = (Some(7), 40, 0.02));
     let other = with(|p| (p.seed, p.temperature) = (Some(8), 1.3));
-    let alone = stream(&mut Sampler::new(p.clone(), &[], 64, 0).expect("valid"), &mut SamplerScratch::default(), 100);
+    let alone = stream(
+        &mut Sampler::new(p.clone(), &[], 64, 0).expect("valid"),
+        &mut SamplerScratch::default(),
+        100,
+    );
     let mut batch = [
         Sampler::new(p.clone(), &[], 64, 0).expect("valid"),
         Sampler::new(other, &[], 64, 0).expect("valid"),
@@ -263,7 +339,9 @@ fn same_seed_in_one_batch_gives_identical_streams() {
     let mut scratch = SamplerScratch::default();
     let mut streams = vec![Vec::new(); 3];
     for step in 0..100 {
-        let logits: Vec<f32> = (0..64).map(|i| ((i * 31 + step * 17) % 23) as f32 * 0.2).collect();
+        let logits: Vec<f32> = (0..64)
+            .map(|i| ((i * 31 + step * 17) % 23) as f32 * 0.2)
+            .collect();
         for (sampler, out) in batch.iter_mut().zip(streams.iter_mut()) {
             let token = sampler.sample(&logits, &mut scratch).token;
             sampler.push_output_token(token);

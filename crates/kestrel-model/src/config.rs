@@ -76,7 +76,10 @@ impl ModelConfig {
             ));
         }
         if self.head_dim % 2 != 0 {
-            return fail(format!("`head_dim` ({}) must be even for rotary embeddings", self.head_dim));
+            return fail(format!(
+                "`head_dim` ({}) must be even for rotary embeddings",
+                self.head_dim
+            ));
         }
         if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) {
             return fail("`rms_norm_eps` and `rope_theta` must be positive".into());
@@ -116,19 +119,35 @@ impl ModelConfig {
         let hidden_size = required("hidden_size", raw.hidden_size)?;
         let num_heads = required("num_attention_heads", raw.num_attention_heads)?;
         if raw.use_sliding_window == Some(true) {
-            return Err(ModelError::config(path, "`use_sliding_window: true` is not supported"));
+            return Err(ModelError::config(
+                path,
+                "`use_sliding_window: true` is not supported",
+            ));
         }
         // transformers 5 moved rope settings into `rope_parameters`; older configs use
         // `rope_theta` + `rope_scaling`.
-        let rope = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref()).filter(|v| !v.is_null());
-        if let Some(kind) = rope.and_then(|r| r.get("rope_type").or_else(|| r.get("type"))).and_then(Value::as_str) {
+        let rope = raw
+            .rope_parameters
+            .as_ref()
+            .or(raw.rope_scaling.as_ref())
+            .filter(|v| !v.is_null());
+        if let Some(kind) = rope
+            .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
+            .and_then(Value::as_str)
+        {
             if kind != "default" {
-                return Err(ModelError::config(path, format!("rope scaling `{kind}` is not supported")));
+                return Err(ModelError::config(
+                    path,
+                    format!("rope scaling `{kind}` is not supported"),
+                ));
             }
         }
         let rope_theta = raw
             .rope_theta
-            .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+            .or_else(|| {
+                rope.and_then(|r| r.get("rope_theta"))
+                    .and_then(Value::as_f64)
+            })
             .unwrap_or(10_000.0);
         let cfg = ModelConfig {
             arch,
@@ -138,7 +157,11 @@ impl ModelConfig {
             num_layers: required("num_hidden_layers", raw.num_hidden_layers)?,
             num_heads,
             num_kv_heads: raw.num_key_value_heads.unwrap_or(num_heads),
-            head_dim: raw.head_dim.unwrap_or(if num_heads > 0 { hidden_size / num_heads } else { 0 }),
+            head_dim: raw.head_dim.unwrap_or(if num_heads > 0 {
+                hidden_size / num_heads
+            } else {
+                0
+            }),
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6) as f32,
             rope_theta,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(32_768),
@@ -151,19 +174,26 @@ impl ModelConfig {
     /// Reads the `{arch}.*` keys of a GGUF file (llama.cpp's names).
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let path = gguf.path();
-        let arch_name = gguf.get_str("general.architecture").map_err(|e| ModelError::config(path, e))?;
-        let arch = match arch_name {
-            "qwen3" => Arch::Qwen3,
-            "qwen2" => Arch::Qwen2,
-            other => {
-                return Err(ModelError::config(
+        let arch_name = gguf
+            .get_str("general.architecture")
+            .map_err(|e| ModelError::config(path, e))?;
+        let arch =
+            match arch_name {
+                "qwen3" => Arch::Qwen3,
+                "qwen2" => Arch::Qwen2,
+                other => return Err(ModelError::config(
                     path,
-                    format!("GGUF architecture `{other}` is not supported (supported: qwen3, qwen2)"),
-                ))
-            }
-        };
+                    format!(
+                        "GGUF architecture `{other}` is not supported (supported: qwen3, qwen2)"
+                    ),
+                )),
+            };
         let key = |k: &str| format!("{arch_name}.{k}");
-        let uint = |k: &str| gguf.get_u64(&key(k)).map(|v| v as usize).map_err(|e| ModelError::config(path, e));
+        let uint = |k: &str| {
+            gguf.get_u64(&key(k))
+                .map(|v| v as usize)
+                .map_err(|e| ModelError::config(path, e))
+        };
         let hidden_size = uint("embedding_length")?;
         let num_heads = uint("attention.head_count")?;
         let head_dim = match gguf.get_u64(&key("attention.key_length")) {
@@ -174,7 +204,12 @@ impl ModelConfig {
             Ok(v) => v as usize,
             Err(_) => match gguf.tensor_info("token_embd.weight") {
                 Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
-                _ => return Err(ModelError::config(path, "no vocabulary size (no token_embd.weight)")),
+                _ => {
+                    return Err(ModelError::config(
+                        path,
+                        "no vocabulary size (no token_embd.weight)",
+                    ))
+                }
             },
         };
         let cfg = ModelConfig {
@@ -184,11 +219,19 @@ impl ModelConfig {
             intermediate_size: uint("feed_forward_length")?,
             num_layers: uint("block_count")?,
             num_heads,
-            num_kv_heads: gguf.get_u64(&key("attention.head_count_kv")).map(|v| v as usize).unwrap_or(num_heads),
+            num_kv_heads: gguf
+                .get_u64(&key("attention.head_count_kv"))
+                .map(|v| v as usize)
+                .unwrap_or(num_heads),
             head_dim,
-            rms_norm_eps: gguf.get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6) as f32,
+            rms_norm_eps: gguf
+                .get_f64(&key("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-6) as f32,
             rope_theta: gguf.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0),
-            max_position_embeddings: gguf.get_u64(&key("context_length")).map(|v| v as usize).unwrap_or(32_768),
+            max_position_embeddings: gguf
+                .get_u64(&key("context_length"))
+                .map(|v| v as usize)
+                .unwrap_or(32_768),
             tie_word_embeddings: gguf.tensor_info("output.weight").is_none(),
         };
         cfg.validate(path)?;
@@ -236,14 +279,26 @@ mod tests {
     fn reads_the_real_qwen3_1_7b_config_and_ignores_unknown_fields() {
         let c = ModelConfig::from_hf_json(QWEN3_1_7B, Path::new("config.json")).unwrap();
         assert_eq!(c.arch, Arch::Qwen3);
-        assert_eq!((c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim), (2048, 28, 16, 8, 128));
+        assert_eq!(
+            (
+                c.hidden_size,
+                c.num_layers,
+                c.num_heads,
+                c.num_kv_heads,
+                c.head_dim
+            ),
+            (2048, 28, 16, 8, 128)
+        );
         assert_eq!(c.rope_theta, 1e6);
         assert!(c.tie_word_embeddings);
     }
 
     #[test]
     fn transformers_5_rope_parameters_are_read() {
-        let text = QWEN3_1_7B.replace(r#""rope_theta": 1000000,"#, r#""rope_parameters": {"rope_theta": 5000.0, "rope_type": "default"},"#);
+        let text = QWEN3_1_7B.replace(
+            r#""rope_theta": 1000000,"#,
+            r#""rope_parameters": {"rope_theta": 5000.0, "rope_type": "default"},"#,
+        );
         let c = ModelConfig::from_hf_json(&text, Path::new("config.json")).unwrap();
         assert_eq!(c.rope_theta, 5000.0);
     }
@@ -251,24 +306,49 @@ mod tests {
     #[test]
     fn missing_required_field_is_named() {
         let text = QWEN3_1_7B.replace(r#""hidden_size": 2048,"#, "");
-        let e = ModelConfig::from_hf_json(&text, Path::new("/m/config.json")).unwrap_err().to_string();
+        let e = ModelConfig::from_hf_json(&text, Path::new("/m/config.json"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "/m/config.json: missing required field `hidden_size`");
     }
 
     #[test]
     fn unsupported_architecture_and_rope_scaling_are_errors() {
-        let e = ModelConfig::from_hf_json(&QWEN3_1_7B.replace("Qwen3ForCausalLM", "LlamaForCausalLM"), Path::new("c.json"));
-        assert!(e.unwrap_err().to_string().contains("`LlamaForCausalLM` is not supported"));
-        let yarn = QWEN3_1_7B.replace(r#""rope_scaling": null"#, r#""rope_scaling": {"rope_type": "yarn", "factor": 4.0}"#);
-        let e = ModelConfig::from_hf_json(&yarn, Path::new("c.json")).unwrap_err().to_string();
+        let e = ModelConfig::from_hf_json(
+            &QWEN3_1_7B.replace("Qwen3ForCausalLM", "LlamaForCausalLM"),
+            Path::new("c.json"),
+        );
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("`LlamaForCausalLM` is not supported"));
+        let yarn = QWEN3_1_7B.replace(
+            r#""rope_scaling": null"#,
+            r#""rope_scaling": {"rope_type": "yarn", "factor": 4.0}"#,
+        );
+        let e = ModelConfig::from_hf_json(&yarn, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rope scaling `yarn` is not supported"), "{e}");
     }
 
     #[test]
     fn wrong_types_and_bad_relations_are_errors() {
-        let e = ModelConfig::from_hf_json(&QWEN3_1_7B.replace(r#""hidden_size": 2048"#, r#""hidden_size": "big""#), Path::new("c.json"));
-        assert!(e.unwrap_err().to_string().starts_with("c.json: invalid type"));
-        let e = ModelConfig::from_hf_json(&QWEN3_1_7B.replace(r#""num_key_value_heads": 8"#, r#""num_key_value_heads": 3"#), Path::new("c.json"));
-        assert!(e.unwrap_err().to_string().contains("multiple of `num_key_value_heads`"));
+        let e = ModelConfig::from_hf_json(
+            &QWEN3_1_7B.replace(r#""hidden_size": 2048"#, r#""hidden_size": "big""#),
+            Path::new("c.json"),
+        );
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .starts_with("c.json: invalid type"));
+        let e = ModelConfig::from_hf_json(
+            &QWEN3_1_7B.replace(r#""num_key_value_heads": 8"#, r#""num_key_value_heads": 3"#),
+            Path::new("c.json"),
+        );
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("multiple of `num_key_value_heads`"));
     }
 }

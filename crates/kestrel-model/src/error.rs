@@ -12,7 +12,11 @@ pub enum ModelError {
     #[error("weight `{name}` not found in {source_desc}")]
     MissingWeight { name: String, source_desc: String },
     #[error("weight `{name}` in {source_desc}: {detail}")]
-    BadWeight { name: String, source_desc: String, detail: String },
+    BadWeight {
+        name: String,
+        source_desc: String,
+        detail: String,
+    },
     #[error("model `{model_id}`: {detail}")]
     Hub { model_id: String, detail: String },
     #[error(transparent)]
@@ -23,9 +27,15 @@ pub type Result<T> = std::result::Result<T, ModelError>;
 
 impl ModelError {
     pub fn file(path: impl Into<PathBuf>, detail: impl std::fmt::Display) -> Self {
-        Self::File { path: path.into(), detail: detail.to_string() }
+        Self::File {
+            path: path.into(),
+            detail: detail.to_string(),
+        }
     }
     pub fn config(path: impl Into<PathBuf>, detail: impl std::fmt::Display) -> Self {
-        Self::Config { path: path.into(), detail: detail.to_string() }
+        Self::Config {
+            path: path.into(),
+            detail: detail.to_string(),
+        }
     }
 }

@@ -103,9 +103,17 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            format!("truncated: needs {n} bytes at offset {} of {}", self.pos, self.buf.len())
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                format!(
+                    "truncated: needs {n} bytes at offset {} of {}",
+                    self.pos,
+                    self.buf.len()
+                )
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -131,7 +139,8 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> std::result::Result<String, String> {
         let n = self.count("string length", 1)?;
         let bytes = self.take(n)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| format!("invalid UTF-8 string at offset {}", self.pos - n))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| format!("invalid UTF-8 string at offset {}", self.pos - n))
     }
     fn value(&mut self, ty: u32, depth: usize) -> std::result::Result<GgufValue, String> {
         Ok(match ty {
@@ -175,13 +184,19 @@ impl GgufFile {
 
     fn parse(path: &Path, mmap: Arc<Mmap>) -> Result<Self> {
         let err = |d: String| ModelError::file(path, format!("not a valid GGUF file: {d}"));
-        let mut r = Reader { buf: &mmap[..], pos: 0 };
+        let mut r = Reader {
+            buf: &mmap[..],
+            pos: 0,
+        };
         if r.take(4).map_err(err)? != b"GGUF" {
             return Err(ModelError::file(path, "not a GGUF file (bad magic)"));
         }
         let version = r.u32().map_err(err)?;
         if !(2..=3).contains(&version) {
-            return Err(ModelError::file(path, format!("GGUF version {version} is not supported (2 or 3)")));
+            return Err(ModelError::file(
+                path,
+                format!("GGUF version {version} is not supported (2 or 3)"),
+            ));
         }
         let num_tensors = r.count("tensor", 24).map_err(err)?;
         let num_kv = r.count("metadata", 12).map_err(err)?;
@@ -189,7 +204,9 @@ impl GgufFile {
         for _ in 0..num_kv {
             let key = r.string().map_err(err)?;
             let ty = r.u32().map_err(err)?;
-            let v = r.value(ty, 0).map_err(|e| err(format!("metadata `{key}`: {e}")))?;
+            let v = r
+                .value(ty, 0)
+                .map_err(|e| err(format!("metadata `{key}`: {e}")))?;
             metadata.insert(key, v);
         }
         let mut tensors = Vec::with_capacity(num_tensors);
@@ -199,17 +216,37 @@ impl GgufFile {
             if n_dims > 4 {
                 return Err(err(format!("tensor `{name}` has {n_dims} dimensions")));
             }
-            let dims = (0..n_dims).map(|_| r.u64()).collect::<std::result::Result<Vec<_>, _>>().map_err(err)?;
+            let dims = (0..n_dims)
+                .map(|_| r.u64())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(err)?;
             let ggml_type = r.u32().map_err(err)?;
             let offset = r.u64().map_err(err)?;
-            tensors.push(GgufTensorInfo { name, dims, ggml_type, offset });
+            tensors.push(GgufTensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+            });
         }
-        let alignment = metadata.get("general.alignment").and_then(GgufValue::as_u64).unwrap_or(32) as usize;
+        let alignment = metadata
+            .get("general.alignment")
+            .and_then(GgufValue::as_u64)
+            .unwrap_or(32) as usize;
         if alignment == 0 || !alignment.is_power_of_two() {
-            return Err(err(format!("general.alignment {alignment} is not a power of two")));
+            return Err(err(format!(
+                "general.alignment {alignment} is not a power of two"
+            )));
         }
         let data_offset = r.pos.div_ceil(alignment) * alignment;
-        Ok(Self { path: path.to_path_buf(), version, metadata, tensors, data_offset, mmap })
+        Ok(Self {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            data_offset,
+            mmap,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -220,13 +257,23 @@ impl GgufFile {
         self.metadata.get(key)
     }
 
-    fn typed<T>(&self, key: &str, what: &str, f: impl Fn(&GgufValue) -> Option<T>) -> std::result::Result<T, String> {
-        let v = self.get(key).ok_or_else(|| format!("missing GGUF metadata `{key}`"))?;
+    fn typed<T>(
+        &self,
+        key: &str,
+        what: &str,
+        f: impl Fn(&GgufValue) -> Option<T>,
+    ) -> std::result::Result<T, String> {
+        let v = self
+            .get(key)
+            .ok_or_else(|| format!("missing GGUF metadata `{key}`"))?;
         f(v).ok_or_else(|| format!("GGUF metadata `{key}` is not {what}"))
     }
     pub fn get_str(&self, key: &str) -> std::result::Result<&str, String> {
-        let v = self.get(key).ok_or_else(|| format!("missing GGUF metadata `{key}`"))?;
-        v.as_str().ok_or_else(|| format!("GGUF metadata `{key}` is not a string"))
+        let v = self
+            .get(key)
+            .ok_or_else(|| format!("missing GGUF metadata `{key}`"))?;
+        v.as_str()
+            .ok_or_else(|| format!("GGUF metadata `{key}` is not a string"))
     }
     pub fn get_u64(&self, key: &str) -> std::result::Result<u64, String> {
         self.typed(key, "an unsigned integer", GgufValue::as_u64)
@@ -240,7 +287,10 @@ impl GgufFile {
     /// A string array (e.g. `tokenizer.ggml.tokens`).
     pub fn get_str_array(&self, key: &str) -> std::result::Result<Vec<String>, String> {
         self.typed(key, "a string array", |v| match v {
-            GgufValue::Array(items) => items.iter().map(|i| i.as_str().map(str::to_owned)).collect(),
+            GgufValue::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect(),
             _ => None,
         })
     }
@@ -264,12 +314,18 @@ impl GgufFile {
             source_desc: self.path.display().to_string(),
             detail: d,
         };
-        let info = self.tensor_info(name).ok_or_else(|| ModelError::MissingWeight {
-            name: name.to_string(),
-            source_desc: self.path.display().to_string(),
-        })?;
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| ModelError::MissingWeight {
+                name: name.to_string(),
+                source_desc: self.path.display().to_string(),
+            })?;
         let format = WeightFormat::from_ggml_type_id(info.ggml_type).ok_or_else(|| {
-            bad(format!("tensor type {} ({}) is not supported", info.ggml_type, ggml_type_name(info.ggml_type)))
+            bad(format!(
+                "tensor type {} ({}) is not supported",
+                info.ggml_type,
+                ggml_type_name(info.ggml_type)
+            ))
         })?;
         let (rows, cols) = match info.dims[..] {
             [n] => (1, n as usize),
@@ -278,16 +334,32 @@ impl GgufFile {
             _ => return Err(bad(format!("unsupported shape {:?}", info.dims))),
         };
         if cols % format.block_len() != 0 {
-            return Err(bad(format!("{cols} columns is not a multiple of the {} block", format.name())));
+            return Err(bad(format!(
+                "{cols} columns is not a multiple of the {} block",
+                format.name()
+            )));
         }
         let len = rows
             .checked_mul(format.row_bytes(cols))
             .ok_or_else(|| bad("tensor size overflows".into()))?;
-        let start = self.data_offset.checked_add(info.offset as usize).ok_or_else(|| bad("offset overflows".into()))?;
+        let start = self
+            .data_offset
+            .checked_add(info.offset as usize)
+            .ok_or_else(|| bad("offset overflows".into()))?;
         let bytes = HostBytes::new(self.mmap.clone(), start, len).ok_or_else(|| {
-            bad(format!("data {start}..{} lies past the end of the file ({} bytes): truncated?", start + len, self.mmap.len()))
+            bad(format!(
+                "data {start}..{} lies past the end of the file ({} bytes): truncated?",
+                start + len,
+                self.mmap.len()
+            ))
         })?;
-        Ok(HostWeight { name: name.to_string(), format, rows, cols, bytes })
+        Ok(HostWeight {
+            name: name.to_string(),
+            format,
+            rows,
+            cols,
+            bytes,
+        })
     }
 }
 

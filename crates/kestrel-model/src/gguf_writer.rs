@@ -22,12 +22,21 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     /// A `[rows, cols]` matrix (or `[cols]` vector when `rows` is `None`) in `format`.
-    pub fn new(name: impl Into<String>, format: WeightFormat, rows: Option<usize>, cols: usize) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        format: WeightFormat,
+        rows: Option<usize>,
+        cols: usize,
+    ) -> Self {
         let dims = match rows {
             Some(r) => vec![cols as u64, r as u64],
             None => vec![cols as u64],
         };
-        Self { name: name.into(), dims, ggml_type: format.ggml_type_id() }
+        Self {
+            name: name.into(),
+            dims,
+            ggml_type: format.ggml_type_id(),
+        }
     }
 
     /// Byte size of the data, when the type is one this engine knows.
@@ -97,12 +106,17 @@ pub fn write_gguf(
     let mut w = BufWriter::with_capacity(1 << 22, file);
     let sizes: Vec<u64> = tensors
         .iter()
-        .map(|t| t.byte_len().ok_or_else(|| ModelError::file(path, format!("tensor `{}`: unknown type", t.name))))
+        .map(|t| {
+            t.byte_len()
+                .ok_or_else(|| ModelError::file(path, format!("tensor `{}`: unknown type", t.name)))
+        })
         .collect::<Result<_>>()?;
     w.write_all(b"GGUF").map_err(io)?;
     w.write_all(&3u32.to_le_bytes()).map_err(io)?;
-    w.write_all(&(tensors.len() as u64).to_le_bytes()).map_err(io)?;
-    w.write_all(&(metadata.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&(tensors.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    w.write_all(&(metadata.len() as u64).to_le_bytes())
+        .map_err(io)?;
     for (k, v) in metadata {
         write_str(&mut w, k).map_err(io)?;
         w.write_all(&type_id(v).to_le_bytes()).map_err(io)?;
@@ -111,8 +125,12 @@ pub fn write_gguf(
     let mut offset = 0u64;
     for (t, size) in tensors.iter().zip(&sizes) {
         write_str(&mut w, &t.name).map_err(io)?;
-        w.write_all(&(t.dims.len() as u32).to_le_bytes()).map_err(io)?;
-        t.dims.iter().try_for_each(|d| w.write_all(&d.to_le_bytes())).map_err(io)?;
+        w.write_all(&(t.dims.len() as u32).to_le_bytes())
+            .map_err(io)?;
+        t.dims
+            .iter()
+            .try_for_each(|d| w.write_all(&d.to_le_bytes()))
+            .map_err(io)?;
         w.write_all(&t.ggml_type.to_le_bytes()).map_err(io)?;
         w.write_all(&offset.to_le_bytes()).map_err(io)?;
         offset = (offset + size).div_ceil(ALIGNMENT) * ALIGNMENT;

@@ -36,7 +36,11 @@ impl ModelSpec {
             || spec.starts_with('~')
             || spec.matches('/').count() != 1;
         let valid_id = spec.split('/').all(|part| {
-            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !part.starts_with('.')
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !part.starts_with('.')
         });
         if looks_local || !valid_id {
             return Err(ModelError::file(
@@ -74,17 +78,28 @@ fn cached(id: &str) -> Option<PathBuf> {
     }
     let config = repo.get("config.json")?;
     let weights_ok = match repo.get(INDEX) {
-        Some(index) => shard_names(&index).ok()?.iter().all(|s| repo.get(s).is_some()),
+        Some(index) => shard_names(&index)
+            .ok()?
+            .iter()
+            .all(|s| repo.get(s).is_some()),
         None => repo.get(SINGLE).is_some(),
     };
-    weights_ok.then(|| config.parent().map(Path::to_path_buf)).flatten()
+    weights_ok
+        .then(|| config.parent().map(Path::to_path_buf))
+        .flatten()
 }
 
 fn shard_names(index: &Path) -> std::result::Result<Vec<String>, String> {
     let text = std::fs::read_to_string(index).map_err(|e| e.to_string())?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or("no weight_map")?;
-    let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_owned)).collect();
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or("no weight_map")?;
+    let mut names: Vec<String> = map
+        .values()
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect();
     names.sort();
     names.dedup();
     Ok(names)
@@ -95,11 +110,20 @@ fn fetch(id: &str) -> Result<PathBuf> {
         return Ok(dir);
     }
     if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
-        return Err(hub_error(id, "not in the Hugging Face cache and HF_HUB_OFFLINE is set"));
+        return Err(hub_error(
+            id,
+            "not in the Hugging Face cache and HF_HUB_OFFLINE is set",
+        ));
     }
-    let api = ApiBuilder::from_env().with_progress(true).build().map_err(|e| hub_error(id, e))?;
+    let api = ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(|e| hub_error(id, e))?;
     let repo = api.model(id.to_string());
-    let get = |f: &str| repo.get(f).map_err(|e| hub_error(id, format!("could not download {f}: {e}")));
+    let get = |f: &str| {
+        repo.get(f)
+            .map_err(|e| hub_error(id, format!("could not download {f}: {e}")))
+    };
     let config = get(REQUIRED[0])?;
     for f in &REQUIRED[1..] {
         get(f)?;
@@ -118,7 +142,10 @@ fn fetch(id: &str) -> Result<PathBuf> {
             get(SINGLE)?;
         }
     }
-    config.parent().map(Path::to_path_buf).ok_or_else(|| hub_error(id, "cache path has no parent"))
+    config
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| hub_error(id, "cache path has no parent"))
 }
 
 #[cfg(test)]
@@ -127,12 +154,18 @@ mod tests {
 
     #[test]
     fn specs_are_classified() {
-        assert_eq!(ModelSpec::parse("Qwen/Qwen3-1.7B").unwrap(), ModelSpec::HubId("Qwen/Qwen3-1.7B".into()));
+        assert_eq!(
+            ModelSpec::parse("Qwen/Qwen3-1.7B").unwrap(),
+            ModelSpec::HubId("Qwen/Qwen3-1.7B".into())
+        );
         assert!(ModelSpec::parse("./missing-dir").is_err());
         assert!(ModelSpec::parse("/no/such/model.gguf").is_err());
         assert!(ModelSpec::parse("missing.gguf").is_err());
         assert!(ModelSpec::parse("a/b/c").is_err());
         let dir = std::env::temp_dir();
-        assert_eq!(ModelSpec::parse(dir.to_str().unwrap()).unwrap(), ModelSpec::Local(dir));
+        assert_eq!(
+            ModelSpec::parse(dir.to_str().unwrap()).unwrap(),
+            ModelSpec::Local(dir)
+        );
     }
 }

@@ -15,7 +15,13 @@ pub struct KvCache<B: Backend> {
 }
 
 impl<B: Backend> KvCache<B> {
-    pub fn new(backend: &B, config: &ModelConfig, num_blocks: usize, block_size: usize, dtype: KvDtype) -> Result<Self> {
+    pub fn new(
+        backend: &B,
+        config: &ModelConfig,
+        num_blocks: usize,
+        block_size: usize,
+        dtype: KvDtype,
+    ) -> Result<Self> {
         let layout = KvLayout {
             num_blocks,
             block_size,
@@ -23,14 +29,27 @@ impl<B: Backend> KvCache<B> {
             head_dim: config.head_dim,
             dtype,
         };
-        let layers = (0..config.num_layers).map(|_| backend.alloc_kv_layer(layout)).collect::<std::result::Result<_, _>>()?;
+        let layers = (0..config.num_layers)
+            .map(|_| backend.alloc_kv_layer(layout))
+            .collect::<std::result::Result<_, _>>()?;
         Ok(Self { layout, layers })
     }
 
     /// How many blocks fit in `bytes` for this model (at least one).
-    pub fn blocks_for_budget(config: &ModelConfig, block_size: usize, dtype: KvDtype, bytes: usize) -> usize {
-        let per_block = KvLayout { num_blocks: 1, block_size, num_kv_heads: config.num_kv_heads, head_dim: config.head_dim, dtype }
-            .bytes_per_layer()
+    pub fn blocks_for_budget(
+        config: &ModelConfig,
+        block_size: usize,
+        dtype: KvDtype,
+        bytes: usize,
+    ) -> usize {
+        let per_block = KvLayout {
+            num_blocks: 1,
+            block_size,
+            num_kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            dtype,
+        }
+        .bytes_per_layer()
             * config.num_layers;
         (bytes / per_block.max(1)).max(1)
     }

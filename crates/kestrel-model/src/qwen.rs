@@ -65,7 +65,13 @@ pub struct QwenModel<B: Backend> {
 }
 
 /// Loads weight `name` and checks its shape.
-fn load<B: Backend>(b: &B, src: &dyn WeightSource, name: &str, rows: usize, cols: usize) -> Result<B::Weight> {
+fn load<B: Backend>(
+    b: &B,
+    src: &dyn WeightSource,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<B::Weight> {
     let w = src.get(name)?;
     if (w.rows, w.cols) != (rows, cols) {
         return Err(crate::error::ModelError::BadWeight {
@@ -77,7 +83,13 @@ fn load<B: Backend>(b: &B, src: &dyn WeightSource, name: &str, rows: usize, cols
     Ok(b.load_weight(w)?)
 }
 
-fn load_opt<B: Backend>(b: &B, src: &dyn WeightSource, name: &str, rows: usize, cols: usize) -> Result<Option<B::Weight>> {
+fn load_opt<B: Backend>(
+    b: &B,
+    src: &dyn WeightSource,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Option<B::Weight>> {
     if src.contains(name) {
         load(b, src, name, rows, cols).map(Some)
     } else {
@@ -112,7 +124,13 @@ impl<B: Backend> QwenModel<B> {
                 o_bias: load_opt(backend, src, &p("self_attn.o_proj.bias"), 1, h)?,
                 q_norm: norm("self_attn.q_norm.weight")?,
                 k_norm: norm("self_attn.k_norm.weight")?,
-                post_attention_layernorm: load(backend, src, &p("post_attention_layernorm.weight"), 1, h)?,
+                post_attention_layernorm: load(
+                    backend,
+                    src,
+                    &p("post_attention_layernorm.weight"),
+                    1,
+                    h,
+                )?,
                 gate_proj: load(backend, src, &p("mlp.gate_proj.weight"), inter, h)?,
                 up_proj: load(backend, src, &p("mlp.up_proj.weight"), inter, h)?,
                 down_proj: load(backend, src, &p("mlp.down_proj.weight"), h, inter)?,
@@ -126,7 +144,13 @@ impl<B: Backend> QwenModel<B> {
             Some(load(backend, src, "lm_head.weight", c.vocab_size, h)?)
         };
         let norm = load(backend, src, "model.norm.weight", 1, h)?;
-        Ok(Self { config, embed_tokens, layers, norm, lm_head })
+        Ok(Self {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
     }
 
     /// One forward step over a flat varlen batch; writes the batch's K/V into `kv` and returns

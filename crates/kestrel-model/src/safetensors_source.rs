@@ -33,22 +33,33 @@ impl SafetensorsSource {
         let index = dir.join("model.safetensors.index.json");
         let shard_names: Vec<String> = if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| ModelError::file(&index, e))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::file(&index, e))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::file(&index, e))?;
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| ModelError::file(&index, "no `weight_map` object"))?;
-            let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_owned)).collect();
+            let mut names: Vec<String> = map
+                .values()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect();
             names.sort();
             names.dedup();
             names
         } else {
             vec!["model.safetensors".to_string()]
         };
-        let mut src = SafetensorsSource { dir: dir.to_path_buf(), files: Vec::new(), entries: HashMap::new() };
+        let mut src = SafetensorsSource {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+            entries: HashMap::new(),
+        };
         for name in shard_names {
             if name.contains('/') || name.contains("..") {
-                return Err(ModelError::file(&index, format!("shard name `{name}` leaves the model directory")));
+                return Err(ModelError::file(
+                    &index,
+                    format!("shard name `{name}` leaves the model directory"),
+                ));
             }
             src.add_file(&dir.join(name))?;
         }
@@ -79,7 +90,13 @@ impl SafetensorsSource {
             let (s, e) = info.data_offsets;
             self.entries.insert(
                 name,
-                Entry { file: file_idx, format, shape: info.shape.clone(), start: data_start + s, len: e - s },
+                Entry {
+                    file: file_idx,
+                    format,
+                    shape: info.shape.clone(),
+                    start: data_start + s,
+                    len: e - s,
+                },
             );
         }
         self.files.push((path.to_path_buf(), mmap));
@@ -93,10 +110,13 @@ impl WeightSource for SafetensorsSource {
     }
 
     fn get(&self, hf_name: &str) -> Result<HostWeight> {
-        let e = self.entries.get(hf_name).ok_or_else(|| ModelError::MissingWeight {
-            name: hf_name.to_string(),
-            source_desc: self.describe(),
-        })?;
+        let e = self
+            .entries
+            .get(hf_name)
+            .ok_or_else(|| ModelError::MissingWeight {
+                name: hf_name.to_string(),
+                source_desc: self.describe(),
+            })?;
         let (path, mmap) = &self.files[e.file];
         let bad = |d: String| ModelError::BadWeight {
             name: hf_name.to_string(),
@@ -108,8 +128,15 @@ impl WeightSource for SafetensorsSource {
             [r, c] => (r, c),
             _ => return Err(bad(format!("unsupported shape {:?}", e.shape))),
         };
-        let bytes = HostBytes::new(mmap.clone(), e.start, e.len).ok_or_else(|| bad("data out of range".into()))?;
-        Ok(HostWeight { name: hf_name.to_string(), format: e.format, rows, cols, bytes })
+        let bytes = HostBytes::new(mmap.clone(), e.start, e.len)
+            .ok_or_else(|| bad("data out of range".into()))?;
+        Ok(HostWeight {
+            name: hf_name.to_string(),
+            format: e.format,
+            rows,
+            cols,
+            bytes,
+        })
     }
 
     fn describe(&self) -> String {

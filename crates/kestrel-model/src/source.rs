@@ -23,8 +23,15 @@ pub trait WeightSource: Sync {
 
 /// A resolved local model: a Hugging Face-format directory or a single GGUF file.
 pub enum ModelFiles {
-    HfDir { dir: PathBuf, config: ModelConfig, weights: SafetensorsSource },
-    Gguf { config: ModelConfig, gguf: GgufFile },
+    HfDir {
+        dir: PathBuf,
+        config: ModelConfig,
+        weights: SafetensorsSource,
+    },
+    Gguf {
+        config: ModelConfig,
+        gguf: GgufFile,
+    },
 }
 
 impl ModelFiles {
@@ -34,7 +41,11 @@ impl ModelFiles {
         if meta.is_dir() {
             let config = ModelConfig::from_hf_file(&path.join("config.json"))?;
             let weights = SafetensorsSource::open_dir(path)?;
-            Ok(ModelFiles::HfDir { dir: path.to_path_buf(), config, weights })
+            Ok(ModelFiles::HfDir {
+                dir: path.to_path_buf(),
+                config,
+                weights,
+            })
         } else {
             let gguf = GgufFile::open(path)?;
             let config = ModelConfig::from_gguf(&gguf)?;
@@ -53,10 +64,12 @@ impl ModelFiles {
     pub fn default_kv_dtype(&self) -> KvDtype {
         match self {
             ModelFiles::Gguf { .. } => KvDtype::F16,
-            ModelFiles::HfDir { weights, .. } => match weights.get("model.embed_tokens.weight").map(|w| w.format) {
-                Ok(WeightFormat::F32) => KvDtype::F32,
-                _ => KvDtype::F16,
-            },
+            ModelFiles::HfDir { weights, .. } => {
+                match weights.get("model.embed_tokens.weight").map(|w| w.format) {
+                    Ok(WeightFormat::F32) => KvDtype::F32,
+                    _ => KvDtype::F16,
+                }
+            }
         }
     }
 
@@ -120,10 +133,22 @@ mod tests {
 
     #[test]
     fn maps_hf_names_to_llama_cpp_names() {
-        assert_eq!(gguf_name("model.embed_tokens.weight").unwrap(), "token_embd.weight");
-        assert_eq!(gguf_name("model.layers.11.self_attn.k_norm.weight").unwrap(), "blk.11.attn_k_norm.weight");
-        assert_eq!(gguf_name("model.layers.0.self_attn.q_proj.bias").unwrap(), "blk.0.attn_q.bias");
-        assert_eq!(gguf_name("model.layers.3.mlp.down_proj.weight").unwrap(), "blk.3.ffn_down.weight");
+        assert_eq!(
+            gguf_name("model.embed_tokens.weight").unwrap(),
+            "token_embd.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.11.self_attn.k_norm.weight").unwrap(),
+            "blk.11.attn_k_norm.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.0.self_attn.q_proj.bias").unwrap(),
+            "blk.0.attn_q.bias"
+        );
+        assert_eq!(
+            gguf_name("model.layers.3.mlp.down_proj.weight").unwrap(),
+            "blk.3.ffn_down.weight"
+        );
         assert_eq!(gguf_name("lm_head.weight").unwrap(), "output.weight");
         assert!(gguf_name("model.layers.0.unknown.weight").is_none());
     }

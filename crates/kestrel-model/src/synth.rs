@@ -47,7 +47,11 @@ pub fn qwen3_config(size: &str) -> Option<ModelConfig> {
 /// `(hf_name, rows, cols)` of every tensor, `rows == None` for vectors.
 pub fn tensor_shapes(c: &ModelConfig) -> Vec<(String, Option<usize>, usize)> {
     let (h, q, kv, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
-    let mut out = vec![("model.embed_tokens.weight".to_string(), Some(c.vocab_size), h)];
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        Some(c.vocab_size),
+        h,
+    )];
     for i in 0..c.num_layers {
         let p = |s: &str| format!("model.layers.{i}.{s}");
         out.push((p("input_layernorm.weight"), None, h));
@@ -77,18 +81,32 @@ pub fn tensor_shapes(c: &ModelConfig) -> Vec<(String, Option<usize>, usize)> {
 
 /// Fills `buf` with tensor `name`'s random values in `format`: norms are 1 (so activations keep a
 /// sane scale), everything else uniform in ±1/sqrt(cols).
-fn fill_tensor(name: &str, cols: usize, format: WeightFormat, rng: &mut ChaCha8Rng, buf: &mut [u8]) {
+fn fill_tensor(
+    name: &str,
+    cols: usize,
+    format: WeightFormat,
+    rng: &mut ChaCha8Rng,
+    buf: &mut [u8],
+) {
     let is_norm = name.contains("norm");
     let bound = 1.0 / (cols as f32).sqrt();
-    let mut next = || if is_norm { 1.0f32 } else { rng.gen_range(-bound..bound) };
+    let mut next = || {
+        if is_norm {
+            1.0f32
+        } else {
+            rng.gen_range(-bound..bound)
+        }
+    };
     match format {
-        WeightFormat::F32 => buf.chunks_exact_mut(4).for_each(|b| b.copy_from_slice(&next().to_le_bytes())),
-        WeightFormat::F16 => {
-            buf.chunks_exact_mut(2).for_each(|b| b.copy_from_slice(&half::f16::from_f32(next()).to_le_bytes()))
-        }
-        WeightFormat::BF16 => {
-            buf.chunks_exact_mut(2).for_each(|b| b.copy_from_slice(&half::bf16::from_f32(next()).to_le_bytes()))
-        }
+        WeightFormat::F32 => buf
+            .chunks_exact_mut(4)
+            .for_each(|b| b.copy_from_slice(&next().to_le_bytes())),
+        WeightFormat::F16 => buf
+            .chunks_exact_mut(2)
+            .for_each(|b| b.copy_from_slice(&half::f16::from_f32(next()).to_le_bytes())),
+        WeightFormat::BF16 => buf
+            .chunks_exact_mut(2)
+            .for_each(|b| b.copy_from_slice(&half::bf16::from_f32(next()).to_le_bytes())),
         other => unreachable!("synth writes float formats only, not {other:?}"),
     }
 }
@@ -137,13 +155,19 @@ pub fn write_safetensors_dir(
 ) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| ModelError::file(out, e))?;
     let cfg_path = out.join("config.json");
-    let cfg_text = serde_json::to_string_pretty(&hf_config_json(c, dtype)).expect("config serializes");
+    let cfg_text =
+        serde_json::to_string_pretty(&hf_config_json(c, dtype)).expect("config serializes");
     std::fs::write(&cfg_path, cfg_text).map_err(|e| ModelError::file(&cfg_path, e))?;
     let st_name = match dtype {
         WeightFormat::F32 => "F32",
         WeightFormat::F16 => "F16",
         WeightFormat::BF16 => "BF16",
-        other => return Err(ModelError::file(out, format!("safetensors synth supports f32/f16/bf16, not {other:?}"))),
+        other => {
+            return Err(ModelError::file(
+                out,
+                format!("safetensors synth supports f32/f16/bf16, not {other:?}"),
+            ))
+        }
     };
     let shapes = tensor_shapes(c);
     let mut header = serde_json::Map::new();
@@ -152,7 +176,10 @@ pub fn write_safetensors_dir(
     for (name, rows, cols) in &shapes {
         let len = rows.unwrap_or(1) * dtype.row_bytes(*cols);
         let shape: Vec<usize> = rows.iter().copied().chain([*cols]).collect();
-        header.insert(name.clone(), json!({"dtype": st_name, "shape": shape, "data_offsets": [offset, offset + len]}));
+        header.insert(
+            name.clone(),
+            json!({"dtype": st_name, "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
         offset += len;
     }
     let mut header = serde_json::to_string(&header).expect("header serializes");
@@ -162,7 +189,8 @@ pub fn write_safetensors_dir(
     let path = out.join("model.safetensors");
     let io = |e: std::io::Error| ModelError::file(&path, e);
     let mut w = BufWriter::with_capacity(1 << 22, std::fs::File::create(&path).map_err(io)?);
-    w.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
     w.write_all(header.as_bytes()).map_err(io)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut buf = Vec::new();
@@ -174,7 +202,11 @@ pub fn write_safetensors_dir(
     }
     w.flush().map_err(io)?;
     if let Some(tok) = tokenizer_dir {
-        for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+        ] {
             let src = tok.join(f);
             if src.exists() {
                 std::fs::copy(&src, out.join(f)).map_err(|e| ModelError::file(&src, e))?;
@@ -189,14 +221,20 @@ pub fn gguf_tokenizer_metadata(dir: &Path) -> Result<Vec<(String, GgufValue)>> {
     let tj = dir.join("tokenizer.json");
     let text = std::fs::read_to_string(&tj).map_err(|e| ModelError::file(&tj, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::file(&tj, e))?;
-    let vocab = v["model"]["vocab"].as_object().ok_or_else(|| ModelError::file(&tj, "no model.vocab (not a BPE tokenizer)"))?;
+    let vocab = v["model"]["vocab"]
+        .as_object()
+        .ok_or_else(|| ModelError::file(&tj, "no model.vocab (not a BPE tokenizer)"))?;
     let mut tokens: Vec<(u32, String, i32)> = vocab
         .iter()
         .filter_map(|(t, id)| id.as_u64().map(|id| (id as u32, t.clone(), 1)))
         .collect();
     for a in v["added_tokens"].as_array().into_iter().flatten() {
         if let (Some(id), Some(content)) = (a["id"].as_u64(), a["content"].as_str()) {
-            let ty = if a["special"].as_bool().unwrap_or(false) { 3 } else { 4 };
+            let ty = if a["special"].as_bool().unwrap_or(false) {
+                3
+            } else {
+                4
+            };
             tokens.retain(|(i, _, _)| *i != id as u32);
             tokens.push((id as u32, content.to_string(), ty));
         }
@@ -212,14 +250,24 @@ pub fn gguf_tokenizer_metadata(dir: &Path) -> Result<Vec<(String, GgufValue)>> {
         .flatten()
         .filter_map(|m| match m {
             Value::String(s) => Some(GgufValue::Str(s.clone())),
-            Value::Array(p) => Some(GgufValue::Str(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))),
+            Value::Array(p) => Some(GgufValue::Str(format!(
+                "{} {}",
+                p.first()?.as_str()?,
+                p.get(1)?.as_str()?
+            ))),
             _ => None,
         })
         .collect();
     let id_of = |content: &str| tokens.iter().find(|t| t.1 == content).map(|t| t.0);
     let mut md = vec![
-        ("tokenizer.ggml.model".to_string(), GgufValue::Str("gpt2".into())),
-        ("tokenizer.ggml.pre".to_string(), GgufValue::Str("qwen2".into())),
+        (
+            "tokenizer.ggml.model".to_string(),
+            GgufValue::Str("gpt2".into()),
+        ),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            GgufValue::Str("qwen2".into()),
+        ),
         (
             "tokenizer.ggml.tokens".to_string(),
             GgufValue::Array(tokens.iter().map(|t| GgufValue::Str(t.1.clone())).collect()),
@@ -228,7 +276,10 @@ pub fn gguf_tokenizer_metadata(dir: &Path) -> Result<Vec<(String, GgufValue)>> {
             "tokenizer.ggml.token_type".to_string(),
             GgufValue::Array(tokens.iter().map(|t| GgufValue::I32(t.2)).collect()),
         ),
-        ("tokenizer.ggml.merges".to_string(), GgufValue::Array(merges)),
+        (
+            "tokenizer.ggml.merges".to_string(),
+            GgufValue::Array(merges),
+        ),
     ];
     let cfg_path = dir.join("tokenizer_config.json");
     if let Ok(text) = std::fs::read_to_string(&cfg_path) {
@@ -238,14 +289,24 @@ pub fn gguf_tokenizer_metadata(dir: &Path) -> Result<Vec<(String, GgufValue)>> {
             Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_owned),
             _ => None,
         };
-        for (key, field) in [("eos", "eos_token"), ("padding", "pad_token"), ("bos", "bos_token")] {
+        for (key, field) in [
+            ("eos", "eos_token"),
+            ("padding", "pad_token"),
+            ("bos", "bos_token"),
+        ] {
             if let Some(id) = tok_str(field).and_then(|t| id_of(&t)) {
                 md.push((format!("tokenizer.ggml.{key}_token_id"), GgufValue::U32(id)));
             }
         }
-        md.push(("tokenizer.ggml.add_bos_token".into(), GgufValue::Bool(false)));
+        md.push((
+            "tokenizer.ggml.add_bos_token".into(),
+            GgufValue::Bool(false),
+        ));
         if let Some(t) = cfg["chat_template"].as_str() {
-            md.push(("tokenizer.chat_template".into(), GgufValue::Str(t.to_string())));
+            md.push((
+                "tokenizer.chat_template".into(),
+                GgufValue::Str(t.to_string()),
+            ));
         }
     }
     Ok(md)
@@ -264,22 +325,51 @@ pub fn write_gguf_model(
         WeightFormat::F32 => 0u32,
         WeightFormat::F16 => 1,
         WeightFormat::BF16 => 32,
-        other => return Err(ModelError::file(out, format!("GGUF synth writes f32/f16/bf16 (quantize with llama.cpp), not {other:?}"))),
+        other => {
+            return Err(ModelError::file(
+                out,
+                format!("GGUF synth writes f32/f16/bf16 (quantize with llama.cpp), not {other:?}"),
+            ))
+        }
     };
     let k = |s: &str| format!("{arch}.{s}");
     let mut md = vec![
-        ("general.architecture".to_string(), GgufValue::Str(arch.into())),
-        ("general.name".to_string(), GgufValue::Str(format!("synthetic {arch}"))),
+        (
+            "general.architecture".to_string(),
+            GgufValue::Str(arch.into()),
+        ),
+        (
+            "general.name".to_string(),
+            GgufValue::Str(format!("synthetic {arch}")),
+        ),
         ("general.file_type".to_string(), GgufValue::U32(ftype)),
         (k("block_count"), GgufValue::U32(c.num_layers as u32)),
-        (k("context_length"), GgufValue::U32(c.max_position_embeddings as u32)),
+        (
+            k("context_length"),
+            GgufValue::U32(c.max_position_embeddings as u32),
+        ),
         (k("embedding_length"), GgufValue::U32(c.hidden_size as u32)),
-        (k("feed_forward_length"), GgufValue::U32(c.intermediate_size as u32)),
-        (k("attention.head_count"), GgufValue::U32(c.num_heads as u32)),
-        (k("attention.head_count_kv"), GgufValue::U32(c.num_kv_heads as u32)),
+        (
+            k("feed_forward_length"),
+            GgufValue::U32(c.intermediate_size as u32),
+        ),
+        (
+            k("attention.head_count"),
+            GgufValue::U32(c.num_heads as u32),
+        ),
+        (
+            k("attention.head_count_kv"),
+            GgufValue::U32(c.num_kv_heads as u32),
+        ),
         (k("attention.key_length"), GgufValue::U32(c.head_dim as u32)),
-        (k("attention.value_length"), GgufValue::U32(c.head_dim as u32)),
-        (k("attention.layer_norm_rms_epsilon"), GgufValue::F32(c.rms_norm_eps)),
+        (
+            k("attention.value_length"),
+            GgufValue::U32(c.head_dim as u32),
+        ),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            GgufValue::F32(c.rms_norm_eps),
+        ),
         (k("rope.freq_base"), GgufValue::F32(c.rope_theta as f32)),
     ];
     if let Some(dir) = tokenizer_dir {
@@ -296,6 +386,12 @@ pub fn write_gguf_model(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     write_gguf(out, &md, &specs, |i, buf| {
         let (name, rows, cols) = &shapes[i];
-        fill_tensor(name, *cols, tensor_format(*rows, dtype, true), &mut rng, buf);
+        fill_tensor(
+            name,
+            *cols,
+            tensor_format(*rows, dtype, true),
+            &mut rng,
+            buf,
+        );
     })
 }

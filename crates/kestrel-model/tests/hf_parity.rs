@@ -20,7 +20,9 @@ mod common;
 use common::BLOCK;
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/hf")
+        .join(name)
 }
 
 struct Golden {
@@ -34,23 +36,37 @@ fn ids(v: &Value) -> Vec<Vec<u32>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|p| p.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .map(|p| {
+            p.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
         .collect()
 }
 
 fn golden(name: &str) -> Golden {
     let dir = fixture_dir(name);
-    let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let bytes = std::fs::read(dir.join("golden.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let prompts = ids(&meta["prompts"]);
     let logits = (0..prompts.len())
         .map(|i| {
             let t = st.tensor(&format!("logits.{i}")).unwrap();
-            t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+            t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
         })
         .collect();
-    Golden { prompts, greedy: ids(&meta["greedy"]), logits }
+    Golden {
+        prompts,
+        greedy: ids(&meta["greedy"]),
+        logits,
+    }
 }
 
 fn load(name: &str) -> (CpuBackend, QwenModel<CpuBackend>) {
@@ -61,7 +77,12 @@ fn load(name: &str) -> (CpuBackend, QwenModel<CpuBackend>) {
 }
 
 /// Logits at every position of `prompt`, prefilled in chunks of `chunk` tokens.
-fn all_logits(backend: &CpuBackend, model: &QwenModel<CpuBackend>, prompt: &[u32], chunk: usize) -> Vec<f32> {
+fn all_logits(
+    backend: &CpuBackend,
+    model: &QwenModel<CpuBackend>,
+    prompt: &[u32],
+    chunk: usize,
+) -> Vec<f32> {
     let blocks = prompt.len().div_ceil(BLOCK);
     // A scrambled block table: blocks need not be contiguous or ordered.
     let table: Vec<u32> = (0..blocks as u32).rev().map(|b| b + 3).collect();
@@ -78,8 +99,15 @@ fn all_logits(backend: &CpuBackend, model: &QwenModel<CpuBackend>, prompt: &[u32
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
-    assert!(worst <= 1e-4 * scale, "{what}: max |diff| {worst} > 1e-4 × {scale}");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: max |diff| {worst} > 1e-4 × {scale}"
+    );
 }
 
 fn check_model(name: &str) {
@@ -87,7 +115,11 @@ fn check_model(name: &str) {
     let (backend, model) = load(name);
     for (i, prompt) in g.prompts.iter().enumerate() {
         let got = all_logits(&backend, &model, prompt, usize::MAX);
-        assert_close(&got, &g.logits[i], &format!("{name} prompt {i} (len {})", prompt.len()));
+        assert_close(
+            &got,
+            &g.logits[i],
+            &format!("{name} prompt {i} (len {})", prompt.len()),
+        );
         let out = common::greedy(&backend, &model, prompt, 32, KvDtype::F32);
         assert_eq!(out, g.greedy[i], "{name} prompt {i}: greedy continuation");
     }
@@ -132,8 +164,14 @@ fn chunked_prefill_equals_whole_prefill() {
 #[test]
 fn a_batch_of_sequences_equals_each_alone() {
     let (backend, model) = load("qwen2-tiny-untied");
-    let prompts: Vec<Vec<u32>> = [3usize, 19, 40].iter().map(|&n| (0..n as u32).map(|i| (i * 13 + n as u32) % 257).collect()).collect();
-    let alone: Vec<Vec<f32>> = prompts.iter().map(|p| all_logits(&backend, &model, p, usize::MAX)).collect();
+    let prompts: Vec<Vec<u32>> = [3usize, 19, 40]
+        .iter()
+        .map(|&n| (0..n as u32).map(|i| (i * 13 + n as u32) % 257).collect())
+        .collect();
+    let alone: Vec<Vec<f32>> = prompts
+        .iter()
+        .map(|p| all_logits(&backend, &model, p, usize::MAX))
+        .collect();
     // All three in one flat batch, each with its own blocks.
     let mut next_block = 0u32;
     let tables: Vec<Vec<u32>> = prompts
@@ -144,15 +182,30 @@ fn a_batch_of_sequences_equals_each_alone() {
             (next_block - n..next_block).collect()
         })
         .collect();
-    let seqs: Vec<(&[u32], usize, &[u32])> = prompts.iter().zip(&tables).map(|(p, t)| (&p[..], 0, &t[..])).collect();
+    let seqs: Vec<(&[u32], usize, &[u32])> = prompts
+        .iter()
+        .zip(&tables)
+        .map(|(p, t)| (&p[..], 0, &t[..]))
+        .collect();
     let mut batch = BatchInput::from_sequences(&seqs, BLOCK);
     batch.logits_indices = (0..batch.num_tokens() as u32).collect();
-    let mut kv = KvCache::new(&backend, &model.config, next_block as usize, BLOCK, KvDtype::F32).unwrap();
+    let mut kv = KvCache::new(
+        &backend,
+        &model.config,
+        next_block as usize,
+        BLOCK,
+        KvDtype::F32,
+    )
+    .unwrap();
     let batched = model.forward(&backend, &batch, &mut kv).unwrap().data;
     let mut offset = 0;
     for (p, want) in prompts.iter().zip(&alone) {
         let n = p.len() * model.config.vocab_size;
-        assert_close(&batched[offset..offset + n], want, &format!("sequence of {}", p.len()));
+        assert_close(
+            &batched[offset..offset + n],
+            want,
+            &format!("sequence of {}", p.len()),
+        );
         offset += n;
     }
 }
@@ -163,11 +216,17 @@ fn a_bad_batch_is_an_error_not_a_crash() {
     let mut kv = KvCache::new(&backend, &model.config, 2, BLOCK, KvDtype::F32).unwrap();
     // Block 5 does not exist in a 2-block cache.
     let batch = BatchInput::from_sequences(&[(&[1, 2, 3], 0, &[5])], BLOCK);
-    let err = model.forward(&backend, &batch, &mut kv).unwrap_err().to_string();
+    let err = model
+        .forward(&backend, &batch, &mut kv)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("outside the cache"), "{err}");
     // A token id past the vocabulary.
     let batch = BatchInput::from_sequences(&[(&[1, 999], 0, &[0])], BLOCK);
-    let err = model.forward(&backend, &batch, &mut kv).unwrap_err().to_string();
+    let err = model
+        .forward(&backend, &batch, &mut kv)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("outside the vocabulary"), "{err}");
 }
 
@@ -185,8 +244,10 @@ fn sharded_checkpoints_load_like_single_files() {
     let mut weight_map = serde_json::Map::new();
     for (i, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
         let file = format!("model-{:05}-of-00002.safetensors", i + 1);
-        let views: Vec<(String, safetensors::tensor::TensorView)> =
-            part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|n| (n.clone(), st.tensor(n).unwrap()))
+            .collect();
         safetensors::serialize_to_file(views, &None, &tmp.join(&file)).unwrap();
         for n in part {
             weight_map.insert(n.clone(), Value::String(file.clone()));

@@ -13,23 +13,41 @@ mod common;
 
 fn gguf_path() -> PathBuf {
     let p = common::fixtures_dir().join("qwen2.5-coder-0.5b-instruct.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-fixtures.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-fixtures.sh",
+        p.display()
+    );
     p
 }
 
 #[test]
 fn greedy_continuations_equal_llama_cpp() {
-    let golden_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llamacpp/qwen2.5-coder-0.5b-instruct.json");
-    let golden: Value = serde_json::from_str(&std::fs::read_to_string(golden_path).unwrap()).unwrap();
+    let golden_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/llamacpp/qwen2.5-coder-0.5b-instruct.json");
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_path).unwrap()).unwrap();
     let files = ModelFiles::open(&gguf_path()).unwrap();
     let backend = CpuBackend::new();
     let model = QwenModel::load(&backend, files.config().clone(), files.weights()).unwrap();
     let cases = golden["cases"].as_array().unwrap();
     assert!(cases.len() >= 3);
     for case in cases {
-        let ids = |k: &str| -> Vec<u32> { case[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+        let ids = |k: &str| -> Vec<u32> {
+            case[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        };
         let (prompt, want) = (ids("prompt_ids"), ids("output_ids"));
         let got = common::greedy(&backend, &model, &prompt, want.len(), KvDtype::F16);
-        assert_eq!(got, want, "case {:?}", case.get("user").or(case.get("prompt_text")));
+        assert_eq!(
+            got,
+            want,
+            "case {:?}",
+            case.get("user").or(case.get("prompt_text"))
+        );
     }
 }

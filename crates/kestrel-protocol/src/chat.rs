@@ -215,10 +215,15 @@ mod tests {
 
     #[test]
     fn parses_minimal_and_ignores_unknown_fields() {
-        let r: ChatCompletionRequest =
-            parse_json(br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"foo":{"bar":1}}"#).unwrap();
+        let r: ChatCompletionRequest = parse_json(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"foo":{"bar":1}}"#,
+        )
+        .unwrap();
         assert_eq!(r.messages.len(), 1);
-        assert_eq!(r.messages[0].content, Some(MessageContent::Text("hi".into())));
+        assert_eq!(
+            r.messages[0].content,
+            Some(MessageContent::Text("hi".into()))
+        );
     }
 
     #[test]
@@ -228,24 +233,33 @@ mod tests {
                 {"role":"assistant","content":null,"reasoning":"r"}]}"#,
         )
         .unwrap();
-        assert!(matches!(r.messages[0].content, Some(MessageContent::Parts(ref p)) if p.len() == 2));
+        assert!(
+            matches!(r.messages[0].content, Some(MessageContent::Parts(ref p)) if p.len() == 2)
+        );
         assert_eq!(r.messages[1].content, None);
         assert_eq!(r.messages[1].reasoning.as_deref(), Some("r"));
     }
 
     #[test]
     fn wrong_type_names_the_field() {
-        let e = parse_json::<ChatCompletionRequest>(br#"{"messages":[],"max_tokens":"ten"}"#).unwrap_err();
+        let e = parse_json::<ChatCompletionRequest>(br#"{"messages":[],"max_tokens":"ten"}"#)
+            .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("max_tokens"));
         assert!(e.message.contains("max_tokens"), "{}", e.message);
-        let e = parse_json::<ChatCompletionRequest>(br#"{"messages":[{"role":"user","content":5}]}"#).unwrap_err();
+        let e =
+            parse_json::<ChatCompletionRequest>(br#"{"messages":[{"role":"user","content":5}]}"#)
+                .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages[0].content"));
         let e = parse_json::<ChatCompletionRequest>(
             br#"{"messages":[],"tools":[{"type":"function","function":{"description":"x"}}]}"#,
         )
         .unwrap_err();
         assert!(e.message.contains("name"), "{}", e.message);
-        assert!(e.param.as_deref().unwrap().starts_with("tools[0]"), "{:?}", e.param);
+        assert!(
+            e.param.as_deref().unwrap().starts_with("tools[0]"),
+            "{:?}",
+            e.param
+        );
     }
 
     #[test]
@@ -260,9 +274,18 @@ mod tests {
 
     #[test]
     fn delta_serializes_only_present_fields() {
-        let d = Delta { content: Some("x".into()), ..Default::default() };
+        let d = Delta {
+            content: Some("x".into()),
+            ..Default::default()
+        };
         assert_eq!(serde_json::to_string(&d).unwrap(), r#"{"content":"x"}"#);
-        let c = ChunkChoice { index: 0, delta: d, logprobs: None, finish_reason: None, stop_reason: None };
+        let c = ChunkChoice {
+            index: 0,
+            delta: d,
+            logprobs: None,
+            finish_reason: None,
+            stop_reason: None,
+        };
         assert_eq!(
             serde_json::to_value(&c).unwrap(),
             serde_json::json!({"index":0,"delta":{"content":"x"},"logprobs":null,"finish_reason":null})

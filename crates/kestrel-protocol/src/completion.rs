@@ -102,9 +102,18 @@ mod tests {
     fn prompt_shapes() {
         let p = |s: &str| parse_json::<CompletionRequest>(s.as_bytes()).map(|r| r.prompt);
         assert_eq!(p(r#"{"prompt":"hi"}"#).unwrap(), Prompt::Text("hi".into()));
-        assert_eq!(p(r#"{"prompt":["a","b"]}"#).unwrap(), Prompt::Texts(vec!["a".into(), "b".into()]));
-        assert_eq!(p(r#"{"prompt":[1,2,3]}"#).unwrap(), Prompt::Ids(vec![1, 2, 3]));
-        assert_eq!(p(r#"{"prompt":[[1],[2,3]]}"#).unwrap(), Prompt::IdLists(vec![vec![1], vec![2, 3]]));
+        assert_eq!(
+            p(r#"{"prompt":["a","b"]}"#).unwrap(),
+            Prompt::Texts(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            p(r#"{"prompt":[1,2,3]}"#).unwrap(),
+            Prompt::Ids(vec![1, 2, 3])
+        );
+        assert_eq!(
+            p(r#"{"prompt":[[1],[2,3]]}"#).unwrap(),
+            Prompt::IdLists(vec![vec![1], vec![2, 3]])
+        );
         let e = p(r#"{"prompt":[-1]}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("prompt"));
         assert!(e.message.contains("token ids"), "{}", e.message);
@@ -114,7 +123,13 @@ mod tests {
 
     #[test]
     fn inputs_flatten() {
-        assert_eq!(Prompt::IdLists(vec![vec![1], vec![2]]).into_inputs().len(), 2);
-        assert_eq!(Prompt::Text("x".into()).into_inputs(), vec![PromptInput::Text("x".into())]);
+        assert_eq!(
+            Prompt::IdLists(vec![vec![1], vec![2]]).into_inputs().len(),
+            2
+        );
+        assert_eq!(
+            Prompt::Text("x".into()).into_inputs(),
+            vec![PromptInput::Text("x".into())]
+        );
     }
 }

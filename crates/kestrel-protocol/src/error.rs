@@ -18,8 +18,20 @@ pub struct ErrorDetail {
 }
 
 impl ErrorBody {
-    pub fn new(message: impl Into<String>, kind: impl Into<String>, param: Option<String>, code: Option<serde_json::Value>) -> Self {
-        Self { error: ErrorDetail { message: message.into(), kind: kind.into(), param, code } }
+    pub fn new(
+        message: impl Into<String>,
+        kind: impl Into<String>,
+        param: Option<String>,
+        code: Option<serde_json::Value>,
+    ) -> Self {
+        Self {
+            error: ErrorDetail {
+                message: message.into(),
+                kind: kind.into(),
+                param,
+                code,
+            },
+        }
     }
 }
 

@@ -25,7 +25,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Pars
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        let param = if path.is_empty() || path == "." { None } else { Some(path) };
+        let param = if path.is_empty() || path == "." {
+            None
+        } else {
+            Some(path)
+        };
         let message = match (&param, inner.classify()) {
             (_, serde_json::error::Category::Syntax | serde_json::error::Category::Eof) => {
                 format!("request body is not valid JSON: {inner}")
@@ -35,6 +39,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Pars
         };
         ParseError { message, param }
     })?;
-    de.end().map_err(|e| ParseError { message: format!("request body is not valid JSON: {e}"), param: None })?;
+    de.end().map_err(|e| ParseError {
+        message: format!("request body is not valid JSON: {e}"),
+        param: None,
+    })?;
     Ok(value)
 }

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt};
 use kestrel_engine::EngineRequest;
 use kestrel_protocol::{
-    parse_json, ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatLogprob,
-    ChatLogprobs, ChunkChoice, Delta, FunctionCallChunk, FunctionCallOut, ResponseMessage, ToolCallChunk, ToolCallOut,
-    TopLogprob, Usage,
+    parse_json, ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
+    ChatLogprob, ChatLogprobs, ChunkChoice, Delta, FunctionCallChunk, FunctionCallOut,
+    ResponseMessage, ToolCallChunk, ToolCallOut, TopLogprob, Usage,
 };
 use kestrel_text::tool_calls::{parse_tool_calls, ToolCallIdGenerator};
 use kestrel_text::{TemplateInput, Tokenizer};
@@ -28,7 +28,10 @@ use crate::state::{unix_now, AppState, Model, ReasoningField};
 use crate::validate::validate_chat;
 use crate::{body_bytes, random_id, random_u64};
 
-pub async fn chat_completions(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match chat(state, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -43,10 +46,9 @@ pub fn render_prompt(
     add_generation_prompt: bool,
     kwargs: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<u32>, ApiError> {
-    let template = model
-        .template
-        .as_ref()
-        .ok_or_else(|| ApiError::bad_request(None, "this model has no chat template; use /v1/completions"))?;
+    let template = model.template.as_ref().ok_or_else(|| {
+        ApiError::bad_request(None, "this model has no chat template; use /v1/completions")
+    })?;
     let text = template.render(&TemplateInput {
         messages,
         tools,
@@ -56,7 +58,10 @@ pub fn render_prompt(
     Ok(model.tokenizer.encode(&text, false)?)
 }
 
-async fn chat(state: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn chat(
+    state: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
     let req: ChatCompletionRequest = parse_json(&body)?;
     let model = state.model()?;
@@ -66,7 +71,13 @@ async fn chat(state: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Resu
     let plan = Arc::new(plan);
     let (m, p) = (model.clone(), plan.clone());
     let prompt_ids = tokio::task::spawn_blocking(move || {
-        render_prompt(&m, &p.messages, p.tools.as_deref(), p.add_generation_prompt, &p.chat_template_kwargs)
+        render_prompt(
+            &m,
+            &p.messages,
+            p.tools.as_deref(),
+            p.add_generation_prompt,
+            &p.chat_template_kwargs,
+        )
     })
     .await
     .map_err(|e| ApiError::Internal(format!("tokenization task failed: {e}")))??;
@@ -96,7 +107,12 @@ async fn chat(state: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Resu
             // Streaming parses tool calls as they come; non-streaming parses the whole content.
             (plan.tool_parsing && gen.stream).then(|| ToolCallIdGenerator::new(random_u64())),
         );
-        choices.push(Choice { request_id, stream, processor, prompt_len: prompt_ids.len() });
+        choices.push(Choice {
+            request_id,
+            stream,
+            processor,
+            prompt_len: prompt_ids.len(),
+        });
     }
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(drive(choices, model.engine.clone(), tx));
@@ -113,7 +129,9 @@ async fn chat(state: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Resu
     if gen.stream {
         Ok(stream_chat(format, gen.n, gen.include_usage, rx).into_response())
     } else {
-        collect_chat(format, gen.n, plan.tool_parsing, rx).await.map(|r| axum::Json(r).into_response())
+        collect_chat(format, gen.n, plan.tool_parsing, rx)
+            .await
+            .map(|r| axum::Json(r).into_response())
     }
 }
 
@@ -149,7 +167,12 @@ impl ChatFormat {
         if !self.logprobs {
             return None;
         }
-        Some(ChatLogprobs { content: entries.iter().map(|(id, lp)| chat_logprob(&self.tokenizer, *id, lp)).collect() })
+        Some(ChatLogprobs {
+            content: entries
+                .iter()
+                .map(|(id, lp)| chat_logprob(&self.tokenizer, *id, lp))
+                .collect(),
+        })
     }
 }
 
@@ -168,14 +191,19 @@ fn chat_logprob(tokenizer: &Tokenizer, id: u32, lp: &kestrel_engine::TokenLogpro
             .iter()
             .map(|&(tid, logprob)| {
                 let token = token_text(tokenizer, tid);
-                TopLogprob { bytes: Some(token.as_bytes().to_vec()), token, logprob }
+                TopLogprob {
+                    bytes: Some(token.as_bytes().to_vec()),
+                    token,
+                    logprob,
+                }
             })
             .collect(),
     }
 }
 
 pub(crate) fn sse_json<T: serde::Serialize>(value: &T) -> Event {
-    Event::default().data(serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
+    Event::default()
+        .data(serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
 }
 
 pub(crate) fn sse_error(message: String) -> Event {
@@ -192,15 +220,37 @@ struct StreamState {
     done: bool,
 }
 
-fn stream_chat(format: ChatFormat, n: usize, include_usage: bool, rx: mpsc::Receiver<ChoiceEvent>) -> impl IntoResponse {
-    let role = Delta { role: Some("assistant".into()), content: Some(String::new()), ..Delta::default() };
+fn stream_chat(
+    format: ChatFormat,
+    n: usize,
+    include_usage: bool,
+    rx: mpsc::Receiver<ChoiceEvent>,
+) -> impl IntoResponse {
+    let role = Delta {
+        role: Some("assistant".into()),
+        content: Some(String::new()),
+        ..Delta::default()
+    };
     let head: Vec<Event> = vec![format.chunk(
         (0..n)
-            .map(|index| ChunkChoice { index, delta: role.clone(), logprobs: None, finish_reason: None, stop_reason: None })
+            .map(|index| ChunkChoice {
+                index,
+                delta: role.clone(),
+                logprobs: None,
+                finish_reason: None,
+                stop_reason: None,
+            })
             .collect(),
         None,
     )];
-    let state = StreamState { rx, format, include_usage, had_tool_calls: vec![false; n], usage: Usage::default(), done: false };
+    let state = StreamState {
+        rx,
+        format,
+        include_usage,
+        had_tool_calls: vec![false; n],
+        usage: Usage::default(),
+        done: false,
+    };
     let body = stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
@@ -220,14 +270,24 @@ fn stream_chat(format: ChatFormat, n: usize, include_usage: bool, rx: mpsc::Rece
         Some((stream::iter(events), st))
     })
     .flatten();
-    Sse::new(stream::iter(head).chain(body).map(Ok::<_, std::convert::Infallible>))
+    Sse::new(
+        stream::iter(head)
+            .chain(body)
+            .map(Ok::<_, std::convert::Infallible>),
+    )
 }
 
 impl StreamState {
     fn on_event(&mut self, event: ChoiceEvent) -> Vec<Event> {
         match event {
             ChoiceEvent::Piece(index, piece) => {
-                let Piece { reasoning, content, tool_calls, logprobs, .. } = piece;
+                let Piece {
+                    reasoning,
+                    content,
+                    tool_calls,
+                    logprobs,
+                    ..
+                } = piece;
                 let (reasoning_content, reasoning) = self.format.reasoning(reasoning);
                 let tool_calls: Vec<ToolCallChunk> = tool_calls
                     .into_iter()
@@ -235,7 +295,10 @@ impl StreamState {
                         index: d.index,
                         id: d.id,
                         kind: d.kind,
-                        function: FunctionCallChunk { name: d.function.name, arguments: d.function.arguments },
+                        function: FunctionCallChunk {
+                            name: d.function.name,
+                            arguments: d.function.arguments,
+                        },
                     })
                     .collect();
                 if !tool_calls.is_empty() {
@@ -248,18 +311,33 @@ impl StreamState {
                     reasoning,
                     tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
                 };
-                let logprobs = self.format.logprobs(&logprobs).filter(|l| !l.content.is_empty());
+                let logprobs = self
+                    .format
+                    .logprobs(&logprobs)
+                    .filter(|l| !l.content.is_empty());
                 if delta == Delta::default() && logprobs.is_none() {
                     return Vec::new();
                 }
-                vec![self.format.chunk(vec![ChunkChoice { index, delta, logprobs, finish_reason: None, stop_reason: None }], None)]
+                vec![self.format.chunk(
+                    vec![ChunkChoice {
+                        index,
+                        delta,
+                        logprobs,
+                        finish_reason: None,
+                        stop_reason: None,
+                    }],
+                    None,
+                )]
             }
             ChoiceEvent::Done(index, finish) => {
                 self.add_usage(&finish);
                 let reason = finish_reason(&finish, self.had_tool_calls[index]);
                 let choice = ChunkChoice {
                     index,
-                    delta: Delta { content: Some(String::new()), ..Delta::default() },
+                    delta: Delta {
+                        content: Some(String::new()),
+                        ..Delta::default()
+                    },
                     logprobs: None,
                     finish_reason: Some(reason),
                     stop_reason: finish.stop_reason,
@@ -279,7 +357,10 @@ impl StreamState {
         self.usage.prompt_tokens = finish.prompt_tokens;
         self.usage.completion_tokens += finish.completion_tokens;
         self.usage.total_tokens = self.usage.prompt_tokens + self.usage.completion_tokens;
-        let cached = self.usage.prompt_tokens_details.get_or_insert_with(Default::default);
+        let cached = self
+            .usage
+            .prompt_tokens_details
+            .get_or_insert_with(Default::default);
         cached.cached_tokens = cached.cached_tokens.max(finish.cached_tokens);
     }
 }
@@ -321,7 +402,9 @@ async fn collect_chat(
     let mut usage = Usage::default();
     let mut choices = Vec::with_capacity(n);
     for (index, c) in collected.into_iter().enumerate() {
-        let finish = c.finish.ok_or_else(|| ApiError::Internal("a choice ended without finishing".into()))?;
+        let finish = c
+            .finish
+            .ok_or_else(|| ApiError::Internal("a choice ended without finishing".into()))?;
         let (content, tool_calls) = if tool_parsing {
             let parsed = parse_tool_calls(&c.piece.content, &mut ids);
             (parsed.content.unwrap_or_default(), parsed.tool_calls)
@@ -329,17 +412,24 @@ async fn collect_chat(
             (c.piece.content, Vec::new())
         };
         let (reasoning_content, reasoning) = format.reasoning(c.piece.reasoning);
-        let has_other = reasoning_content.is_some() || reasoning.is_some() || !tool_calls.is_empty();
+        let has_other =
+            reasoning_content.is_some() || reasoning.is_some() || !tool_calls.is_empty();
         usage.prompt_tokens = finish.prompt_tokens;
         usage.completion_tokens += finish.completion_tokens;
-        let cached = usage.prompt_tokens_details.get_or_insert_with(Default::default);
+        let cached = usage
+            .prompt_tokens_details
+            .get_or_insert_with(Default::default);
         cached.cached_tokens = cached.cached_tokens.max(finish.cached_tokens);
         choices.push(ChatChoice {
             index,
             message: ResponseMessage {
                 role: "assistant".into(),
                 // Reasoning cut by max_tokens leaves no answer: content is null (vLLM).
-                content: if content.is_empty() && has_other { None } else { Some(content) },
+                content: if content.is_empty() && has_other {
+                    None
+                } else {
+                    Some(content)
+                },
                 reasoning_content,
                 reasoning,
                 tool_calls: tool_calls
@@ -347,7 +437,10 @@ async fn collect_chat(
                     .map(|t| ToolCallOut {
                         id: t.id.clone(),
                         kind: "function".into(),
-                        function: FunctionCallOut { name: t.name.clone(), arguments: t.arguments.clone() },
+                        function: FunctionCallOut {
+                            name: t.name.clone(),
+                            arguments: t.arguments.clone(),
+                        },
                     })
                     .collect(),
             },

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt};
 use kestrel_engine::{EngineRequest, TokenLogprobs};
 use kestrel_protocol::{
-    parse_json, CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, PromptInput, Usage,
+    parse_json, CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse,
+    PromptInput, Usage,
 };
 use kestrel_text::Tokenizer;
 use tokio::sync::mpsc;
@@ -24,24 +25,36 @@ use crate::state::{unix_now, AppState};
 use crate::validate::validate_completion;
 use crate::{body_bytes, random_id};
 
-pub async fn completions(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match complete(state, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn complete(state: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn complete(
+    state: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
     let req: CompletionRequest = parse_json(&body)?;
     let model = state.model()?;
     let plan = validate_completion(&req, &model, &state.config)?;
     let inputs = req.prompt.into_inputs();
     if inputs.is_empty() {
-        return Err(ApiError::bad_request("prompt", "`prompt` must not be empty"));
+        return Err(ApiError::bad_request(
+            "prompt",
+            "`prompt` must not be empty",
+        ));
     }
     if inputs.len() * plan.generation.n > state.config.max_n * 4 {
-        return Err(ApiError::bad_request("prompt", "too many prompts × n in one request"));
+        return Err(ApiError::bad_request(
+            "prompt",
+            "too many prompts × n in one request",
+        ));
     }
     let tokenizer = model.tokenizer.clone();
     let vocab_size = tokenizer.vocab_size();
@@ -51,7 +64,10 @@ async fn complete(state: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> 
             .map(|input| match input {
                 PromptInput::Text(text) => Ok(tokenizer.encode(&text, true)?),
                 PromptInput::Ids(ids) => match ids.iter().find(|&&id| id as usize >= vocab_size) {
-                    Some(id) => Err(ApiError::bad_request("prompt", format!("token id {id} is out of the vocabulary ({vocab_size})"))),
+                    Some(id) => Err(ApiError::bad_request(
+                        "prompt",
+                        format!("token id {id} is out of the vocabulary ({vocab_size})"),
+                    )),
                     None => Ok(ids),
                 },
             })
@@ -78,9 +94,20 @@ async fn complete(state: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> 
                 min_tokens: gen.min_tokens,
                 stop_token_ids: gen.engine_stop_ids(&model.eos_token_ids),
             })?;
-            let processor =
-                OutputProcessor::new(model.tokenizer.clone(), gen.skip_special_tokens, &gen.stop, gen.include_stop_str_in_output, None, None);
-            choices.push(Choice { request_id, stream, processor, prompt_len: prompt_ids.len() });
+            let processor = OutputProcessor::new(
+                model.tokenizer.clone(),
+                gen.skip_special_tokens,
+                &gen.stop,
+                gen.include_stop_str_in_output,
+                None,
+                None,
+            );
+            choices.push(Choice {
+                request_id,
+                stream,
+                processor,
+                prompt_len: prompt_ids.len(),
+            });
         }
     }
     let num_choices = choices.len();
@@ -96,7 +123,9 @@ async fn complete(state: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> 
     if gen.stream {
         Ok(stream_completion(format, gen.include_usage, prompt_tokens, rx).into_response())
     } else {
-        collect_completion(format, num_choices, prompt_tokens, rx).await.map(|r| axum::Json(r).into_response())
+        collect_completion(format, num_choices, prompt_tokens, rx)
+            .await
+            .map(|r| axum::Json(r).into_response())
     }
 }
 
@@ -121,7 +150,11 @@ impl Format {
     }
 
     /// Legacy parallel-array logprobs; `offset` is where this text starts in the choice.
-    fn logprobs(&self, entries: &[(u32, TokenLogprobs)], offset: &mut usize) -> Option<CompletionLogprobs> {
+    fn logprobs(
+        &self,
+        entries: &[(u32, TokenLogprobs)],
+        offset: &mut usize,
+    ) -> Option<CompletionLogprobs> {
         if !self.logprobs {
             return None;
         }
@@ -133,7 +166,10 @@ impl Format {
             out.tokens.push(token);
             out.token_logprobs.push(Some(lp.logprob));
             out.top_logprobs.push(Some(
-                lp.top.iter().map(|&(t, l)| (token_text(&self.tokenizer, t), serde_json::Value::from(l))).collect(),
+                lp.top
+                    .iter()
+                    .map(|&(t, l)| (token_text(&self.tokenizer, t), serde_json::Value::from(l)))
+                    .collect(),
             ));
         }
         Some(out)
@@ -165,8 +201,10 @@ async fn collect_completion(
     }
     let (mut completion_tokens, mut cached) = (0, 0);
     let mut choices = Vec::with_capacity(n);
-    for (index, ((text, lps), finish)) in texts.into_iter().zip(logprobs).zip(finishes).enumerate() {
-        let finish = finish.ok_or_else(|| ApiError::Internal("a choice ended without finishing".into()))?;
+    for (index, ((text, lps), finish)) in texts.into_iter().zip(logprobs).zip(finishes).enumerate()
+    {
+        let finish =
+            finish.ok_or_else(|| ApiError::Internal("a choice ended without finishing".into()))?;
         completion_tokens += finish.completion_tokens;
         cached += finish.cached_tokens;
         choices.push(CompletionChoice {
@@ -177,7 +215,10 @@ async fn collect_completion(
             stop_reason: finish.stop_reason,
         });
     }
-    Ok(format.response(choices, Some(usage(prompt_tokens, completion_tokens, cached))))
+    Ok(format.response(
+        choices,
+        Some(usage(prompt_tokens, completion_tokens, cached)),
+    ))
 }
 
 struct StreamState {
@@ -191,7 +232,12 @@ struct StreamState {
     done: bool,
 }
 
-fn stream_completion(format: Format, include_usage: bool, prompt_tokens: usize, rx: mpsc::Receiver<ChoiceEvent>) -> impl IntoResponse {
+fn stream_completion(
+    format: Format,
+    include_usage: bool,
+    prompt_tokens: usize,
+    rx: mpsc::Receiver<ChoiceEvent>,
+) -> impl IntoResponse {
     let state = StreamState {
         rx,
         format,
@@ -213,7 +259,13 @@ fn stream_completion(format: Format, include_usage: bool, prompt_tokens: usize, 
                 } else {
                     let offset = st.offsets.entry(index).or_insert(0);
                     let logprobs = st.format.logprobs(&p.logprobs, offset);
-                    let choice = CompletionChoice { index, text: p.content, logprobs, finish_reason: None, stop_reason: None };
+                    let choice = CompletionChoice {
+                        index,
+                        text: p.content,
+                        logprobs,
+                        finish_reason: None,
+                        stop_reason: None,
+                    };
                     vec![sse_json(&st.format.response(vec![choice], None))]
                 }
             }

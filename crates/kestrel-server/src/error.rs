@@ -11,7 +11,10 @@ use kestrel_protocol::{ErrorBody, ParseError};
 pub enum ApiError {
     /// A malformed or out-of-range request; `param` names the field.
     #[error("{message}")]
-    BadRequest { message: String, param: Option<String> },
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
     #[error("invalid or missing API key")]
     Unauthorized,
     #[error("{0}")]
@@ -20,7 +23,10 @@ pub enum ApiError {
     PayloadTooLarge(String),
     /// The engine's queue is full: 503 with `Retry-After`.
     #[error("{message}")]
-    Overloaded { message: String, retry_after_secs: u64 },
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// Loading, or the engine died: 503 without a retry hint.
     #[error("{0}")]
     Unavailable(String),
@@ -30,7 +36,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(param: impl Into<Option<&'static str>>, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { message: message.into(), param: param.into().map(str::to_string) }
+        ApiError::BadRequest {
+            message: message.into(),
+            param: param.into().map(str::to_string),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -39,7 +48,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Overloaded { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded { .. } | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -57,15 +68,25 @@ impl ApiError {
             ApiError::BadRequest { param, .. } => param.clone(),
             _ => None,
         };
-        ErrorBody::new(self.to_string(), kind, param, Some(self.status().as_u16().into()))
+        ErrorBody::new(
+            self.to_string(),
+            kind,
+            param,
+            Some(self.status().as_u16().into()),
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), axum::Json(self.body())).into_response();
-        if let ApiError::Overloaded { retry_after_secs, .. } = &self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        if let ApiError::Overloaded {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         response
     }
@@ -73,24 +94,37 @@ impl IntoResponse for ApiError {
 
 impl From<ParseError> for ApiError {
     fn from(e: ParseError) -> Self {
-        ApiError::BadRequest { message: e.message, param: e.param }
+        ApiError::BadRequest {
+            message: e.message,
+            param: e.param,
+        }
     }
 }
 
 impl From<SamplingError> for ApiError {
     fn from(e: SamplingError) -> Self {
-        ApiError::BadRequest { message: e.message, param: Some(e.param.to_string()) }
+        ApiError::BadRequest {
+            message: e.message,
+            param: Some(e.param.to_string()),
+        }
     }
 }
 
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
-            SubmitError::QueueFull { retry_after_secs } => {
-                ApiError::Overloaded { message: e.to_string(), retry_after_secs }
-            }
-            SubmitError::TooLong { .. } => ApiError::BadRequest { message: e.to_string(), param: Some("messages".into()) },
-            SubmitError::Invalid(m) => ApiError::BadRequest { message: m, param: None },
+            SubmitError::QueueFull { retry_after_secs } => ApiError::Overloaded {
+                message: e.to_string(),
+                retry_after_secs,
+            },
+            SubmitError::TooLong { .. } => ApiError::BadRequest {
+                message: e.to_string(),
+                param: Some("messages".into()),
+            },
+            SubmitError::Invalid(m) => ApiError::BadRequest {
+                message: m,
+                param: None,
+            },
             SubmitError::EngineDead => ApiError::Unavailable(e.to_string()),
         }
     }
@@ -100,9 +134,15 @@ impl From<kestrel_text::Error> for ApiError {
     fn from(e: kestrel_text::Error) -> Self {
         match e {
             kestrel_text::Error::TemplateRaised(_) | kestrel_text::Error::TemplateInput(_) => {
-                ApiError::BadRequest { message: e.to_string(), param: Some("messages".into()) }
+                ApiError::BadRequest {
+                    message: e.to_string(),
+                    param: Some("messages".into()),
+                }
             }
-            kestrel_text::Error::NoChatTemplate => ApiError::BadRequest { message: e.to_string(), param: None },
+            kestrel_text::Error::NoChatTemplate => ApiError::BadRequest {
+                message: e.to_string(),
+                param: None,
+            },
             _ => ApiError::Internal(e.to_string()),
         }
     }
@@ -120,7 +160,10 @@ mod tests {
         assert_eq!(b["error"]["param"], "max_tokens");
         assert_eq!(b["error"]["type"], "invalid_request_error");
         assert_eq!(b["error"]["code"], 400);
-        let r = ApiError::from(SubmitError::QueueFull { retry_after_secs: 3 }).into_response();
+        let r = ApiError::from(SubmitError::QueueFull {
+            retry_after_secs: 3,
+        })
+        .into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "3");
         assert_eq!(ApiError::Unauthorized.status(), StatusCode::UNAUTHORIZED);

@@ -53,7 +53,10 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
             num_tokens: 0,
             finished: false,
         });
-        let events = stream::unfold(c.stream, |mut s| async move { s.recv().await.map(|e| (e, s)) });
+        let events = stream::unfold(
+            c.stream,
+            |mut s| async move { s.recv().await.map(|e| (e, s)) },
+        );
         streams.push(events.map(move |e| (index, e)).boxed());
     }
     let mut merged = stream::select_all(streams);
@@ -126,6 +129,10 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
         }
     }
     if states.iter().any(|s| !s.finished) {
-        let _ = tx.send(ChoiceEvent::Error("the engine stopped before the generation finished".into())).await;
+        let _ = tx
+            .send(ChoiceEvent::Error(
+                "the engine stopped before the generation finished".into(),
+            ))
+            .await;
     }
 }

@@ -32,7 +32,10 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge("the request body is too large".into())
         } else {
-            ApiError::bad_request(None, format!("could not read the request body: {rejection}"))
+            ApiError::bad_request(
+                None,
+                format!("could not read the request body: {rejection}"),
+            )
         }
     })
 }
@@ -40,7 +43,11 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
 /// Fresh randomness without a dependency: std's per-instance SipHash keys are random.
 pub(crate) fn random_u64() -> u64 {
     let mut h = RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
     h.finish()
 }
 

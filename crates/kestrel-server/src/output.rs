@@ -29,7 +29,10 @@ pub struct Piece {
 
 impl Piece {
     pub fn is_empty(&self) -> bool {
-        self.reasoning.is_empty() && self.content.is_empty() && self.tool_calls.is_empty() && self.logprobs.is_empty()
+        self.reasoning.is_empty()
+            && self.content.is_empty()
+            && self.tool_calls.is_empty()
+            && self.logprobs.is_empty()
     }
 
     fn append(&mut self, other: Piece) {
@@ -101,7 +104,10 @@ impl OutputProcessor {
         let (reasoning, content) = match &mut self.reasoning {
             Some(parser) => {
                 let d = parser.push(id, text);
-                (d.reasoning.unwrap_or_default(), d.content.unwrap_or_default())
+                (
+                    d.reasoning.unwrap_or_default(),
+                    d.content.unwrap_or_default(),
+                )
             }
             None => (String::new(), text.to_string()),
         };
@@ -112,7 +118,12 @@ impl OutputProcessor {
             }
             _ => (content, Vec::new()),
         };
-        Piece { reasoning, content, tool_calls, ..Piece::default() }
+        Piece {
+            reasoning,
+            content,
+            tool_calls,
+            ..Piece::default()
+        }
     }
 
     fn finish_parsers(&mut self) -> Piece {
@@ -123,7 +134,11 @@ impl OutputProcessor {
             piece.content = d.content.unwrap_or_default();
         }
         if let Some(parser) = &mut self.tools {
-            let mut d = if piece.content.is_empty() { Default::default() } else { parser.push(&piece.content) };
+            let mut d = if piece.content.is_empty() {
+                Default::default()
+            } else {
+                parser.push(&piece.content)
+            };
             let end = parser.finish();
             let mut content = d.content.take().unwrap_or_default();
             content.push_str(&end.content.unwrap_or_default());

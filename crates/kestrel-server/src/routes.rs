@@ -12,17 +12,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kestrel_protocol::{
-    parse_json, DetokenizeRequest, DetokenizeResponse, ModelCard, ModelList, TokenizeRequest, TokenizeResponse,
+    parse_json, DetokenizeRequest, DetokenizeResponse, ModelCard, ModelList, TokenizeRequest,
+    TokenizeResponse,
 };
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
+use crate::body_bytes;
 use crate::chat::{chat_completions, render_prompt};
 use crate::completions::completions;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::validate::{normalize_messages, thinking_kwargs};
-use crate::body_bytes;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let config = &state.config;
@@ -32,7 +33,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     // Probes and scrapers carry no key (as in vLLM, only the API routes are protected).
     let open = Router::new()
         .route("/health", get(health))
@@ -42,21 +46,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(open)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("internal error".into()).into_response()));
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("internal error".into()).into_response()
+        }));
     if !config.cors_allow_origins.is_empty() {
         let origins = if config.cors_allow_origins.iter().any(|o| o == "*") {
             AllowOrigin::from(Any)
         } else {
-            AllowOrigin::list(config.cors_allow_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+            AllowOrigin::list(
+                config
+                    .cors_allow_origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok()),
+            )
         };
         app = app.layer(
-            CorsLayer::new().allow_origin(origins).allow_methods([Method::GET, Method::POST, Method::OPTIONS]).allow_headers(Any),
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_headers(Any),
         );
     }
     app.with_state(state)
 }
 
-async fn require_api_key(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(key) = &state.config.api_key {
         let given = request
             .headers()
@@ -71,7 +89,11 @@ async fn require_api_key(State(state): State<Arc<AppState>>, request: Request, n
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path()))
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Result<Json<ModelList>, ApiError> {
@@ -88,39 +110,76 @@ async fn models(State(state): State<Arc<AppState>>) -> Result<Json<ModelList>, A
     }))
 }
 
-async fn tokenize(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<TokenizeResponse>, ApiError> {
+async fn tokenize(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TokenizeResponse>, ApiError> {
     let req: TokenizeRequest = parse_json(&body_bytes(body)?)?;
     let model = state.model()?;
-    if req.model.as_deref().is_some_and(|m| !m.is_empty() && m != state.config.served_model_name) {
-        return Err(ApiError::NotFound(format!("the model `{}` does not exist", req.model.unwrap_or_default())));
+    if req
+        .model
+        .as_deref()
+        .is_some_and(|m| !m.is_empty() && m != state.config.served_model_name)
+    {
+        return Err(ApiError::NotFound(format!(
+            "the model `{}` does not exist",
+            req.model.unwrap_or_default()
+        )));
     }
     let m = model.clone();
     let tokens = tokio::task::spawn_blocking(move || -> Result<Vec<u32>, ApiError> {
         match (&req.messages, &req.prompt) {
             (Some(messages), None) => {
                 let messages = normalize_messages(messages)?;
-                let tools = req
-                    .tools
-                    .as_ref()
-                    .map(|t| t.iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect::<Vec<_>>());
-                let kwargs = thinking_kwargs(req.chat_template_kwargs.as_ref(), req.enable_thinking, req.reasoning_effort.as_deref())?;
-                render_prompt(&m, &messages, tools.as_deref(), req.add_generation_prompt.unwrap_or(true), &kwargs)
+                let tools = req.tools.as_ref().map(|t| {
+                    t.iter()
+                        .map(|t| serde_json::to_value(t).unwrap_or_default())
+                        .collect::<Vec<_>>()
+                });
+                let kwargs = thinking_kwargs(
+                    req.chat_template_kwargs.as_ref(),
+                    req.enable_thinking,
+                    req.reasoning_effort.as_deref(),
+                )?;
+                render_prompt(
+                    &m,
+                    &messages,
+                    tools.as_deref(),
+                    req.add_generation_prompt.unwrap_or(true),
+                    &kwargs,
+                )
             }
-            (None, Some(prompt)) => Ok(m.tokenizer.encode(prompt, req.add_special_tokens.unwrap_or(true))?),
-            _ => Err(ApiError::bad_request(None, "give exactly one of `prompt` or `messages`")),
+            (None, Some(prompt)) => Ok(m
+                .tokenizer
+                .encode(prompt, req.add_special_tokens.unwrap_or(true))?),
+            _ => Err(ApiError::bad_request(
+                None,
+                "give exactly one of `prompt` or `messages`",
+            )),
         }
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(TokenizeResponse { count: tokens.len(), max_model_len: model.max_model_len, tokens, token_strs: None }))
+    Ok(Json(TokenizeResponse {
+        count: tokens.len(),
+        max_model_len: model.max_model_len,
+        tokens,
+        token_strs: None,
+    }))
 }
 
-async fn detokenize(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Json<DetokenizeResponse>, ApiError> {
+async fn detokenize(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DetokenizeResponse>, ApiError> {
     let req: DetokenizeRequest = parse_json(&body_bytes(body)?)?;
     let model = state.model()?;
     let vocab_size = model.tokenizer.vocab_size();
     if let Some(id) = req.tokens.iter().find(|&&id| id as usize >= vocab_size) {
-        return Err(ApiError::bad_request("tokens", format!("token id {id} is out of the vocabulary ({vocab_size})")));
+        return Err(ApiError::bad_request(
+            "tokens",
+            format!("token id {id} is out of the vocabulary ({vocab_size})"),
+        ));
     }
     let prompt = model.tokenizer.decode(&req.tokens, false)?;
     Ok(Json(DetokenizeResponse { prompt }))
@@ -138,7 +197,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     match state.model() {
         Ok(model) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            model.engine.metrics().render_prometheus(&state.config.served_model_name),
+            model
+                .engine
+                .metrics()
+                .render_prometheus(&state.config.served_model_name),
         )
             .into_response(),
         Err(e) => e.into_response(),

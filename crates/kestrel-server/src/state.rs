@@ -29,7 +29,9 @@ impl FromStr for ReasoningField {
             "both" => Ok(Self::Both),
             "reasoning_content" => Ok(Self::ReasoningContent),
             "reasoning" => Ok(Self::Reasoning),
-            _ => Err(format!("expected both, reasoning_content or reasoning, got {s:?}")),
+            _ => Err(format!(
+                "expected both, reasoning_content or reasoning, got {s:?}"
+            )),
         }
     }
 }
@@ -89,9 +91,17 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(engine: EngineHandle, tokenizer: Tokenizer, default_sampling: SamplingParams, extra_eos: &[u32]) -> Self {
+    pub fn new(
+        engine: EngineHandle,
+        tokenizer: Tokenizer,
+        default_sampling: SamplingParams,
+        extra_eos: &[u32],
+    ) -> Self {
         let template = ChatTemplate::from_tokenizer(&tokenizer).ok().map(Arc::new);
-        let think_tokens = match (tokenizer.token_to_id("<think>"), tokenizer.token_to_id("</think>")) {
+        let think_tokens = match (
+            tokenizer.token_to_id("<think>"),
+            tokenizer.token_to_id("</think>"),
+        ) {
             (Some(start), Some(end)) => Some(ThinkTokens {
                 think_start_id: start,
                 think_end_id: end,
@@ -127,7 +137,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: ServerConfig) -> Arc<Self> {
-        Arc::new(Self { config, model: OnceLock::new(), load_error: OnceLock::new() })
+        Arc::new(Self {
+            config,
+            model: OnceLock::new(),
+            load_error: OnceLock::new(),
+        })
     }
 
     /// Fills the model slot once loading is done; later calls are ignored.
@@ -143,14 +157,19 @@ impl AppState {
     pub fn model(&self) -> Result<Arc<Model>, ApiError> {
         match (self.model.get(), self.load_error.get()) {
             (Some(m), _) => Ok(m.clone()),
-            (None, Some(e)) => Err(ApiError::Unavailable(format!("the model failed to load: {e}"))),
+            (None, Some(e)) => Err(ApiError::Unavailable(format!(
+                "the model failed to load: {e}"
+            ))),
             (None, None) => Err(ApiError::Unavailable("the model is still loading".into())),
         }
     }
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -160,9 +179,21 @@ mod tests {
     #[test]
     fn reasoning_field_flag() {
         let r = || Some("why".to_string());
-        assert_eq!("both".parse::<ReasoningField>().unwrap().split(r()), (r(), r()));
-        assert_eq!("reasoning_content".parse::<ReasoningField>().unwrap().split(r()), (r(), None));
-        assert_eq!("reasoning".parse::<ReasoningField>().unwrap().split(r()), (None, r()));
+        assert_eq!(
+            "both".parse::<ReasoningField>().unwrap().split(r()),
+            (r(), r())
+        );
+        assert_eq!(
+            "reasoning_content"
+                .parse::<ReasoningField>()
+                .unwrap()
+                .split(r()),
+            (r(), None)
+        );
+        assert_eq!(
+            "reasoning".parse::<ReasoningField>().unwrap().split(r()),
+            (None, r())
+        );
         assert!("thoughts".parse::<ReasoningField>().is_err());
     }
 }

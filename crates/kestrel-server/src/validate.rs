@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use kestrel_engine::sampler::MAX_TOP_LOGPROBS;
 use kestrel_engine::SamplingParams;
-use kestrel_protocol::{ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, Stop, Tool};
+use kestrel_protocol::{
+    ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, Stop, Tool,
+};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -37,14 +39,22 @@ pub struct GenerationPlan {
 
 impl GenerationPlan {
     /// The `max_tokens` to submit for a prompt of `prompt_len` tokens; over the context → 400.
-    pub fn max_tokens_for(&self, prompt_len: usize, max_model_len: usize) -> Result<usize, ApiError> {
+    pub fn max_tokens_for(
+        &self,
+        prompt_len: usize,
+        max_model_len: usize,
+    ) -> Result<usize, ApiError> {
         if prompt_len == 0 {
             return Err(ApiError::bad_request("prompt", "the prompt is empty"));
         }
         let room = max_model_len.saturating_sub(prompt_len);
         let max_tokens = self.max_tokens.unwrap_or(room);
         if max_tokens == 0 || prompt_len + max_tokens > max_model_len {
-            let param = if self.max_tokens.is_some() { "max_tokens" } else { "messages" };
+            let param = if self.max_tokens.is_some() {
+                "max_tokens"
+            } else {
+                "messages"
+            };
             return Err(ApiError::bad_request(
                 param,
                 format!(
@@ -65,7 +75,11 @@ impl GenerationPlan {
 
     /// EOS + the request's stop ids, as the engine wants them (empty EOS part for `ignore_eos`).
     pub fn engine_stop_ids(&self, eos_token_ids: &[u32]) -> Vec<u32> {
-        let mut ids: Vec<u32> = if self.ignore_eos { Vec::new() } else { eos_token_ids.to_vec() };
+        let mut ids: Vec<u32> = if self.ignore_eos {
+            Vec::new()
+        } else {
+            eos_token_ids.to_vec()
+        };
         for &id in &self.stop_token_ids {
             if !ids.contains(&id) {
                 ids.push(id);
@@ -104,20 +118,28 @@ struct Common<'a> {
 
 fn check_model_name(requested: Option<&str>, config: &ServerConfig) -> Result<(), ApiError> {
     match requested {
-        Some(name) if !name.is_empty() && name != config.served_model_name => Err(ApiError::NotFound(format!(
-            "the model `{name}` does not exist; this server serves `{}`",
-            config.served_model_name
-        ))),
+        Some(name) if !name.is_empty() && name != config.served_model_name => {
+            Err(ApiError::NotFound(format!(
+                "the model `{name}` does not exist; this server serves `{}`",
+                config.served_model_name
+            )))
+        }
         _ => Ok(()),
     }
 }
 
-fn count(param: &'static str, value: Option<i64>, min: i64, max: i64) -> Result<Option<usize>, ApiError> {
+fn count(
+    param: &'static str,
+    value: Option<i64>,
+    min: i64,
+    max: i64,
+) -> Result<Option<usize>, ApiError> {
     match value {
         None => Ok(None),
-        Some(v) if v < min || v > max => {
-            Err(ApiError::bad_request(param, format!("`{param}` must be between {min} and {max}, got {v}")))
-        }
+        Some(v) if v < min || v > max => Err(ApiError::bad_request(
+            param,
+            format!("`{param}` must be between {min} and {max}, got {v}"),
+        )),
         Some(v) => Ok(Some(v as usize)),
     }
 }
@@ -129,7 +151,10 @@ fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<Generatio
         if kind != Some("text") {
             return Err(ApiError::bad_request(
                 "response_format",
-                format!("`response_format` {} is not supported; only {{\"type\":\"text\"}}", format),
+                format!(
+                    "`response_format` {} is not supported; only {{\"type\":\"text\"}}",
+                    format
+                ),
             ));
         }
     }
@@ -145,12 +170,21 @@ fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<Generatio
     let n = count("n", c.n, 1, config.max_n as i64)?.unwrap_or(1);
     let stop = c.stop.cloned().map(Stop::into_vec).unwrap_or_default();
     if stop.len() > MAX_STOP_STRINGS {
-        return Err(ApiError::bad_request("stop", format!("at most {MAX_STOP_STRINGS} stop strings, got {}", stop.len())));
+        return Err(ApiError::bad_request(
+            "stop",
+            format!(
+                "at most {MAX_STOP_STRINGS} stop strings, got {}",
+                stop.len()
+            ),
+        ));
     }
     let vocab_size = model.tokenizer.vocab_size();
     let stop_token_ids = c.stop_token_ids.map(<[u32]>::to_vec).unwrap_or_default();
     if let Some(id) = stop_token_ids.iter().find(|&&id| id as usize >= vocab_size) {
-        return Err(ApiError::bad_request("stop_token_ids", format!("token id {id} is out of the vocabulary ({vocab_size})")));
+        return Err(ApiError::bad_request(
+            "stop_token_ids",
+            format!("token id {id} is out of the vocabulary ({vocab_size})"),
+        ));
     }
 
     let mut sampling = model.default_sampling.clone();
@@ -163,7 +197,10 @@ fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<Generatio
     if let Some(k) = c.top_k {
         // vLLM: -1 (and 0) disable top-k.
         if k < -1 {
-            return Err(ApiError::bad_request("top_k", format!("`top_k` must be -1 (off) or >= 0, got {k}")));
+            return Err(ApiError::bad_request(
+                "top_k",
+                format!("`top_k` must be -1 (off) or >= 0, got {k}"),
+            ));
         }
         sampling.top_k = k.max(0) as usize;
     }
@@ -183,10 +220,16 @@ fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<Generatio
         let mut entries = Vec::with_capacity(bias.len());
         for (key, &value) in bias {
             let id: u32 = key.parse().map_err(|_| {
-                ApiError::bad_request("logit_bias", format!("`logit_bias` keys must be token ids, got {key:?}"))
+                ApiError::bad_request(
+                    "logit_bias",
+                    format!("`logit_bias` keys must be token ids, got {key:?}"),
+                )
             })?;
             if id as usize >= vocab_size {
-                return Err(ApiError::bad_request("logit_bias", format!("token id {id} is out of the vocabulary ({vocab_size})")));
+                return Err(ApiError::bad_request(
+                    "logit_bias",
+                    format!("token id {id} is out of the vocabulary ({vocab_size})"),
+                ));
             }
             entries.push((id, value));
         }
@@ -226,14 +269,27 @@ pub struct ChatPlan {
     pub logprobs: bool,
 }
 
-pub fn validate_chat(req: &ChatCompletionRequest, model: &Model, config: &ServerConfig) -> Result<ChatPlan, ApiError> {
+pub fn validate_chat(
+    req: &ChatCompletionRequest,
+    model: &Model,
+    config: &ServerConfig,
+) -> Result<ChatPlan, ApiError> {
     let top_logprobs = count("top_logprobs", req.top_logprobs, 0, MAX_TOP_LOGPROBS as i64)?;
     let logprobs = req.logprobs.unwrap_or(false);
     if top_logprobs.is_some_and(|n| n > 0) && !logprobs {
-        return Err(ApiError::bad_request("top_logprobs", "`top_logprobs` requires `logprobs: true`"));
+        return Err(ApiError::bad_request(
+            "top_logprobs",
+            "`top_logprobs` requires `logprobs: true`",
+        ));
     }
-    if req.max_tokens.is_some() && req.max_completion_tokens.is_some() && req.max_tokens != req.max_completion_tokens {
-        return Err(ApiError::bad_request("max_completion_tokens", "`max_tokens` and `max_completion_tokens` disagree"));
+    if req.max_tokens.is_some()
+        && req.max_completion_tokens.is_some()
+        && req.max_tokens != req.max_completion_tokens
+    {
+        return Err(ApiError::bad_request(
+            "max_completion_tokens",
+            "`max_tokens` and `max_completion_tokens` disagree",
+        ));
     }
     let stream = req.stream.unwrap_or(false);
     let generation = plan(
@@ -266,7 +322,10 @@ pub fn validate_chat(req: &ChatCompletionRequest, model: &Model, config: &Server
     )?;
     let messages = normalize_messages(&req.messages)?;
     let tools = validate_tools(req.tools.as_deref())?;
-    validate_tool_choice(req.tool_choice.as_ref(), req.tools.as_deref().unwrap_or(&[]))?;
+    validate_tool_choice(
+        req.tool_choice.as_ref(),
+        req.tools.as_deref().unwrap_or(&[]),
+    )?;
     let chat_template_kwargs = thinking_kwargs(
         req.chat_template_kwargs.as_ref(),
         req.enable_thinking,
@@ -277,10 +336,14 @@ pub fn validate_chat(req: &ChatCompletionRequest, model: &Model, config: &Server
         generation,
         messages,
         tools,
-        tool_parsing: kestrel_text::tool_calls::tool_parsing_enabled(num_tools, req.tool_choice.as_ref()),
+        tool_parsing: kestrel_text::tool_calls::tool_parsing_enabled(
+            num_tools,
+            req.tool_choice.as_ref(),
+        ),
         chat_template_kwargs,
         add_generation_prompt: req.add_generation_prompt.unwrap_or(true),
-        include_reasoning: req.include_reasoning.unwrap_or(true) && req.return_reasoning.unwrap_or(true),
+        include_reasoning: req.include_reasoning.unwrap_or(true)
+            && req.return_reasoning.unwrap_or(true),
         logprobs,
     })
 }
@@ -292,7 +355,11 @@ pub struct CompletionPlan {
     pub logprobs: Option<usize>,
 }
 
-pub fn validate_completion(req: &CompletionRequest, model: &Model, config: &ServerConfig) -> Result<CompletionPlan, ApiError> {
+pub fn validate_completion(
+    req: &CompletionRequest,
+    model: &Model,
+    config: &ServerConfig,
+) -> Result<CompletionPlan, ApiError> {
     let logprobs = count("logprobs", req.logprobs, 0, MAX_TOP_LOGPROBS as i64)?;
     if req.echo.unwrap_or(false) {
         return Err(ApiError::bad_request("echo", "`echo` is not supported"));
@@ -302,7 +369,10 @@ pub fn validate_completion(req: &CompletionRequest, model: &Model, config: &Serv
     }
     if let Some(best_of) = req.best_of {
         if best_of != req.n.unwrap_or(1) {
-            return Err(ApiError::bad_request("best_of", "`best_of` other than `n` is not supported"));
+            return Err(ApiError::bad_request(
+                "best_of",
+                "`best_of` other than `n` is not supported",
+            ));
         }
     }
     let stream = req.stream.unwrap_or(false);
@@ -335,7 +405,10 @@ pub fn validate_completion(req: &CompletionRequest, model: &Model, config: &Serv
         model,
         config,
     )?;
-    Ok(CompletionPlan { generation, logprobs })
+    Ok(CompletionPlan {
+        generation,
+        logprobs,
+    })
 }
 
 /// Messages as the chat template takes them. Qwen3's template fails on `content: null`
@@ -343,13 +416,20 @@ pub fn validate_completion(req: &CompletionRequest, model: &Model, config: &Serv
 /// `reasoning` on input is accepted as an alias of `reasoning_content`.
 pub fn normalize_messages(messages: &[ChatMessage]) -> Result<Vec<Value>, ApiError> {
     if messages.is_empty() {
-        return Err(ApiError::bad_request("messages", "`messages` must contain at least one message"));
+        return Err(ApiError::bad_request(
+            "messages",
+            "`messages` must contain at least one message",
+        ));
     }
     let mut out = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         if !KNOWN_ROLES.contains(&m.role.as_str()) {
             return Err(ApiError::BadRequest {
-                message: format!("messages[{i}].role: unknown role {:?}; expected one of {}", m.role, KNOWN_ROLES.join(", ")),
+                message: format!(
+                    "messages[{i}].role: unknown role {:?}; expected one of {}",
+                    m.role,
+                    KNOWN_ROLES.join(", ")
+                ),
                 param: Some(format!("messages[{i}].role")),
             });
         }
@@ -381,7 +461,10 @@ pub fn normalize_messages(messages: &[ChatMessage]) -> Result<Vec<Value>, ApiErr
             obj.insert("name".into(), Value::String(name.clone()));
         }
         if let Some(calls) = &m.tool_calls {
-            obj.insert("tool_calls".into(), Value::Array(calls.iter().map(normalize_tool_call).collect()));
+            obj.insert(
+                "tool_calls".into(),
+                Value::Array(calls.iter().map(normalize_tool_call).collect()),
+            );
         }
         if let Some(id) = &m.tool_call_id {
             obj.insert("tool_call_id".into(), Value::String(id.clone()));
@@ -399,7 +482,11 @@ pub fn normalize_messages(messages: &[ChatMessage]) -> Result<Vec<Value>, ApiErr
 fn normalize_tool_call(call: &Value) -> Value {
     let mut call = call.clone();
     if let Some(args) = call.pointer_mut("/function/arguments") {
-        if let Some(parsed) = args.as_str().and_then(|s| serde_json::from_str::<Value>(s).ok()).filter(Value::is_object) {
+        if let Some(parsed) = args
+            .as_str()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .filter(Value::is_object)
+        {
             *args = parsed;
         }
     }
@@ -415,14 +502,23 @@ fn validate_tools(tools: Option<&[Tool]>) -> Result<Option<Vec<Value>>, ApiError
             param: Some(format!("tools[{i}]{field}")),
         };
         if tool.kind != "function" {
-            return Err(bad(&format!("only tools of type \"function\" are supported, got {:?}", tool.kind), ".type"));
+            return Err(bad(
+                &format!(
+                    "only tools of type \"function\" are supported, got {:?}",
+                    tool.kind
+                ),
+                ".type",
+            ));
         }
         if tool.function.name.trim().is_empty() {
             return Err(bad("the function name must not be empty", ".function.name"));
         }
         if let Some(params) = &tool.function.parameters {
             if !params.is_object() {
-                return Err(bad("`parameters` must be a JSON Schema object", ".function.parameters"));
+                return Err(bad(
+                    "`parameters` must be a JSON Schema object",
+                    ".function.parameters",
+                ));
             }
         }
         out.push(serde_json::to_value(tool).map_err(|e| ApiError::Internal(e.to_string()))?);
@@ -438,7 +534,9 @@ fn validate_tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<(), Ap
             "none" | "auto" => Ok(()),
             "required" if !tools.is_empty() => Ok(()),
             "required" => Err(bad("`tool_choice` \"required\" needs `tools`".into())),
-            other => Err(bad(format!("`tool_choice` must be none, auto, required or a named function, got {other:?}"))),
+            other => Err(bad(format!(
+                "`tool_choice` must be none, auto, required or a named function, got {other:?}"
+            ))),
         },
         Value::Object(_) => {
             let name = choice.pointer("/function/name").and_then(Value::as_str);
@@ -471,19 +569,24 @@ pub fn thinking_kwargs(
             ))
         }
     };
-    let from_effort = match reasoning_effort {
-        None => None,
-        Some("none") => Some(false),
-        Some("minimal" | "low" | "medium" | "high") => Some(true),
-        Some(other) => {
-            return Err(ApiError::bad_request(
+    let from_effort =
+        match reasoning_effort {
+            None => None,
+            Some("none") => Some(false),
+            Some("minimal" | "low" | "medium" | "high") => Some(true),
+            Some(other) => return Err(ApiError::bad_request(
                 "reasoning_effort",
-                format!("`reasoning_effort` must be none, minimal, low, medium or high, got {other:?}"),
-            ))
-        }
-    };
+                format!(
+                    "`reasoning_effort` must be none, minimal, low, medium or high, got {other:?}"
+                ),
+            )),
+        };
     let mut decided: Option<(bool, &str)> = None;
-    for (value, name) in [(enable_thinking, "enable_thinking"), (from_kwargs, "chat_template_kwargs.enable_thinking"), (from_effort, "reasoning_effort")] {
+    for (value, name) in [
+        (enable_thinking, "enable_thinking"),
+        (from_kwargs, "chat_template_kwargs.enable_thinking"),
+        (from_effort, "reasoning_effort"),
+    ] {
         let Some(value) = value else { continue };
         match decided {
             Some((prev, prev_name)) if prev != value => {
@@ -507,7 +610,9 @@ mod tests {
     use kestrel_protocol::parse_json;
 
     fn msgs(json: &str) -> Vec<ChatMessage> {
-        parse_json::<ChatCompletionRequest>(format!(r#"{{"messages":{json}}}"#).as_bytes()).unwrap().messages
+        parse_json::<ChatCompletionRequest>(format!(r#"{{"messages":{json}}}"#).as_bytes())
+            .unwrap()
+            .messages
     }
 
     #[test]
@@ -528,7 +633,10 @@ mod tests {
         assert!(normalize_messages(&[]).is_err());
         let e = normalize_messages(&msgs(r#"[{"role":"wizard","content":"x"}]"#)).unwrap_err();
         assert!(e.to_string().contains("unknown role"), "{e}");
-        let e = normalize_messages(&msgs(r#"[{"role":"user","content":[{"type":"image_url"}]}]"#)).unwrap_err();
+        let e = normalize_messages(&msgs(
+            r#"[{"role":"user","content":[{"type":"image_url"}]}]"#,
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("only text"), "{e}");
     }
 
@@ -540,10 +648,16 @@ mod tests {
         assert_eq!(k["enable_thinking"], false);
         let mut m = Map::new();
         m.insert("enable_thinking".into(), Value::Bool(true));
-        assert_eq!(thinking_kwargs(Some(&m), None, None).unwrap()["enable_thinking"], true);
+        assert_eq!(
+            thinking_kwargs(Some(&m), None, None).unwrap()["enable_thinking"],
+            true
+        );
         assert!(thinking_kwargs(Some(&m), Some(false), None).is_err());
         assert!(thinking_kwargs(None, Some(true), Some("none")).is_err());
-        assert!(thinking_kwargs(None, None, None).unwrap().get("enable_thinking").is_none());
+        assert!(thinking_kwargs(None, None, None)
+            .unwrap()
+            .get("enable_thinking")
+            .is_none());
     }
 
     #[test]
@@ -556,8 +670,10 @@ mod tests {
         assert!(validate_tool_choice(Some(&named), &tools).is_ok());
         let other = serde_json::json!({"type":"function","function":{"name":"nope"}});
         assert!(validate_tool_choice(Some(&other), &tools).is_err());
-        let bad: Vec<Tool> =
-            serde_json::from_str(r#"[{"type":"function","function":{"name":"f","parameters":"string"}}]"#).unwrap();
+        let bad: Vec<Tool> = serde_json::from_str(
+            r#"[{"type":"function","function":{"name":"f","parameters":"string"}}]"#,
+        )
+        .unwrap();
         assert!(validate_tools(Some(&bad)).is_err());
     }
 }

@@ -22,9 +22,12 @@ const MAX_MODEL_LEN: usize = 256;
 const MODEL_NAME: &str = "qwen3-tiny";
 
 fn fixtures() -> PathBuf {
-    std::env::var_os("KESTREL_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/kestrel/fixtures")
-    })
+    std::env::var_os("KESTREL_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/kestrel/fixtures")
+        })
 }
 
 /// The tiny random-weight Qwen3 with the real tokenizer, written once per test binary.
@@ -49,7 +52,8 @@ fn build_engine(engine_config: EngineConfig) -> (EngineHandle, Tokenizer) {
     let dir = tiny_model_dir();
     let files = ModelFiles::open(dir).expect("open tiny model");
     let backend = CpuBackend::new();
-    let model = QwenModel::load(&backend, files.config().clone(), files.weights()).expect("load tiny model");
+    let model = QwenModel::load(&backend, files.config().clone(), files.weights())
+        .expect("load tiny model");
     let handle = start_engine(backend, model, engine_config).expect("start engine");
     (handle, Tokenizer::from_dir(dir).expect("tokenizer"))
 }
@@ -58,14 +62,26 @@ fn build_engine(engine_config: EngineConfig) -> (EngineHandle, Tokenizer) {
 fn engine() -> &'static (EngineHandle, Tokenizer) {
     static ENGINE: OnceLock<(EngineHandle, Tokenizer)> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        build_engine(EngineConfig { max_model_len: MAX_MODEL_LEN, num_blocks: 256, ..EngineConfig::default() })
+        build_engine(EngineConfig {
+            max_model_len: MAX_MODEL_LEN,
+            num_blocks: 256,
+            ..EngineConfig::default()
+        })
     })
 }
 
 fn app_on(engine: &(EngineHandle, Tokenizer), config: ServerConfig) -> Router {
     let (handle, tokenizer) = engine;
-    let state = AppState::new(ServerConfig { served_model_name: MODEL_NAME.into(), ..config });
-    state.set_model(Model::new(handle.clone(), tokenizer.clone(), SamplingParams::default(), &[]));
+    let state = AppState::new(ServerConfig {
+        served_model_name: MODEL_NAME.into(),
+        ..config
+    });
+    state.set_model(Model::new(
+        handle.clone(),
+        tokenizer.clone(),
+        SamplingParams::default(),
+        &[],
+    ));
     router(state)
 }
 
@@ -77,7 +93,10 @@ fn app() -> Router {
     app_with(ServerConfig::default())
 }
 
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+async fn send(
+    app: &Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let response = tokio::time::timeout(Duration::from_secs(120), app.clone().oneshot(request))
         .await
         .expect("response within 120 s")
@@ -94,12 +113,16 @@ async fn send(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::
 }
 
 fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(path).header(header::CONTENT_TYPE, "application/json").body(body.into()).unwrap()
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
 }
 
 async fn post_json(app: &Router, path: &str, body: Value) -> (StatusCode, Value) {
     let (status, _, bytes) = send(app, post(path, body.to_string())).await;
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
 }
 
@@ -117,16 +140,30 @@ fn sse_data(body: &[u8]) -> Vec<String> {
     text.split("\n\n")
         .filter(|e| !e.trim().is_empty())
         .map(|event| {
-            event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect::<Vec<_>>().join("\n")
+            event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect::<Vec<_>>()
+                .join("\n")
         })
         .collect()
 }
 
 fn assert_error(status: StatusCode, body: &Value, want: StatusCode, needle: &str) {
     assert_eq!(status, want, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_else(|| panic!("OpenAI error body: {body}"));
-    assert!(message.contains(needle), "message {message:?} should mention {needle:?}");
-    assert!(body["error"].get("type").is_some() && body["error"].get("param").is_some() && body["error"].get("code").is_some());
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("OpenAI error body: {body}"));
+    assert!(
+        message.contains(needle),
+        "message {message:?} should mention {needle:?}"
+    );
+    assert!(
+        body["error"].get("type").is_some()
+            && body["error"].get("param").is_some()
+            && body["error"].get("code").is_some()
+    );
 }
 
 // ---------- error paths (no generation needed) ----------
@@ -162,13 +199,22 @@ async fn malformed_request_battery_gets_4xx_and_server_keeps_serving() {
         (json!({"prompt": [1, -2]}).to_string().into(), StatusCode::BAD_REQUEST, "prompt"),
     ];
     for (i, (body, want, needle)) in cases.into_iter().enumerate() {
-        let path = if i == cases_len_prompt() { "/v1/completions" } else { "/v1/chat/completions" };
+        let path = if i == cases_len_prompt() {
+            "/v1/completions"
+        } else {
+            "/v1/chat/completions"
+        };
         let (status, _, bytes) = send(&app, post(path, body)).await;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("case {i}: not JSON ({e}): {bytes:?}"));
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("case {i}: not JSON ({e}): {bytes:?}"));
         assert_error(status, &value, want, needle);
     }
     // Still serving.
-    let (status, _, _) = send(&app, Request::get("/v1/models").body(Body::empty()).unwrap()).await;
+    let (status, _, _) = send(
+        &app,
+        Request::get("/v1/models").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -184,13 +230,21 @@ async fn completions_validation() {
     assert_error(s, &b, StatusCode::BAD_REQUEST, "prompt");
     let (s, b) = post_json(&app, "/v1/completions", json!({"prompt": [999_999_999]})).await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "vocabulary");
-    let (s, b) = post_json(&app, "/v1/completions", json!({"prompt": "hi", "echo": true})).await;
+    let (s, b) = post_json(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "hi", "echo": true}),
+    )
+    .await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "echo");
 }
 
 #[tokio::test]
 async fn body_limit_is_413() {
-    let app = app_with(ServerConfig { max_body_bytes: 1024, ..ServerConfig::default() });
+    let app = app_with(ServerConfig {
+        max_body_bytes: 1024,
+        ..ServerConfig::default()
+    });
     let big = chat(json!({"messages": [{"role": "user", "content": "x".repeat(4096)}]}));
     let (status, body) = post_json(&app, "/v1/chat/completions", big).await;
     assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "too large");
@@ -198,14 +252,28 @@ async fn body_limit_is_413() {
 
 #[tokio::test]
 async fn api_key_and_open_health() {
-    let app = app_with(ServerConfig { api_key: Some("sekret".into()), ..ServerConfig::default() });
+    let app = app_with(ServerConfig {
+        api_key: Some("sekret".into()),
+        ..ServerConfig::default()
+    });
     let (status, body) = post_json(&app, "/v1/chat/completions", chat(json!({}))).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "API key");
-    let req = Request::get("/v1/models").header(header::AUTHORIZATION, "Bearer wrong").body(Body::empty()).unwrap();
+    let req = Request::get("/v1/models")
+        .header(header::AUTHORIZATION, "Bearer wrong")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(&app, req).await.0, StatusCode::UNAUTHORIZED);
-    let req = Request::get("/v1/models").header(header::AUTHORIZATION, "Bearer sekret").body(Body::empty()).unwrap();
+    let req = Request::get("/v1/models")
+        .header(header::AUTHORIZATION, "Bearer sekret")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(&app, req).await.0, StatusCode::OK);
-    assert_eq!(send(&app, Request::get("/health").body(Body::empty()).unwrap()).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&app, Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -216,7 +284,11 @@ async fn health_is_503_while_loading_and_unknown_route_is_404() {
     assert!(String::from_utf8_lossy(&body).contains("loading"));
     let (status, body) = post_json(&app, "/v1/chat/completions", chat(json!({}))).await;
     assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "loading");
-    let (status, _, body) = send(&app, Request::get("/v2/nothing").body(Body::empty()).unwrap()).await;
+    let (status, _, body) = send(
+        &app,
+        Request::get("/v2/nothing").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(String::from_utf8_lossy(&body).contains("/v2/nothing"));
     let (status, _, body) = send(&app, Request::get("/version").body(Body::empty()).unwrap()).await;
@@ -226,14 +298,20 @@ async fn health_is_503_while_loading_and_unknown_route_is_404() {
 
 #[tokio::test]
 async fn cors_preflight() {
-    let app = app_with(ServerConfig { cors_allow_origins: vec!["https://example.com".into()], ..ServerConfig::default() });
+    let app = app_with(ServerConfig {
+        cors_allow_origins: vec!["https://example.com".into()],
+        ..ServerConfig::default()
+    });
     let req = Request::options("/v1/chat/completions")
         .header(header::ORIGIN, "https://example.com")
         .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
         .body(Body::empty())
         .unwrap();
     let (_, headers, _) = send(&app, req).await;
-    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://example.com");
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://example.com"
+    );
 }
 
 // ---------- routes that need only the tokenizer ----------
@@ -241,7 +319,11 @@ async fn cors_preflight() {
 #[tokio::test]
 async fn models_tokenize_detokenize() {
     let app = app();
-    let (status, _, body) = send(&app, Request::get("/v1/models").body(Body::empty()).unwrap()).await;
+    let (status, _, body) = send(
+        &app,
+        Request::get("/v1/models").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let models: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(models["data"][0]["id"], MODEL_NAME);
@@ -255,7 +337,12 @@ async fn models_tokenize_detokenize() {
     assert_eq!(detok["prompt"], "Hello world");
 
     // Chat-style: the exact ids generation uses, with the thinking switch applied.
-    let (_, on) = post_json(&app, "/tokenize", json!({"messages": [{"role": "user", "content": "Hi"}]})).await;
+    let (_, on) = post_json(
+        &app,
+        "/tokenize",
+        json!({"messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
     let (_, off) = post_json(
         &app,
         "/tokenize",
@@ -263,7 +350,13 @@ async fn models_tokenize_detokenize() {
     )
     .await;
     let (_, text_off) = post_json(&app, "/detokenize", json!({"tokens": off["tokens"]})).await;
-    assert!(text_off["prompt"].as_str().unwrap().ends_with("<think>\n\n</think>\n\n"), "{text_off}");
+    assert!(
+        text_off["prompt"]
+            .as_str()
+            .unwrap()
+            .ends_with("<think>\n\n</think>\n\n"),
+        "{text_off}"
+    );
     assert!(off["count"].as_u64() > on["count"].as_u64());
     // Null assistant content and content parts render (Qwen3's template fails on null).
     let (status, b) = post_json(
@@ -305,11 +398,18 @@ async fn chat_non_stream_shape_and_thinking_off_is_all_content() {
     let choice = &body["choices"][0];
     assert_eq!(choice["message"]["role"], "assistant");
     assert!(choice["message"]["content"].is_string(), "{body}");
-    assert!(choice["message"].get("reasoning_content").is_none() && choice["message"].get("reasoning").is_none(), "{body}");
+    assert!(
+        choice["message"].get("reasoning_content").is_none()
+            && choice["message"].get("reasoning").is_none(),
+        "{body}"
+    );
     assert_eq!(choice["finish_reason"], "length");
     assert_eq!(body["usage"]["completion_tokens"], 4);
     let u = &body["usage"];
-    assert_eq!(u["total_tokens"].as_u64(), Some(u["prompt_tokens"].as_u64().unwrap() + 4));
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["prompt_tokens"].as_u64().unwrap() + 4)
+    );
 }
 
 #[tokio::test]
@@ -321,15 +421,28 @@ async fn thinking_on_without_end_tag_is_all_reasoning() {
     let message = &body["choices"][0]["message"];
     // Cut by max_tokens inside the think block: everything is reasoning, content is null.
     assert!(message["content"].is_null(), "{body}");
-    let reasoning = message["reasoning_content"].as_str().expect("reasoning_content");
-    assert_eq!(message["reasoning"], reasoning, "both field names carry the reasoning by default");
-    assert!(!reasoning.is_empty() && !reasoning.contains("<think>"), "reasoning {reasoning:?}");
+    let reasoning = message["reasoning_content"]
+        .as_str()
+        .expect("reasoning_content");
+    assert_eq!(
+        message["reasoning"], reasoning,
+        "both field names carry the reasoning by default"
+    );
+    assert!(
+        !reasoning.is_empty() && !reasoning.contains("<think>"),
+        "reasoning {reasoning:?}"
+    );
 
     // include_reasoning: false drops it.
     let mut hidden = request.clone();
     hidden["include_reasoning"] = json!(false);
     let (_, body) = post_json(&app, "/v1/chat/completions", hidden).await;
-    assert!(body["choices"][0]["message"].get("reasoning_content").is_none(), "{body}");
+    assert!(
+        body["choices"][0]["message"]
+            .get("reasoning_content")
+            .is_none(),
+        "{body}"
+    );
 
     // Streaming: only reasoning deltas, never content text.
     let mut streamed = request;
@@ -341,7 +454,10 @@ async fn thinking_on_without_end_tag_is_all_reasoning() {
         let chunk: Value = serde_json::from_str(data).unwrap();
         for c in chunk["choices"].as_array().unwrap() {
             let content = c["delta"]["content"].as_str().unwrap_or("");
-            assert!(content.is_empty(), "content in a thinking-only stream: {data}");
+            assert!(
+                content.is_empty(),
+                "content in a thinking-only stream: {data}"
+            );
             reasoning.push_str(c["delta"]["reasoning_content"].as_str().unwrap_or(""));
         }
     }
@@ -352,7 +468,10 @@ async fn thinking_on_without_end_tag_is_all_reasoning() {
 async fn message_reasoning_of(app: &Router) -> String {
     let request = thinking_request();
     let (_, body) = post_json(app, "/v1/chat/completions", request).await;
-    body["choices"][0]["message"]["reasoning_content"].as_str().unwrap_or("").to_string()
+    body["choices"][0]["message"]["reasoning_content"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[tokio::test]
@@ -362,12 +481,19 @@ async fn chat_stream_framing_with_n_and_usage() {
         "stream": true, "stream_options": {"include_usage": true}, "n": 2, "temperature": 1.0, "seed": 3,
         "max_tokens": 3, "ignore_eos": true, "enable_thinking": false
     }));
-    let (status, headers, bytes) = send(&app, post("/v1/chat/completions", request.to_string())).await;
+    let (status, headers, bytes) =
+        send(&app, post("/v1/chat/completions", request.to_string())).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let events = sse_data(&bytes);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     // First: the role chunk for every choice.
     let first = &chunks[0];
     assert_eq!(first["object"], "chat.completion.chunk");
@@ -382,11 +508,23 @@ async fn chat_stream_framing_with_n_and_usage() {
         let finishes: Vec<usize> = chunks
             .iter()
             .enumerate()
-            .filter(|(_, c)| c["choices"].as_array().unwrap().iter().any(|ch| ch["index"] == index && !ch["finish_reason"].is_null()))
+            .filter(|(_, c)| {
+                c["choices"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|ch| ch["index"] == index && !ch["finish_reason"].is_null())
+            })
             .map(|(i, _)| i)
             .collect();
         assert_eq!(finishes.len(), 1, "choice {index}");
-        let after = chunks[finishes[0] + 1..].iter().any(|c| c["choices"].as_array().unwrap().iter().any(|ch| ch["index"] == index));
+        let after = chunks[finishes[0] + 1..].iter().any(|c| {
+            c["choices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|ch| ch["index"] == index)
+        });
         assert!(!after, "choice {index} has chunks after its finish chunk");
     }
     // Every chunk of one response has the same id.
@@ -396,12 +534,16 @@ async fn chat_stream_framing_with_n_and_usage() {
 #[tokio::test]
 async fn seed_reproducible_and_logprobs() {
     let app = app();
-    let request = chat(json!({"temperature": 1.0, "seed": 42, "max_tokens": 6, "ignore_eos": true, "logprobs": true, "top_logprobs": 2}));
+    let request = chat(
+        json!({"temperature": 1.0, "seed": 42, "max_tokens": 6, "ignore_eos": true, "logprobs": true, "top_logprobs": 2}),
+    );
     let (s1, a) = post_json(&app, "/v1/chat/completions", request.clone()).await;
     let (s2, b) = post_json(&app, "/v1/chat/completions", request).await;
     assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{a}");
     assert_eq!(a["choices"][0]["message"], b["choices"][0]["message"]);
-    let lps = a["choices"][0]["logprobs"]["content"].as_array().expect("logprobs.content");
+    let lps = a["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .expect("logprobs.content");
     assert_eq!(lps.len(), 6);
     assert_eq!(lps[0]["top_logprobs"].as_array().unwrap().len(), 2);
     assert!(lps[0]["logprob"].as_f64().unwrap() <= 0.0);
@@ -420,8 +562,12 @@ async fn completions_prompt_shapes_and_stream() {
 
     // Token ids give the same greedy text as the string they encode.
     let (_, tok) = post_json(&app, "/tokenize", json!({"prompt": "Hello"})).await;
-    let (_, by_ids) =
-        post_json(&app, "/v1/completions", json!({"prompt": tok["tokens"], "max_tokens": 3, "ignore_eos": true, "temperature": 0})).await;
+    let (_, by_ids) = post_json(
+        &app,
+        "/v1/completions",
+        json!({"prompt": tok["tokens"], "max_tokens": 3, "ignore_eos": true, "temperature": 0}),
+    )
+    .await;
     assert_eq!(by_ids["choices"][0]["text"], body["choices"][0]["text"]);
 
     let request = json!({"prompt": "Hello", "max_tokens": 3, "ignore_eos": true, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
@@ -436,7 +582,11 @@ async fn completions_prompt_shapes_and_stream() {
             text.push_str(c["text"].as_str().unwrap());
         }
     }
-    assert_eq!(text, body["choices"][0]["text"].as_str().unwrap(), "streamed text = non-streamed text");
+    assert_eq!(
+        text,
+        body["choices"][0]["text"].as_str().unwrap(),
+        "streamed text = non-streamed text"
+    );
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 3);
 }
@@ -468,12 +618,15 @@ async fn metrics_after_a_request() {
     let app = app();
     let (status, _) = post_json(&app, "/v1/chat/completions", chat(json!({"max_tokens": 1}))).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, headers, body) = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let (status, headers, body) =
+        send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     assert!(String::from_utf8_lossy(&body).contains(MODEL_NAME));
 }
-
 
 #[tokio::test]
 async fn full_queue_is_503_with_retry_after() {
@@ -486,47 +639,89 @@ async fn full_queue_is_503_with_retry_after() {
         ..EngineConfig::default()
     });
     let app = app_on(&engine, ServerConfig::default());
-    let (status, headers, bytes) =
-        send(&app, post("/v1/chat/completions", chat(json!({"n": 3, "max_tokens": 100, "ignore_eos": true})).to_string())).await;
+    let (status, headers, bytes) = send(
+        &app,
+        post(
+            "/v1/chat/completions",
+            chat(json!({"n": 3, "max_tokens": 100, "ignore_eos": true})).to_string(),
+        ),
+    )
+    .await;
     let body: Value = serde_json::from_slice(&bytes).unwrap();
-    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "queue is full");
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue is full",
+    );
     assert_eq!(headers[header::RETRY_AFTER], "1");
     // The sequences submitted before the refusal were aborted (the engine thread drops them
     // at its next command poll); a client honouring Retry-After is then served.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = post_json(&app, "/v1/chat/completions", chat(json!({"max_tokens": 2}))).await;
+        let (status, body) =
+            post_json(&app, "/v1/chat/completions", chat(json!({"max_tokens": 2}))).await;
         if status == StatusCode::OK {
             break;
         }
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert!(std::time::Instant::now() < deadline, "the queue never drained: {body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never drained: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
 async fn client_disconnect_aborts_the_sequence() {
-    let engine = build_engine(EngineConfig { max_model_len: MAX_MODEL_LEN, num_blocks: 64, ..EngineConfig::default() });
+    let engine = build_engine(EngineConfig {
+        max_model_len: MAX_MODEL_LEN,
+        num_blocks: 64,
+        ..EngineConfig::default()
+    });
     let metrics = engine.0.metrics();
     let app = app_on(&engine, ServerConfig::default());
     let request = chat(json!({"stream": true, "max_tokens": 200, "ignore_eos": true}));
-    let response = app.clone().oneshot(post("/v1/chat/completions", request.to_string())).await.unwrap();
+    let response = app
+        .clone()
+        .oneshot(post("/v1/chat/completions", request.to_string()))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     // Wait for the first generated token's chunk (after the role chunk), then hang up.
     let mut seen = 0;
     while seen < 2 {
-        let frame = tokio::time::timeout(Duration::from_secs(60), body.frame()).await.expect("a frame").expect("open").unwrap();
-        seen += frame.data_ref().map_or(0, |d| d.windows(5).filter(|w| w == b"data:").count());
+        let frame = tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("a frame")
+            .expect("open")
+            .unwrap();
+        seen += frame
+            .data_ref()
+            .map_or(0, |d| d.windows(5).filter(|w| w == b"data:").count());
     }
     drop(body);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while metrics.finished_abort.load(std::sync::atomic::Ordering::Acquire) == 0 {
-        assert!(std::time::Instant::now() < deadline, "the engine never aborted the sequence");
+    while metrics
+        .finished_abort
+        .load(std::sync::atomic::Ordering::Acquire)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine never aborted the sequence"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(metrics.finished_length.load(std::sync::atomic::Ordering::Acquire), 0, "it ran to max_tokens");
+    assert_eq!(
+        metrics
+            .finished_length
+            .load(std::sync::atomic::Ordering::Acquire),
+        0,
+        "it ran to max_tokens"
+    );
 }
 
 #[tokio::test]
@@ -555,7 +750,10 @@ async fn tools_and_tool_results_render_and_generate() {
 
 #[tokio::test]
 async fn reasoning_field_flag_picks_one_name() {
-    let app = app_with(ServerConfig { reasoning_field: kestrel_server::ReasoningField::Reasoning, ..ServerConfig::default() });
+    let app = app_with(ServerConfig {
+        reasoning_field: kestrel_server::ReasoningField::Reasoning,
+        ..ServerConfig::default()
+    });
     let (status, body) = post_json(&app, "/v1/chat/completions", thinking_request()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let message = &body["choices"][0]["message"];

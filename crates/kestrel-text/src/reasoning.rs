@@ -46,8 +46,11 @@ pub struct ThinkTokens {
 
 impl ThinkTokens {
     /// Qwen3's ids (also Qwen2.5's vocabulary for `<tool_call>`).
-    pub const QWEN3: ThinkTokens =
-        ThinkTokens { think_start_id: 151_667, think_end_id: 151_668, tool_call_start_id: Some(151_657) };
+    pub const QWEN3: ThinkTokens = ThinkTokens {
+        think_start_id: 151_667,
+        think_end_id: 151_668,
+        tool_call_start_id: Some(151_657),
+    };
 
     fn marker(&self, id: TokenId) -> Option<Marker> {
         if id == self.think_start_id {
@@ -148,7 +151,10 @@ fn non_empty(s: String) -> Option<String> {
 /// always on a char boundary.
 fn partial_tag_suffix(text: &str, tag: &str) -> usize {
     let max = text.len().min(tag.len() - 1);
-    (1..=max).rev().find(|&n| text.as_bytes().ends_with(&tag.as_bytes()[..n])).unwrap_or(0)
+    (1..=max)
+        .rev()
+        .find(|&n| text.as_bytes().ends_with(&tag.as_bytes()[..n]))
+        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +186,11 @@ impl ReasoningParser {
             PromptThinking::Open => State::Reasoning,
             PromptThinking::Closed | PromptThinking::Absent => State::AwaitOpen,
         };
-        Self { tokens, state, held: String::new() }
+        Self {
+            tokens,
+            state,
+            held: String::new(),
+        }
     }
 
     /// True once reasoning has ended (or never started and the output is content).
@@ -200,7 +210,10 @@ impl ReasoningParser {
                 self.push_marker(marker, tag, &mut reasoning, &mut content);
             }
         }
-        ReasoningDelta { reasoning: non_empty(reasoning), content: non_empty(content) }
+        ReasoningDelta {
+            reasoning: non_empty(reasoning),
+            content: non_empty(content),
+        }
     }
 
     fn push_text(&mut self, text: &str, reasoning: &mut String, content: &mut String) {
@@ -223,9 +236,17 @@ impl ReasoningParser {
     }
 
     /// A tag token; `tag` is its own text (empty when the detokenizer gave none).
-    fn push_marker(&mut self, marker: Marker, tag: &str, reasoning: &mut String, content: &mut String) {
+    fn push_marker(
+        &mut self,
+        marker: Marker,
+        tag: &str,
+        reasoning: &mut String,
+        content: &mut String,
+    ) {
         match (self.state, marker) {
-            (State::AwaitOpen, Marker::ThinkStart) if self.held.is_empty() => self.state = State::Reasoning,
+            (State::AwaitOpen, Marker::ThinkStart) if self.held.is_empty() => {
+                self.state = State::Reasoning
+            }
             (State::AwaitOpen, Marker::ThinkStart | Marker::ThinkEnd) => {
                 content.push_str(&std::mem::take(&mut self.held));
                 self.state = State::Content;
@@ -272,8 +293,14 @@ impl ReasoningParser {
     pub fn finish(&mut self) -> ReasoningDelta {
         let held = std::mem::take(&mut self.held);
         let delta = match self.state {
-            State::Reasoning => ReasoningDelta { reasoning: non_empty(held), content: None },
-            State::AwaitOpen | State::Content => ReasoningDelta { reasoning: None, content: non_empty(held) },
+            State::Reasoning => ReasoningDelta {
+                reasoning: non_empty(held),
+                content: None,
+            },
+            State::AwaitOpen | State::Content => ReasoningDelta {
+                reasoning: None,
+                content: non_empty(held),
+            },
         };
         if self.state == State::AwaitOpen {
             self.state = State::Content;
@@ -283,7 +310,11 @@ impl ReasoningParser {
 }
 
 /// Non-streaming split of a whole output, given as `(token_id, text_delta)` pairs.
-pub fn split_reasoning(tokens: &ThinkTokens, prompt_ids: &[TokenId], output: &[(TokenId, &str)]) -> ReasoningSplit {
+pub fn split_reasoning(
+    tokens: &ThinkTokens,
+    prompt_ids: &[TokenId],
+    output: &[(TokenId, &str)],
+) -> ReasoningSplit {
     split_reasoning_from(tokens, tokens.prompt_thinking(prompt_ids), output)
 }
 
@@ -309,14 +340,18 @@ pub fn split_reasoning_from(
                     Item::Text(_) => {
                         // Text fallback: the leading run of plain text starts with `<think>`.
                         let run: String = items[i..].iter().map_while(Item::text).collect();
-                        run.starts_with(THINK_START).then(|| skip_bytes(&items, i, THINK_START.len()))
+                        run.starts_with(THINK_START)
+                            .then(|| skip_bytes(&items, i, THINK_START.len()))
                     }
                 },
             }
         }
     };
     let Some((first, skip)) = start else {
-        return ReasoningSplit { reasoning: None, content: non_empty(content_text(&items[..])) };
+        return ReasoningSplit {
+            reasoning: None,
+            content: non_empty(content_text(&items[..])),
+        };
     };
     // The reasoning run: plain text (and dropped `<think>`s) up to `</think>` or `<tool_call>`.
     let mut run = String::new();
@@ -338,7 +373,10 @@ pub fn split_reasoning_from(
             // `<think>` ids the run skipped after the text tag are dropped, as content drops them.
             content: non_empty(format!("{after}{rest}")),
         },
-        None => ReasoningSplit { reasoning: non_empty(run), content: non_empty(rest) },
+        None => ReasoningSplit {
+            reasoning: non_empty(run),
+            content: non_empty(rest),
+        },
     }
 }
 
@@ -376,7 +414,11 @@ fn items<'a>(tokens: &ThinkTokens, output: &[(TokenId, &'a str)]) -> Vec<Item<'a
 
 /// (item, byte offset) just after `n` bytes of plain text starting at item `i`.
 fn skip_bytes(items: &[Item<'_>], mut i: usize, mut n: usize) -> (usize, usize) {
-    while let Some(text) = items.get(i).and_then(Item::text).filter(|text| n > 0 && n >= text.len()) {
+    while let Some(text) = items
+        .get(i)
+        .and_then(Item::text)
+        .filter(|text| n > 0 && n >= text.len())
+    {
         n -= text.len();
         i += 1;
     }
@@ -416,7 +458,10 @@ mod tests {
         output: &[(TokenId, &str)],
     ) -> (ReasoningSplit, Vec<ReasoningDelta>) {
         let mut parser = ReasoningParser::with_prompt_thinking(tokens, prompt);
-        let mut deltas: Vec<ReasoningDelta> = output.iter().map(|(id, text)| parser.push(*id, text)).collect();
+        let mut deltas: Vec<ReasoningDelta> = output
+            .iter()
+            .map(|(id, text)| parser.push(*id, text))
+            .collect();
         deltas.push(parser.finish());
         let (mut reasoning, mut content) = (String::new(), String::new());
         for d in &deltas {
@@ -425,10 +470,20 @@ mod tests {
             reasoning.push_str(d.reasoning.as_deref().unwrap_or(""));
             content.push_str(d.content.as_deref().unwrap_or(""));
         }
-        (ReasoningSplit { reasoning: non_empty(reasoning), content: non_empty(content) }, deltas)
+        (
+            ReasoningSplit {
+                reasoning: non_empty(reasoning),
+                content: non_empty(content),
+            },
+            deltas,
+        )
     }
 
-    fn both(tokens: ThinkTokens, prompt_ids: &[TokenId], output: &[(TokenId, &str)]) -> ReasoningSplit {
+    fn both(
+        tokens: ThinkTokens,
+        prompt_ids: &[TokenId],
+        output: &[(TokenId, &str)],
+    ) -> ReasoningSplit {
         let batch = split_reasoning(&tokens, prompt_ids, output);
         let (streamed, _) = stream(tokens, tokens.prompt_thinking(prompt_ids), output);
         assert_eq!(streamed, batch, "streaming and batch disagree");
@@ -436,11 +491,16 @@ mod tests {
     }
 
     fn split(reasoning: Option<&str>, content: Option<&str>) -> ReasoningSplit {
-        ReasoningSplit { reasoning: reasoning.map(str::to_owned), content: content.map(str::to_owned) }
+        ReasoningSplit {
+            reasoning: reasoning.map(str::to_owned),
+            content: content.map(str::to_owned),
+        }
     }
 
     /// Qwen3 hybrid template, thinking on: the prompt ends with the bare generation header, no tag.
-    const PROMPT_PLAIN: &[TokenId] = &[IM_START, 872, 198, 9707, 151_645, 198, IM_START, 77_091, 198];
+    const PROMPT_PLAIN: &[TokenId] = &[
+        IM_START, 872, 198, 9707, 151_645, 198, IM_START, 77_091, 198,
+    ];
     /// Thinking-only templates (Qwen3-*-Thinking-2507) end the prompt with `<think>\n`.
     const PROMPT_OPEN: &[TokenId] = &[IM_START, 77_091, 198, THINK, 198];
     /// `enable_thinking=false` renders `<think>\n\n</think>\n\n`.
@@ -472,31 +532,58 @@ mod tests {
             (0, "!"),
             (151_645, ""),
         ];
-        assert_eq!(both(Q, PROMPT_PLAIN, &output), split(Some("\nOkay, the user\n"), Some("\n\nHello!")));
+        assert_eq!(
+            both(Q, PROMPT_PLAIN, &output),
+            split(Some("\nOkay, the user\n"), Some("\n\nHello!"))
+        );
         // After a closed block in the history the model opening `<think>` is still reasoning.
-        assert_eq!(both(Q, PROMPT_NO_THINK, &output), split(Some("\nOkay, the user\n"), Some("\n\nHello!")));
+        assert_eq!(
+            both(Q, PROMPT_NO_THINK, &output),
+            split(Some("\nOkay, the user\n"), Some("\n\nHello!"))
+        );
     }
 
     #[test]
     fn prompt_opened_think_block() {
-        let output = [(TEXT, "9.11 vs 9.8"), (TEXT, "?\n"), (END, "</think>"), (NL2, "\n\n"), (TEXT, "9.8 is larger.")];
-        assert_eq!(both(Q, PROMPT_OPEN, &output), split(Some("9.11 vs 9.8?\n"), Some("\n\n9.8 is larger.")));
+        let output = [
+            (TEXT, "9.11 vs 9.8"),
+            (TEXT, "?\n"),
+            (END, "</think>"),
+            (NL2, "\n\n"),
+            (TEXT, "9.8 is larger."),
+        ];
+        assert_eq!(
+            both(Q, PROMPT_OPEN, &output),
+            split(Some("9.11 vs 9.8?\n"), Some("\n\n9.8 is larger."))
+        );
     }
 
     #[test]
     fn enable_thinking_false_is_all_content() {
         let output = [(TEXT, "Hello"), (TEXT, " there"), (151_645, "")];
-        assert_eq!(both(Q, PROMPT_NO_THINK, &output), split(None, Some("Hello there")));
-        assert_eq!(both(Q, PROMPT_PLAIN, &output), split(None, Some("Hello there")));
+        assert_eq!(
+            both(Q, PROMPT_NO_THINK, &output),
+            split(None, Some("Hello there"))
+        );
+        assert_eq!(
+            both(Q, PROMPT_PLAIN, &output),
+            split(None, Some("Hello there"))
+        );
     }
 
     #[test]
     fn cut_off_reasoning_is_all_reasoning() {
         let output = [(TEXT, "Let me"), (TEXT, " count: 1, 2"), (TEXT, ", 3 <")];
-        assert_eq!(both(Q, PROMPT_OPEN, &output), split(Some("Let me count: 1, 2, 3 <"), None));
+        assert_eq!(
+            both(Q, PROMPT_OPEN, &output),
+            split(Some("Let me count: 1, 2, 3 <"), None)
+        );
         let opened = [(THINK, "<think>"), (TEXT, "\nHmm")];
         assert_eq!(both(Q, PROMPT_PLAIN, &opened), split(Some("\nHmm"), None));
-        assert_eq!(both(Q, PROMPT_PLAIN, &[(THINK, "<think>")]), split(None, None));
+        assert_eq!(
+            both(Q, PROMPT_PLAIN, &[(THINK, "<think>")]),
+            split(None, None)
+        );
     }
 
     #[test]
@@ -508,7 +595,10 @@ mod tests {
             (NL2, "\n\n"),
             (TOOL, "<tool_call>"),
             (198, "\n"),
-            (TEXT, r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#),
+            (
+                TEXT,
+                r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#,
+            ),
             (198, "\n"),
             (TOOL_END, "</tool_call>"),
         ];
@@ -525,13 +615,24 @@ mod tests {
 
     #[test]
     fn tool_call_token_ends_reasoning_implicitly() {
-        let output = [(TEXT, "I should call it"), (TOOL, "<tool_call>"), (TEXT, "\n{}\n"), (TOOL_END, "</tool_call>")];
+        let output = [
+            (TEXT, "I should call it"),
+            (TOOL, "<tool_call>"),
+            (TEXT, "\n{}\n"),
+            (TOOL_END, "</tool_call>"),
+        ];
         assert_eq!(
             both(Q, PROMPT_OPEN, &output),
-            split(Some("I should call it"), Some("<tool_call>\n{}\n</tool_call>"))
+            split(
+                Some("I should call it"),
+                Some("<tool_call>\n{}\n</tool_call>")
+            )
         );
         // Without a `<tool_call>` id the token is plain text and reasoning continues.
-        let no_tool = ThinkTokens { tool_call_start_id: None, ..Q };
+        let no_tool = ThinkTokens {
+            tool_call_start_id: None,
+            ..Q
+        };
         assert_eq!(
             both(no_tool, PROMPT_OPEN, &output),
             split(Some("I should call it<tool_call>\n{}\n</tool_call>"), None)
@@ -551,21 +652,41 @@ mod tests {
             (THINK, "<think>"),
             (TEXT, "d"),
         ];
-        assert_eq!(both(Q, PROMPT_PLAIN, &output), split(Some("ab"), Some("cd")));
+        assert_eq!(
+            both(Q, PROMPT_PLAIN, &output),
+            split(Some("ab"), Some("cd"))
+        );
         // A stray `</think>` first under a closed prompt is dropped; the rest is content.
-        assert_eq!(both(Q, PROMPT_NO_THINK, &[(END, "</think>"), (TEXT, "x")]), split(None, Some("x")));
+        assert_eq!(
+            both(Q, PROMPT_NO_THINK, &[(END, "</think>"), (TEXT, "x")]),
+            split(None, Some("x"))
+        );
     }
 
     /// An incremental detokenizer can release held bytes together with a tag token's text.
     #[test]
     fn text_released_with_a_tag_token_is_kept() {
-        let output = [(TEXT, "thoughts "), (END, "\u{FFFD}</think>"), (TEXT, "answer")];
-        assert_eq!(both(Q, PROMPT_OPEN, &output), split(Some("thoughts \u{FFFD}"), Some("answer")));
+        let output = [
+            (TEXT, "thoughts "),
+            (END, "\u{FFFD}</think>"),
+            (TEXT, "answer"),
+        ];
+        assert_eq!(
+            both(Q, PROMPT_OPEN, &output),
+            split(Some("thoughts \u{FFFD}"), Some("answer"))
+        );
         let output = [(TEXT, "hmm"), (TOOL, "!<tool_call>"), (TEXT, "{}")];
-        assert_eq!(both(Q, PROMPT_OPEN, &output), split(Some("hmm!"), Some("<tool_call>{}")));
+        assert_eq!(
+            both(Q, PROMPT_OPEN, &output),
+            split(Some("hmm!"), Some("<tool_call>{}"))
+        );
         // A tag token decoded to nothing (special tokens skipped) still acts on its id.
         assert_eq!(
-            both(Q, PROMPT_PLAIN, &[(THINK, ""), (TEXT, "a"), (END, ""), (TEXT, "b")]),
+            both(
+                Q,
+                PROMPT_PLAIN,
+                &[(THINK, ""), (TEXT, "a"), (END, ""), (TEXT, "b")]
+            ),
             split(Some("a"), Some("b"))
         );
     }
@@ -573,19 +694,42 @@ mod tests {
     #[test]
     fn end_inside_a_delta_carries_both() {
         let (_, deltas) = stream(Q, PromptThinking::Open, &[(TEXT, "done</think>\n\nAnswer")]);
-        assert_eq!(deltas[0], ReasoningDelta { reasoning: Some("done".into()), content: Some("\n\nAnswer".into()) });
+        assert_eq!(
+            deltas[0],
+            ReasoningDelta {
+                reasoning: Some("done".into()),
+                content: Some("\n\nAnswer".into())
+            }
+        );
     }
 
     /// Text-only fallback: `</think>` split across deltas as `'<'` + `'/think>'`
     /// (tenstorrent/tt-inference-server #4386 leaked reasoning into content this way).
     #[test]
     fn text_end_tag_split_across_deltas() {
-        let output = [(TEXT, "Let me think"), (TEXT, "<"), (TEXT, "/think>"), (TEXT, "\n\nAnswer")];
-        assert_eq!(both(Q, PROMPT_OPEN, &output), split(Some("Let me think"), Some("\n\nAnswer")));
+        let output = [
+            (TEXT, "Let me think"),
+            (TEXT, "<"),
+            (TEXT, "/think>"),
+            (TEXT, "\n\nAnswer"),
+        ];
+        assert_eq!(
+            both(Q, PROMPT_OPEN, &output),
+            split(Some("Let me think"), Some("\n\nAnswer"))
+        );
         let (_, deltas) = stream(Q, PromptThinking::Open, &output);
         assert_eq!(deltas[0].reasoning.as_deref(), Some("Let me think"));
-        assert!(deltas[1].is_empty() && deltas[2].is_empty(), "the partial tag is held, not emitted: {deltas:?}");
-        assert_eq!(deltas[3], ReasoningDelta { reasoning: None, content: Some("\n\nAnswer".into()) });
+        assert!(
+            deltas[1].is_empty() && deltas[2].is_empty(),
+            "the partial tag is held, not emitted: {deltas:?}"
+        );
+        assert_eq!(
+            deltas[3],
+            ReasoningDelta {
+                reasoning: None,
+                content: Some("\n\nAnswer".into())
+            }
+        );
         // A held `<` that does not become the tag is released as reasoning.
         let output = [(TEXT, "a <"), (TEXT, " b")];
         let (_, deltas) = stream(Q, PromptThinking::Open, &output);
@@ -596,30 +740,55 @@ mod tests {
     #[test]
     fn text_start_tag_opens_reasoning() {
         let output = [(TEXT, "<th"), (TEXT, "ink>\nhmm</th"), (TEXT, "ink>ok")];
-        assert_eq!(both(Q, PROMPT_PLAIN, &output), split(Some("\nhmm"), Some("ok")));
+        assert_eq!(
+            both(Q, PROMPT_PLAIN, &output),
+            split(Some("\nhmm"), Some("ok"))
+        );
         // Not the first output: text stays content.
-        assert_eq!(both(Q, PROMPT_PLAIN, &[(TEXT, "x<think>y</think>z")]), split(None, Some("x<think>y</think>z")));
-        assert_eq!(both(Q, PROMPT_PLAIN, &[(TEXT, "<th"), (TEXT, "at")]), split(None, Some("<that")));
-        assert_eq!(both(Q, PROMPT_PLAIN, &[(TEXT, "<th")]), split(None, Some("<th")));
+        assert_eq!(
+            both(Q, PROMPT_PLAIN, &[(TEXT, "x<think>y</think>z")]),
+            split(None, Some("x<think>y</think>z"))
+        );
+        assert_eq!(
+            both(Q, PROMPT_PLAIN, &[(TEXT, "<th"), (TEXT, "at")]),
+            split(None, Some("<that"))
+        );
+        assert_eq!(
+            both(Q, PROMPT_PLAIN, &[(TEXT, "<th")]),
+            split(None, Some("<th"))
+        );
     }
 
     /// Every split point of realistic outputs, as text only and with the tags as tokens.
     #[test]
     fn every_split_point_of_fixed_outputs() {
         let texts = [
-            (PromptThinking::Open, "Okay, 9.11 < 9.8?</think>\n\n9.8 is larger."),
+            (
+                PromptThinking::Open,
+                "Okay, 9.11 < 9.8?</think>\n\n9.8 is larger.",
+            ),
             (PromptThinking::Absent, "<think>\nabc</think>\n\nanswer <b>"),
             (PromptThinking::Closed, "plain answer </think> kept"),
             (PromptThinking::Open, "no end, cut off at </thi"),
         ];
         for (prompt, text) in texts {
             let whole = split_reasoning_from(&Q, prompt, &[(TEXT, text)]);
-            let bounds: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+            let bounds: Vec<usize> = (0..=text.len())
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
             for &a in &bounds {
                 for &b in bounds.iter().filter(|&&b| b >= a) {
                     let output = [(TEXT, &text[..a]), (TEXT, &text[a..b]), (TEXT, &text[b..])];
-                    assert_eq!(stream(Q, prompt, &output).0, whole, "split at {a},{b} of {text:?}");
-                    assert_eq!(split_reasoning_from(&Q, prompt, &output), whole, "batch split at {a},{b}");
+                    assert_eq!(
+                        stream(Q, prompt, &output).0,
+                        whole,
+                        "split at {a},{b} of {text:?}"
+                    );
+                    assert_eq!(
+                        split_reasoning_from(&Q, prompt, &output),
+                        whole,
+                        "batch split at {a},{b}"
+                    );
                 }
             }
         }
@@ -641,7 +810,11 @@ mod tests {
     }
 
     fn prompt_state() -> impl Strategy<Value = PromptThinking> {
-        prop_oneof![Just(PromptThinking::Open), Just(PromptThinking::Closed), Just(PromptThinking::Absent)]
+        prop_oneof![
+            Just(PromptThinking::Open),
+            Just(PromptThinking::Closed),
+            Just(PromptThinking::Absent)
+        ]
     }
 
     proptest! {

@@ -105,7 +105,8 @@ impl ToolCallIdGenerator {
     }
 
     pub fn next_id(&mut self) -> String {
-        const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        const ALPHABET: &[u8; 62] =
+            b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
         let mut id = String::with_capacity(29);
         id.push_str("call_");
         for _ in 0..3 {
@@ -138,7 +139,11 @@ fn parse_call_body(body: &str) -> Option<(String, String)> {
     if count("name") != 1 || count("arguments") > 1 {
         return None;
     }
-    let arguments = members.iter().find(|(k, _)| k == "arguments").map_or("{}", |(_, v)| v).to_owned();
+    let arguments = members
+        .iter()
+        .find(|(k, _)| k == "arguments")
+        .map_or("{}", |(_, v)| v)
+        .to_owned();
     Some((name.to_owned(), arguments))
 }
 
@@ -203,7 +208,12 @@ fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
             }
             None
         }
-        _ => Some(at + bytes[at..].iter().position(|b| matches!(b, b',' | b'}' | b']')).unwrap_or(bytes.len() - at)),
+        _ => Some(
+            at + bytes[at..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']'))
+                .unwrap_or(bytes.len() - at),
+        ),
     }
 }
 
@@ -236,7 +246,10 @@ fn header_delta(index: usize, id: String, name: String) -> ToolCallDelta {
         index,
         id: Some(id),
         kind: Some("function".to_owned()),
-        function: FunctionCallDelta { name: Some(name), arguments: Some(String::new()) },
+        function: FunctionCallDelta {
+            name: Some(name),
+            arguments: Some(String::new()),
+        },
     }
 }
 
@@ -245,14 +258,20 @@ fn arguments_delta(index: usize, arguments: String) -> ToolCallDelta {
         index,
         id: None,
         kind: None,
-        function: FunctionCallDelta { name: None, arguments: Some(arguments) },
+        function: FunctionCallDelta {
+            name: None,
+            arguments: Some(arguments),
+        },
     }
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of `tag`.
 fn partial_tag_suffix(text: &str, tag: &str) -> usize {
     let max = text.len().min(tag.len() - 1);
-    (1..=max).rev().find(|&n| text.as_bytes().ends_with(&tag.as_bytes()[..n])).unwrap_or(0)
+    (1..=max)
+        .rev()
+        .find(|&n| text.as_bytes().ends_with(&tag.as_bytes()[..n]))
+        .unwrap_or(0)
 }
 
 /// Streaming parser over the content text deltas of one choice.
@@ -330,7 +349,10 @@ impl ToolCallParser {
                 break;
             }
         }
-        ToolParseDelta { content: (!content.is_empty()).then_some(content), tool_calls: calls }
+        ToolParseDelta {
+            content: (!content.is_empty()).then_some(content),
+            tool_calls: calls,
+        }
     }
 
     /// End of generation: an unterminated call and any held text become content; whitespace
@@ -348,7 +370,10 @@ impl ToolCallParser {
         if !self.after_call {
             content.push_str(&blank);
         }
-        ToolParseDelta { content: (!content.is_empty()).then_some(content), tool_calls: Vec::new() }
+        ToolParseDelta {
+            content: (!content.is_empty()).then_some(content),
+            tool_calls: Vec::new(),
+        }
     }
 
     fn content_text(&mut self, text: &str, content: &mut String) {
@@ -407,7 +432,11 @@ pub fn parse_tool_calls(text: &str, ids: &mut ToolCallIdGenerator) -> ParsedTool
             Some((name, arguments)) => {
                 pieces.push(Piece::Text(&text[pos..open]));
                 pieces.push(Piece::Call);
-                tool_calls.push(ToolCall { id: ids.next_id(), name, arguments });
+                tool_calls.push(ToolCall {
+                    id: ids.next_id(),
+                    name,
+                    arguments,
+                });
             }
             None => pieces.push(Piece::Text(&text[pos..after])),
         }
@@ -432,7 +461,10 @@ pub fn parse_tool_calls(text: &str, ids: &mut ToolCallIdGenerator) -> ParsedTool
     if !(left_is_call && is_blank(&segment)) {
         content.push_str(&segment);
     }
-    ParsedToolCalls { content: (!content.is_empty()).then_some(content), tool_calls }
+    ParsedToolCalls {
+        content: (!content.is_empty()).then_some(content),
+        tool_calls,
+    }
 }
 
 #[cfg(test)]
@@ -456,7 +488,11 @@ mod tests {
             for d in &delta.tool_calls {
                 if d.index == calls.len() {
                     assert_eq!(d.kind.as_deref(), Some("function"));
-                    assert_eq!(d.function.arguments.as_deref(), Some(""), "the header carries empty arguments");
+                    assert_eq!(
+                        d.function.arguments.as_deref(),
+                        Some(""),
+                        "the header carries empty arguments"
+                    );
                     calls.push(ToolCall {
                         id: d.id.clone().expect("first delta has the id"),
                         name: d.function.name.clone().expect("first delta has the name"),
@@ -465,24 +501,41 @@ mod tests {
                 } else {
                     assert_eq!(d.index + 1, calls.len(), "deltas arrive in index order");
                     assert!(d.id.is_none() && d.kind.is_none() && d.function.name.is_none());
-                    calls[d.index].arguments.push_str(d.function.arguments.as_deref().expect("argument fragment"));
+                    calls[d.index]
+                        .arguments
+                        .push_str(d.function.arguments.as_deref().expect("argument fragment"));
                 }
             }
         }
-        ParsedToolCalls { content: (!content.is_empty()).then_some(content), tool_calls: calls }
+        ParsedToolCalls {
+            content: (!content.is_empty()).then_some(content),
+            tool_calls: calls,
+        }
     }
 
     fn both(text: &str) -> ParsedToolCalls {
         let batch = parse_tool_calls(text, &mut ToolCallIdGenerator::new(SEED));
-        assert_eq!(stream(&[text]), batch, "streaming (one delta) and batch disagree");
+        assert_eq!(
+            stream(&[text]),
+            batch,
+            "streaming (one delta) and batch disagree"
+        );
         let chars: Vec<String> = text.chars().map(String::from).collect();
         let chars: Vec<&str> = chars.iter().map(String::as_str).collect();
-        assert_eq!(stream(&chars), batch, "streaming (char by char) and batch disagree");
+        assert_eq!(
+            stream(&chars),
+            batch,
+            "streaming (char by char) and batch disagree"
+        );
         batch
     }
 
     fn names_args(parsed: &ParsedToolCalls) -> Vec<(&str, &str)> {
-        parsed.tool_calls.iter().map(|c| (c.name.as_str(), c.arguments.as_str())).collect()
+        parsed
+            .tool_calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.arguments.as_str()))
+            .collect()
     }
 
     #[test]
@@ -490,8 +543,13 @@ mod tests {
         let text = "\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}\n</tool_call>";
         let parsed = both(text);
         assert_eq!(parsed.content, None, "framing whitespace is not content");
-        assert_eq!(names_args(&parsed), [("get_weather", r#"{"city":"Paris","unit":"celsius"}"#)]);
-        assert!(parsed.tool_calls[0].id.starts_with("call_") && parsed.tool_calls[0].id.len() == 29);
+        assert_eq!(
+            names_args(&parsed),
+            [("get_weather", r#"{"city":"Paris","unit":"celsius"}"#)]
+        );
+        assert!(
+            parsed.tool_calls[0].id.starts_with("call_") && parsed.tool_calls[0].id.len() == 29
+        );
     }
 
     #[test]
@@ -502,10 +560,16 @@ mod tests {
             "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Tokyo\", \"days\": [1, 2.50, 1e3]}}\n</tool_call>"
         );
         let parsed = both(text);
-        assert_eq!(parsed.content.as_deref(), Some("Let me check both cities.\n"));
+        assert_eq!(
+            parsed.content.as_deref(),
+            Some("Let me check both cities.\n")
+        );
         assert_eq!(
             names_args(&parsed),
-            [("get_weather", r#"{"city":"Paris"}"#), ("get_weather", r#"{"city":"Tokyo","days":[1,2.50,1e3]}"#)]
+            [
+                ("get_weather", r#"{"city":"Paris"}"#),
+                ("get_weather", r#"{"city":"Tokyo","days":[1,2.50,1e3]}"#)
+            ]
         );
         assert_ne!(parsed.tool_calls[0].id, parsed.tool_calls[1].id);
     }
@@ -514,13 +578,25 @@ mod tests {
     fn arguments_keep_key_order_strings_and_escapes() {
         let text = "<tool_call>\n{\"arguments\": {\"z\": \"a b\\\" }\", \"a\": {\"k\": null, \"t\": true}, \"u\": \"\\u00e9 é\"}, \"name\": \"f\"}\n</tool_call>";
         let parsed = both(text);
-        assert_eq!(names_args(&parsed), [("f", r#"{"z":"a b\" }","a":{"k":null,"t":true},"u":"\u00e9 é"}"#)]);
-        let args: serde_json::Value = serde_json::from_str(&parsed.tool_calls[0].arguments).expect("valid JSON");
+        assert_eq!(
+            names_args(&parsed),
+            [(
+                "f",
+                r#"{"z":"a b\" }","a":{"k":null,"t":true},"u":"\u00e9 é"}"#
+            )]
+        );
+        let args: serde_json::Value =
+            serde_json::from_str(&parsed.tool_calls[0].arguments).expect("valid JSON");
         assert_eq!(args["z"], "a b\" }");
         // No arguments member: `{}`; a string value is passed as its JSON text (as vLLM does).
-        assert_eq!(names_args(&both("<tool_call>{\"name\": \"now\"}</tool_call>")), [("now", "{}")]);
         assert_eq!(
-            names_args(&both("<tool_call>{\"name\": \"g\", \"arguments\": \"{}\"}</tool_call>")),
+            names_args(&both("<tool_call>{\"name\": \"now\"}</tool_call>")),
+            [("now", "{}")]
+        );
+        assert_eq!(
+            names_args(&both(
+                "<tool_call>{\"name\": \"g\", \"arguments\": \"{}\"}</tool_call>"
+            )),
             [("g", "\"{}\"")]
         );
     }
@@ -528,7 +604,13 @@ mod tests {
     #[test]
     fn malformed_calls_stay_content() {
         let bad = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}\n</tool_call>";
-        assert_eq!(both(bad), ParsedToolCalls { content: Some(bad.to_owned()), tool_calls: vec![] });
+        assert_eq!(
+            both(bad),
+            ParsedToolCalls {
+                content: Some(bad.to_owned()),
+                tool_calls: vec![]
+            }
+        );
         for body in [
             "[1]",
             "{\"arguments\": {}}",
@@ -539,22 +621,38 @@ mod tests {
             "",
         ] {
             let text = format!("<tool_call>{body}</tool_call>");
-            assert_eq!(both(&text).content.as_deref(), Some(text.as_str()), "{body}");
+            assert_eq!(
+                both(&text).content.as_deref(),
+                Some(text.as_str()),
+                "{body}"
+            );
         }
         // A malformed call between good ones: the good ones parse, the bad one is content,
         // and the whitespace next to it is kept since it is no longer framing.
         let text = "<tool_call>{\"name\": \"a\"}</tool_call>\n<tool_call>{oops}</tool_call>\n<tool_call>{\"name\": \"b\"}</tool_call>";
         let parsed = both(text);
-        assert_eq!(parsed.content.as_deref(), Some("\n<tool_call>{oops}</tool_call>\n"));
+        assert_eq!(
+            parsed.content.as_deref(),
+            Some("\n<tool_call>{oops}</tool_call>\n")
+        );
         assert_eq!(names_args(&parsed), [("a", "{}"), ("b", "{}")]);
     }
 
     #[test]
     fn unterminated_call_at_the_end_is_content() {
         let text = "Sure.\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}";
-        assert_eq!(both(text), ParsedToolCalls { content: Some(text.to_owned()), tool_calls: vec![] });
+        assert_eq!(
+            both(text),
+            ParsedToolCalls {
+                content: Some(text.to_owned()),
+                tool_calls: vec![]
+            }
+        );
         assert_eq!(both("<tool_call>").content.as_deref(), Some("<tool_call>"));
-        assert_eq!(both("ends with <tool_ca").content.as_deref(), Some("ends with <tool_ca"));
+        assert_eq!(
+            both("ends with <tool_ca").content.as_deref(),
+            Some("ends with <tool_ca")
+        );
     }
 
     #[test]
@@ -562,8 +660,16 @@ mod tests {
         let parsed = both("<tool_call>{\"name\": \"a\"}</tool_call>\nDone.");
         assert_eq!(parsed.content.as_deref(), Some("\nDone."));
         let parsed = both("\n\n<tool_call>{\"name\": \"a\"}</tool_call>\nDone.");
-        assert_eq!(parsed.content.as_deref(), Some("\nDone."), "blank before the call is framing");
-        assert_eq!(both("  \n").content.as_deref(), Some("  \n"), "blank content without calls is kept");
+        assert_eq!(
+            parsed.content.as_deref(),
+            Some("\nDone."),
+            "blank before the call is framing"
+        );
+        assert_eq!(
+            both("  \n").content.as_deref(),
+            Some("  \n"),
+            "blank content without calls is kept"
+        );
         assert_eq!(both("").content, None);
     }
 
@@ -596,7 +702,9 @@ mod tests {
         let unique: std::collections::HashSet<&String> = a.iter().collect();
         assert_eq!(unique.len(), a.len());
         assert_ne!(ToolCallIdGenerator::new(2).next_id(), a[0]);
-        assert!(a.iter().all(|id| id[5..].chars().all(|c| c.is_ascii_alphanumeric())));
+        assert!(a
+            .iter()
+            .all(|id| id[5..].chars().all(|c| c.is_ascii_alphanumeric())));
     }
 
     #[test]
@@ -606,7 +714,10 @@ mod tests {
         assert!(tool_parsing_enabled(2, None));
         assert!(tool_parsing_enabled(2, Some(&json!("auto"))));
         assert!(tool_parsing_enabled(2, Some(&json!("required"))));
-        assert!(tool_parsing_enabled(1, Some(&json!({"type": "function", "function": {"name": "f"}}))));
+        assert!(tool_parsing_enabled(
+            1,
+            Some(&json!({"type": "function", "function": {"name": "f"}}))
+        ));
         assert!(!tool_parsing_enabled(2, Some(&json!("none"))));
     }
 
@@ -621,15 +732,27 @@ mod tests {
             (271, "\n\n"),
             (151_657, "<tool_call>"),
             (198, "\n"),
-            (1, "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"),
+            (
+                1,
+                "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+            ),
             (198, "\n"),
             (151_658, "</tool_call>"),
         ];
         let split = split_reasoning(&q, &[], &output);
-        assert_eq!(split.reasoning.as_deref(), Some("\nThe user wants the weather.\n"));
-        let parsed = parse_tool_calls(split.content.as_deref().unwrap_or(""), &mut ToolCallIdGenerator::new(SEED));
+        assert_eq!(
+            split.reasoning.as_deref(),
+            Some("\nThe user wants the weather.\n")
+        );
+        let parsed = parse_tool_calls(
+            split.content.as_deref().unwrap_or(""),
+            &mut ToolCallIdGenerator::new(SEED),
+        );
         assert_eq!(parsed.content, None);
-        assert_eq!(names_args(&parsed), [("get_weather", r#"{"city":"Paris"}"#)]);
+        assert_eq!(
+            names_args(&parsed),
+            [("get_weather", r#"{"city":"Paris"}"#)]
+        );
 
         let mut reasoning = ReasoningParser::new(q, &[]);
         let mut tools = ToolCallParser::new(ToolCallIdGenerator::new(SEED));
@@ -643,7 +766,10 @@ mod tests {
         assert!(tools.finish().is_empty());
         assert_eq!(streamed.len(), 2);
         assert_eq!(streamed[0].id.as_ref(), Some(&parsed.tool_calls[0].id));
-        assert_eq!(streamed[1].function.arguments.as_deref(), Some(r#"{"city":"Paris"}"#));
+        assert_eq!(
+            streamed[1].function.arguments.as_deref(),
+            Some(r#"{"city":"Paris"}"#)
+        );
     }
 
     proptest! {

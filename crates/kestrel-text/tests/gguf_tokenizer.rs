@@ -44,7 +44,10 @@ fn nfc(s: &str) -> String {
 fn decomposed_text_is_not_normalized_as_in_llama_cpp() {
     // llama-cpp-python 0.3.36 on the same GGUF: " e\u{301} café" → [384, 53839, 51950].
     let gguf = common::qwen25_gguf_tokenizer();
-    assert_eq!(gguf.encode(" e\u{301} caf\u{e9}", false).unwrap(), vec![384, 53839, 51950]);
+    assert_eq!(
+        gguf.encode(" e\u{301} caf\u{e9}", false).unwrap(),
+        vec![384, 53839, 51950]
+    );
 }
 
 #[test]

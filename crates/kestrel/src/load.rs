@@ -33,7 +33,10 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
     let (tokenizer, dir) = match &files {
         ModelFiles::HfDir { dir, .. } => {
             let tok = if dir.join("tokenizer.json").exists() {
-                Some(Tokenizer::from_dir(dir).with_context(|| format!("loading the tokenizer from {}", dir.display()))?)
+                Some(
+                    Tokenizer::from_dir(dir)
+                        .with_context(|| format!("loading the tokenizer from {}", dir.display()))?,
+                )
             } else {
                 None
             };
@@ -42,7 +45,14 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
         ModelFiles::Gguf { gguf, .. } => (gguf_tokenizer(gguf)?, None),
     };
     let kv_dtype = files.default_kv_dtype();
-    Ok(LoadedModel { backend, model, tokenizer, dir, kv_dtype, load_time: start.elapsed() })
+    Ok(LoadedModel {
+        backend,
+        model,
+        tokenizer,
+        dir,
+        kv_dtype,
+        load_time: start.elapsed(),
+    })
 }
 
 /// The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata, if any.
@@ -63,18 +73,25 @@ fn gguf_tokenizer(gguf: &GgufFile) -> Result<Option<Tokenizer>> {
             .into_iter()
             .map(|t| t as i32)
             .collect(),
-        merges: gguf.get_str_array("tokenizer.ggml.merges").unwrap_or_default(),
+        merges: gguf
+            .get_str_array("tokenizer.ggml.merges")
+            .unwrap_or_default(),
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_id: id("tokenizer.ggml.eos_token_id"),
         padding_token_id: id("tokenizer.ggml.padding_token_id"),
         add_bos_token: gguf.get_bool("tokenizer.ggml.add_bos_token").ok(),
-        chat_template: gguf.get_str("tokenizer.chat_template").ok().map(str::to_owned),
+        chat_template: gguf
+            .get_str("tokenizer.chat_template")
+            .ok()
+            .map(str::to_owned),
     };
-    let tok = Tokenizer::from_gguf_vocab(&vocab).with_context(|| format!("building the tokenizer of {}", path.display()))?;
+    let tok = Tokenizer::from_gguf_vocab(&vocab)
+        .with_context(|| format!("building the tokenizer of {}", path.display()))?;
     Ok(Some(tok))
 }
 
 /// `dir/generation_config.json` if present.
 pub fn generation_config_path(dir: Option<&Path>) -> Option<PathBuf> {
-    dir.map(|d| d.join("generation_config.json")).filter(|p| p.exists())
+    dir.map(|d| d.join("generation_config.json"))
+        .filter(|p| p.exists())
 }

@@ -7,7 +7,11 @@ mod load;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kestrel", version, about = "Inference for the Qwen3 family of language models")]
+#[command(
+    name = "kestrel",
+    version,
+    about = "Inference for the Qwen3 family of language models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

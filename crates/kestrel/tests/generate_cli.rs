@@ -12,7 +12,10 @@ use kestrel_model::gguf_writer::write_gguf;
 use serde_json::Value;
 
 fn kestrel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kestrel")).args(args).output().expect("the kestrel binary runs")
+    Command::new(env!("CARGO_BIN_EXE_kestrel"))
+        .args(args)
+        .output()
+        .expect("the kestrel binary runs")
 }
 
 fn repo() -> PathBuf {
@@ -22,17 +25,32 @@ fn repo() -> PathBuf {
 fn fixtures_dir() -> PathBuf {
     let dir = std::env::var_os("KESTREL_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME is set")).join(".cache/kestrel/fixtures"));
-    assert!(dir.join("qwen3-tokenizer/tokenizer.json").exists(), "fixtures missing in {}: run scripts/fetch-fixtures.sh", dir.display());
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME is set"))
+                .join(".cache/kestrel/fixtures")
+        });
+    assert!(
+        dir.join("qwen3-tokenizer/tokenizer.json").exists(),
+        "fixtures missing in {}: run scripts/fetch-fixtures.sh",
+        dir.display()
+    );
     dir
 }
 
 fn ids(v: &Value) -> Vec<u64> {
-    v.as_array().expect("an array").iter().map(|x| x.as_u64().expect("an id")).collect()
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_u64().expect("an id"))
+        .collect()
 }
 
 fn stdout_json(out: &Output) -> Value {
-    assert!(out.status.success(), "kestrel failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kestrel failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
 
@@ -43,42 +61,79 @@ fn assert_clean_error(out: &Output, needle: &str) -> String {
     assert!(!err.contains("panicked"), "panic: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line expected: {err}");
-    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{err} should mention {needle}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{err} should mention {needle}"
+    );
     err
 }
 
 #[test]
 fn generate_ids_equal_transformers_greedy() {
     let dir = repo().join("tests/fixtures/hf/qwen3-tiny-untied");
-    let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
-    let prompt: Vec<String> = ids(&golden["prompts"][2]).iter().map(|i| i.to_string()).collect();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let prompt: Vec<String> = ids(&golden["prompts"][2])
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
     let out = kestrel(&[
-        "generate", "--model", dir.to_str().unwrap(), "--prompt-ids", &prompt.join(","),
-        "--temperature", "0", "--ignore-eos", "--max-tokens", "32", "--output", "ids",
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt-ids",
+        &prompt.join(","),
+        "--temperature",
+        "0",
+        "--ignore-eos",
+        "--max-tokens",
+        "32",
+        "--output",
+        "ids",
     ]);
     assert_eq!(ids(&stdout_json(&out)), ids(&golden["greedy"][2]));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("prefill") && err.contains("decode") && err.contains("tok/s"), "{err}");
+    assert!(
+        err.contains("prefill") && err.contains("decode") && err.contains("tok/s"),
+        "{err}"
+    );
 }
 
 #[test]
 fn real_gguf_chat_answer_equals_llama_cpp() {
     let gguf = fixtures_dir().join("qwen2.5-coder-0.5b-instruct.gguf");
     let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("tests/fixtures/llamacpp/qwen2.5-coder-0.5b-instruct.json")).unwrap(),
+        &std::fs::read_to_string(
+            repo().join("tests/fixtures/llamacpp/qwen2.5-coder-0.5b-instruct.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let case = &golden["cases"][0];
     let out = kestrel(&[
-        "generate", "--model", gguf.to_str().unwrap(), "--prompt", case["user"].as_str().unwrap(),
-        "--temperature", "0", "--ignore-eos", "--max-tokens", "32", "--output", "json",
+        "generate",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--prompt",
+        case["user"].as_str().unwrap(),
+        "--temperature",
+        "0",
+        "--ignore-eos",
+        "--max-tokens",
+        "32",
+        "--output",
+        "json",
     ]);
     let v = stdout_json(&out);
     // The GGUF's own chat template and vocabulary give llama.cpp's prompt ids...
     assert_eq!(ids(&v["prompt_ids"]), ids(&case["prompt_ids"]));
     // ...and the model gives its greedy answer.
     assert_eq!(ids(&v["output_ids"]), ids(&case["output_ids"]));
-    assert!(v["text"].as_str().unwrap().contains("def add"), "{}", v["text"]);
+    assert!(
+        v["text"].as_str().unwrap().contains("def add"),
+        "{}",
+        v["text"]
+    );
 }
 
 #[test]
@@ -89,20 +144,49 @@ fn synthetic_model_runs_the_same_in_both_formats() {
     let gguf = tmp.path().join("tiny.gguf");
     for (fmt, out) in [("safetensors", &st), ("gguf", &gguf)] {
         let o = kestrel(&[
-            "synth", "--size", "tiny", "--dtype", "f32", "--format", fmt, "--seed", "3",
-            "--out", out.to_str().unwrap(), "--tokenizer", tok.to_str().unwrap(),
+            "synth",
+            "--size",
+            "tiny",
+            "--dtype",
+            "f32",
+            "--format",
+            fmt,
+            "--seed",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+            "--tokenizer",
+            tok.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let run = |model: &Path| {
         stdout_json(&kestrel(&[
-            "generate", "--model", model.to_str().unwrap(), "--prompt", "Hello, 你好 👋", "--temperature", "0",
-            "--ignore-eos", "--max-tokens", "12", "--output", "json", "--kv-cache-dtype", "f32",
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Hello, 你好 👋",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--max-tokens",
+            "12",
+            "--output",
+            "json",
+            "--kv-cache-dtype",
+            "f32",
         ]))
     };
     let (a, b) = (run(&st), run(&gguf));
-    assert_eq!(a["prompt_ids"], b["prompt_ids"], "same template and tokenizer from both sources");
-    assert_eq!(a["output_ids"], b["output_ids"], "same weights, same greedy tokens");
+    assert_eq!(
+        a["prompt_ids"], b["prompt_ids"],
+        "same template and tokenizer from both sources"
+    );
+    assert_eq!(
+        a["output_ids"], b["output_ids"],
+        "same weights, same greedy tokens"
+    );
     assert_eq!(ids(&a["output_ids"]).len(), 12);
 }
 
@@ -117,7 +201,15 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn bad_model_inputs_fail_with_one_line_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let gen = |model: &Path| kestrel(&["generate", "--model", model.to_str().unwrap(), "--prompt-ids", "1,2,3"]);
+    let gen = |model: &Path| {
+        kestrel(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt-ids",
+            "1,2,3",
+        ])
+    };
 
     // Missing path.
     assert_clean_error(&gen(&tmp.path().join("nope.gguf")), "nope.gguf");
@@ -127,7 +219,12 @@ fn bad_model_inputs_fail_with_one_line_naming_the_file() {
     copy_dir(&repo().join("tests/fixtures/hf/qwen3-tiny-tied"), &dir);
     let st = dir.join("model.safetensors");
     let len = std::fs::metadata(&st).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&st).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&st)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     assert_clean_error(&gen(&dir), "model.safetensors");
 
     // Config missing a required field, and one with a wrong type.
@@ -139,14 +236,20 @@ fn bad_model_inputs_fail_with_one_line_naming_the_file() {
     v["a_field_from_the_future"] = Value::from(1);
     std::fs::write(&cfg, v.to_string()).unwrap();
     let err = assert_clean_error(&gen(&dir), "config.json");
-    assert!(err.contains("missing required field `num_hidden_layers`"), "{err}");
+    assert!(
+        err.contains("missing required field `num_hidden_layers`"),
+        "{err}"
+    );
     v["num_hidden_layers"] = Value::from("three");
     std::fs::write(&cfg, v.to_string()).unwrap();
     assert_clean_error(&gen(&dir), "config.json");
 
     // GGUF of an unsupported architecture.
     let llama = tmp.path().join("llama.gguf");
-    let md = vec![("general.architecture".to_string(), GgufValue::Str("llama".into()))];
+    let md = vec![(
+        "general.architecture".to_string(),
+        GgufValue::Str("llama".into()),
+    )];
     write_gguf(&llama, &md, &[], |_, _| {}).unwrap();
     let err = assert_clean_error(&gen(&llama), "llama.gguf");
     assert!(err.contains("`llama` is not supported"), "{err}");
@@ -164,13 +267,15 @@ fn bad_model_inputs_fail_with_one_line_naming_the_file() {
     raw[ty..ty + 4].copy_from_slice(&10u32.to_le_bytes());
     std::fs::write(&q2k, raw).unwrap();
     let err = assert_clean_error(&gen(&q2k), "q2k.gguf");
-    assert!(err.contains("Q2_K") && err.contains("not supported"), "{err}");
+    assert!(
+        err.contains("Q2_K") && err.contains("not supported"),
+        "{err}"
+    );
 
     // Not a GGUF at all.
     let junk = tmp.path().join("junk.gguf");
     std::fs::write(&junk, b"hello").unwrap();
     assert_clean_error(&gen(&junk), "junk.gguf");
-
 }
 
 #[test]
@@ -185,9 +290,16 @@ fn unreachable_hub_fails_fast_naming_the_model() {
         .env_remove("HF_HUB_OFFLINE")
         .output()
         .unwrap();
-    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
     let err = assert_clean_error(&out, "Qwen/Qwen3-1.7B");
-    assert!(err.contains("local model directory") && err.contains(".gguf"), "{err}");
+    assert!(
+        err.contains("local model directory") && err.contains(".gguf"),
+        "{err}"
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_kestrel"))
         .args(["generate", "--model", "Qwen/Qwen3-1.7B", "--prompt", "hi"])
@@ -212,7 +324,20 @@ fn hub_cache_is_reused_offline() {
     std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
     std::fs::write(repo_dir.join("refs/main"), "0123456789abcdef").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kestrel"))
-        .args(["generate", "--model", "test-org/tiny-qwen3", "--prompt-ids", "5,6,7", "--max-tokens", "4", "--temperature", "0", "--ignore-eos", "--output", "ids"])
+        .args([
+            "generate",
+            "--model",
+            "test-org/tiny-qwen3",
+            "--prompt-ids",
+            "5,6,7",
+            "--max-tokens",
+            "4",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--output",
+            "ids",
+        ])
         .env("HF_HOME", home.path())
         .env("HF_ENDPOINT", "http://127.0.0.1:9")
         .output()

@@ -19,7 +19,13 @@ use crate::AttnShape;
 pub fn write_kv(cache: &mut CpuKvLayer, k: &CpuTensor, v: &CpuTensor, slots: &[u32]) -> Result<()> {
     let w = cache.slot_width();
     if k.cols != w || v.cols != w || k.rows != slots.len() || v.rows != slots.len() {
-        return Err(shape_err("write_kv", format!("k [{}, {}] v [{}, {}], slot width {w}", k.rows, k.cols, v.rows, v.cols)));
+        return Err(shape_err(
+            "write_kv",
+            format!(
+                "k [{}, {}] v [{}, {}], slot width {w}",
+                k.rows, k.cols, v.rows, v.cols
+            ),
+        ));
     }
     let num_slots = cache.num_slots();
     for (t, &slot) in slots.iter().enumerate() {
@@ -40,8 +46,18 @@ struct Scratch {
 }
 
 /// `q [num_tokens, num_heads * head_dim]` → `[num_tokens, num_heads * head_dim]`.
-pub fn paged_attention(q: &CpuTensor, cache: &CpuKvLayer, batch: &CpuBatch, shape: AttnShape) -> Result<CpuTensor> {
-    let AttnShape { num_heads, num_kv_heads, head_dim, scale } = shape;
+pub fn paged_attention(
+    q: &CpuTensor,
+    cache: &CpuKvLayer,
+    batch: &CpuBatch,
+    shape: AttnShape,
+) -> Result<CpuTensor> {
+    let AttnShape {
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        scale,
+    } = shape;
     let input = &batch.input;
     if q.cols != num_heads * head_dim
         || q.rows != input.num_tokens()
@@ -50,7 +66,13 @@ pub fn paged_attention(q: &CpuTensor, cache: &CpuKvLayer, batch: &CpuBatch, shap
         || cache.layout.head_dim != head_dim
         || cache.layout.num_kv_heads != num_kv_heads
     {
-        return Err(shape_err("attention", format!("q [{}, {}] with {shape:?} and {:?}", q.rows, q.cols, cache.layout)));
+        return Err(shape_err(
+            "attention",
+            format!(
+                "q [{}, {}] with {shape:?} and {:?}",
+                q.rows, q.cols, cache.layout
+            ),
+        ));
     }
     let group = num_heads / num_kv_heads;
     let bs = input.block_size;
@@ -60,68 +82,82 @@ pub fn paged_attention(q: &CpuTensor, cache: &CpuKvLayer, batch: &CpuBatch, shap
     for (s, table) in input.block_tables.iter().enumerate() {
         let needed = (input.seq_lens[s] as usize).div_ceil(bs);
         if table.len() < needed {
-            return Err(shape_err("attention", format!("sequence {s}: block table too short")));
+            return Err(shape_err(
+                "attention",
+                format!("sequence {s}: block table too short"),
+            ));
         }
         for &b in &table[..needed] {
             check_slot((b as usize + 1) * bs - 1, num_slots)?;
         }
     }
     let mut out = CpuTensor::zeros(q.rows, q.cols);
-    out.data.par_chunks_mut(head_dim).enumerate().for_each_init(Scratch::default, |scratch, (idx, o)| {
-        let (t, h) = (idx / num_heads, idx % num_heads);
-        let kv_off = (h / group) * head_dim;
-        let qh = &q.row(t)[h * head_dim..(h + 1) * head_dim];
-        let table = &input.block_tables[batch.token_seq[t] as usize];
-        let num_keys = input.positions[t] as usize + 1;
-        let base = |j: usize| (table[j / bs] as usize * bs + j % bs) * w + kv_off;
-        match (&cache.k, &cache.v) {
-            (KvStore::F32(k), KvStore::F32(v)) => {
-                let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-                for j in 0..num_keys {
-                    let b = base(j);
-                    let score = dot_f32(qh, &k[b..b + head_dim]) * scale;
-                    if score > max {
-                        let correction = (max - score).exp();
-                        sum *= correction;
-                        o.iter_mut().for_each(|x| *x *= correction);
-                        max = score;
+    out.data.par_chunks_mut(head_dim).enumerate().for_each_init(
+        Scratch::default,
+        |scratch, (idx, o)| {
+            let (t, h) = (idx / num_heads, idx % num_heads);
+            let kv_off = (h / group) * head_dim;
+            let qh = &q.row(t)[h * head_dim..(h + 1) * head_dim];
+            let table = &input.block_tables[batch.token_seq[t] as usize];
+            let num_keys = input.positions[t] as usize + 1;
+            let base = |j: usize| (table[j / bs] as usize * bs + j % bs) * w + kv_off;
+            match (&cache.k, &cache.v) {
+                (KvStore::F32(k), KvStore::F32(v)) => {
+                    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+                    for j in 0..num_keys {
+                        let b = base(j);
+                        let score = dot_f32(qh, &k[b..b + head_dim]) * scale;
+                        if score > max {
+                            let correction = (max - score).exp();
+                            sum *= correction;
+                            o.iter_mut().for_each(|x| *x *= correction);
+                            max = score;
+                        }
+                        let p = (score - max).exp();
+                        sum += p;
+                        o.iter_mut()
+                            .zip(&v[b..b + head_dim])
+                            .for_each(|(x, vv)| *x += p * vv);
                     }
-                    let p = (score - max).exp();
-                    sum += p;
-                    o.iter_mut().zip(&v[b..b + head_dim]).for_each(|(x, vv)| *x += p * vv);
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|x| *x *= inv);
                 }
-                let inv = 1.0 / sum;
-                o.iter_mut().for_each(|x| *x *= inv);
+                (KvStore::F16(k), KvStore::F16(v)) => {
+                    let Scratch {
+                        scores,
+                        q: q16,
+                        row,
+                    } = scratch;
+                    q16.clear();
+                    q16.extend(qh.iter().map(|x| f16::from_f32(*x).to_f32()));
+                    row.resize(head_dim, 0.0);
+                    scores.clear();
+                    let mut max = f32::NEG_INFINITY;
+                    for j in 0..num_keys {
+                        let b = base(j);
+                        k[b..b + head_dim].convert_to_f32_slice(row);
+                        let s = dot_f32(q16, row) * scale;
+                        max = max.max(s);
+                        scores.push(s);
+                    }
+                    let mut sum = 0.0f64;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s as f64;
+                    }
+                    let inv = (1.0 / sum) as f32;
+                    for (j, s) in scores.iter().enumerate() {
+                        let p = f16::from_f32(s * inv).to_f32();
+                        let b = base(j);
+                        v[b..b + head_dim].convert_to_f32_slice(row);
+                        o.iter_mut()
+                            .zip(row.iter())
+                            .for_each(|(x, vv)| *x += p * vv);
+                    }
+                }
+                _ => unreachable!("K and V share one dtype"),
             }
-            (KvStore::F16(k), KvStore::F16(v)) => {
-                let Scratch { scores, q: q16, row } = scratch;
-                q16.clear();
-                q16.extend(qh.iter().map(|x| f16::from_f32(*x).to_f32()));
-                row.resize(head_dim, 0.0);
-                scores.clear();
-                let mut max = f32::NEG_INFINITY;
-                for j in 0..num_keys {
-                    let b = base(j);
-                    k[b..b + head_dim].convert_to_f32_slice(row);
-                    let s = dot_f32(q16, row) * scale;
-                    max = max.max(s);
-                    scores.push(s);
-                }
-                let mut sum = 0.0f64;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s as f64;
-                }
-                let inv = (1.0 / sum) as f32;
-                for (j, s) in scores.iter().enumerate() {
-                    let p = f16::from_f32(s * inv).to_f32();
-                    let b = base(j);
-                    v[b..b + head_dim].convert_to_f32_slice(row);
-                    o.iter_mut().zip(row.iter()).for_each(|(x, vv)| *x += p * vv);
-                }
-            }
-            _ => unreachable!("K and V share one dtype"),
-        }
-    });
+        },
+    );
     Ok(out)
 }

@@ -23,7 +23,10 @@ fn rows_per_task(m: usize) -> usize {
 pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     let (n, k, m) = (x.rows, x.cols, w.rows);
     if w.cols != k {
-        return Err(shape_err("matmul", format!("x [{n}, {k}] · w[{m}, {}]ᵀ ({})", w.cols, w.name)));
+        return Err(shape_err(
+            "matmul",
+            format!("x [{n}, {k}] · w[{m}, {}]ᵀ ({})", w.cols, w.name),
+        ));
     }
     if n == 0 || m == 0 {
         return Ok(CpuTensor::zeros(n, m));
@@ -33,16 +36,22 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     let chunk = rows_per_task(m);
     match w.format {
         WeightFormat::F32 => {
-            let wd = w.f32_data.as_ref().expect("F32 weights are always widened at load");
-            out_t.par_chunks_mut(chunk * n).enumerate().for_each(|(c, dst)| {
-                for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
-                    let j = c * chunk + r;
-                    let wrow = &wd[j * k..(j + 1) * k];
-                    for (i, o) in orow.iter_mut().enumerate() {
-                        *o = dot_f32(x.row(i), wrow);
+            let wd = w
+                .f32_data
+                .as_ref()
+                .expect("F32 weights are always widened at load");
+            out_t
+                .par_chunks_mut(chunk * n)
+                .enumerate()
+                .for_each(|(c, dst)| {
+                    for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
+                        let j = c * chunk + r;
+                        let wrow = &wd[j * k..(j + 1) * k];
+                        for (i, o) in orow.iter_mut().enumerate() {
+                            *o = dot_f32(x.row(i), wrow);
+                        }
                     }
-                }
-            });
+                });
         }
         WeightFormat::F16 | WeightFormat::BF16 => {
             out_t.par_chunks_mut(chunk * n).enumerate().for_each_init(
@@ -63,18 +72,27 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
             let act = fmt.act_format();
             let arb = act.row_bytes(k);
             let mut acts = vec![0u8; n * arb];
-            acts.par_chunks_mut(arb).enumerate().for_each(|(i, dst)| quantize_act_row(act, x.row(i), dst));
-            out_t.par_chunks_mut(chunk * n).enumerate().for_each(|(c, dst)| {
-                for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
-                    let wrow = w.row_bytes(c * chunk + r);
-                    for (o, a) in orow.iter_mut().zip(acts.chunks_exact(arb)) {
-                        *o = dot(wrow, a, k);
+            acts.par_chunks_mut(arb)
+                .enumerate()
+                .for_each(|(i, dst)| quantize_act_row(act, x.row(i), dst));
+            out_t
+                .par_chunks_mut(chunk * n)
+                .enumerate()
+                .for_each(|(c, dst)| {
+                    for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
+                        let wrow = w.row_bytes(c * chunk + r);
+                        for (o, a) in orow.iter_mut().zip(acts.chunks_exact(arb)) {
+                            *o = dot(wrow, a, k);
+                        }
                     }
-                }
-            });
+                });
         }
     }
-    let data = if n == 1 { out_t } else { transpose(&out_t, m, n) };
+    let data = if n == 1 {
+        out_t
+    } else {
+        transpose(&out_t, m, n)
+    };
     CpuTensor::from_vec(n, m, data)
 }
 
@@ -100,7 +118,14 @@ mod tests {
         for (r, dst) in bytes.chunks_exact_mut(rb).enumerate() {
             super::super::quant::quantize_row(format, &vals[r * cols..(r + 1) * cols], dst);
         }
-        CpuWeight::new(HostWeight { name: "w".into(), format, rows, cols, bytes: HostBytes::from_vec(bytes) }).unwrap()
+        CpuWeight::new(HostWeight {
+            name: "w".into(),
+            format,
+            rows,
+            cols,
+            bytes: HostBytes::from_vec(bytes),
+        })
+        .unwrap()
     }
 
     fn reference(x: &CpuTensor, w: &CpuWeight) -> Vec<f32> {
@@ -108,7 +133,9 @@ mod tests {
         let mut out = vec![0.0; x.rows * w.rows];
         for i in 0..x.rows {
             for j in 0..w.rows {
-                out[i * w.rows + j] = (0..x.cols).map(|t| x.data[i * x.cols + t] * wf[j * x.cols + t]).sum();
+                out[i * w.rows + j] = (0..x.cols)
+                    .map(|t| x.data[i * x.cols + t] * wf[j * x.cols + t])
+                    .sum();
             }
         }
         out
@@ -140,7 +167,10 @@ mod tests {
                 let got = matmul(&x, &w).unwrap();
                 let want = reference(&x, &w);
                 // Quantized formats also quantize the activations (8-bit): ~1% of the row norm.
-                let tol = if matches!(format, WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16) {
+                let tol = if matches!(
+                    format,
+                    WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16
+                ) {
                     1e-4
                 } else {
                     0.02

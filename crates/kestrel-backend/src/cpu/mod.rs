@@ -74,11 +74,23 @@ impl Backend for CpuBackend {
         ops::rope_neox(x, &batch.input.positions, head_dim, theta)
     }
 
-    fn write_kv(&self, cache: &mut CpuKvLayer, k: &CpuTensor, v: &CpuTensor, batch: &CpuBatch) -> Result<()> {
+    fn write_kv(
+        &self,
+        cache: &mut CpuKvLayer,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        batch: &CpuBatch,
+    ) -> Result<()> {
         attention::write_kv(cache, k, v, &batch.input.slot_mapping)
     }
 
-    fn attention(&self, q: &CpuTensor, cache: &CpuKvLayer, batch: &CpuBatch, shape: AttnShape) -> Result<CpuTensor> {
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        cache: &CpuKvLayer,
+        batch: &CpuBatch,
+        shape: AttnShape,
+    ) -> Result<CpuTensor> {
         attention::paged_attention(q, cache, batch, shape)
     }
 
@@ -96,7 +108,10 @@ impl Backend for CpuBackend {
         for (dst, &i) in out.data.chunks_exact_mut(x.cols).zip(idx) {
             let i = i as usize;
             if i >= x.rows {
-                return Err(shape_err("gather_logit_rows", format!("row {i} of {}", x.rows)));
+                return Err(shape_err(
+                    "gather_logit_rows",
+                    format!("row {i} of {}", x.rows),
+                ));
             }
             dst.copy_from_slice(x.row(i));
         }

@@ -10,13 +10,21 @@ use crate::error::{shape_err, BackendError, Result};
 /// Rows of `table [vocab, hidden]` at `ids` → `[ids.len(), hidden]`, dequantized.
 pub fn embedding(table: &CpuWeight, ids: &[u32]) -> Result<CpuTensor> {
     if let Some(&bad) = ids.iter().find(|&&id| id as usize >= table.rows) {
-        return Err(BackendError::Batch(format!("token id {bad} outside the vocabulary of {}", table.rows)));
+        return Err(BackendError::Batch(format!(
+            "token id {bad} outside the vocabulary of {}",
+            table.rows
+        )));
     }
     let mut out = CpuTensor::zeros(ids.len(), table.cols);
-    out.data.par_chunks_mut(table.cols).zip(ids.par_iter()).for_each(|(dst, &id)| match &table.f32_data {
-        Some(v) => dst.copy_from_slice(&v[id as usize * table.cols..(id as usize + 1) * table.cols]),
-        None => dequantize_row(table.format, table.row_bytes(id as usize), dst),
-    });
+    out.data
+        .par_chunks_mut(table.cols)
+        .zip(ids.par_iter())
+        .for_each(|(dst, &id)| match &table.f32_data {
+            Some(v) => {
+                dst.copy_from_slice(&v[id as usize * table.cols..(id as usize + 1) * table.cols])
+            }
+            None => dequantize_row(table.format, table.row_bytes(id as usize), dst),
+        });
     Ok(out)
 }
 
@@ -25,7 +33,13 @@ pub fn embedding(table: &CpuWeight, ids: &[u32]) -> Result<CpuTensor> {
 pub fn rms_norm(x: &CpuTensor, weight: &CpuWeight, eps: f32) -> Result<CpuTensor> {
     let g = weight.cols;
     if weight.rows != 1 || g == 0 || x.cols % g != 0 {
-        return Err(shape_err("rms_norm", format!("x [{}, {}] with weight [{}, {g}]", x.rows, x.cols, weight.rows)));
+        return Err(shape_err(
+            "rms_norm",
+            format!(
+                "x [{}, {}] with weight [{}, {g}]",
+                x.rows, x.cols, weight.rows
+            ),
+        ));
     }
     let w = weight.to_f32_vec();
     let mut out = x.clone();
@@ -44,10 +58,15 @@ pub fn rms_norm(x: &CpuTensor, weight: &CpuWeight, eps: f32) -> Result<CpuTensor
 /// `x [n, m] += bias` on every row.
 pub fn add_bias(x: &mut CpuTensor, bias: &CpuWeight) -> Result<()> {
     if bias.rows * bias.cols != x.cols {
-        return Err(shape_err("add_bias", format!("bias of {} for {} columns", bias.rows * bias.cols, x.cols)));
+        return Err(shape_err(
+            "add_bias",
+            format!("bias of {} for {} columns", bias.rows * bias.cols, x.cols),
+        ));
     }
     let b = bias.to_f32_vec();
-    x.data.par_chunks_mut(x.cols).for_each(|row| row.iter_mut().zip(&b).for_each(|(v, bi)| *v += bi));
+    x.data
+        .par_chunks_mut(x.cols)
+        .for_each(|row| row.iter_mut().zip(&b).for_each(|(v, bi)| *v += bi));
     Ok(())
 }
 
@@ -57,54 +76,79 @@ pub fn rope_neox(x: &mut CpuTensor, positions: &[u32], head_dim: usize, theta: f
     if positions.len() != x.rows || head_dim % 2 != 0 || x.cols % head_dim != 0 {
         return Err(shape_err(
             "rope",
-            format!("x [{}, {}], {} positions, head_dim {head_dim}", x.rows, x.cols, positions.len()),
+            format!(
+                "x [{}, {}], {} positions, head_dim {head_dim}",
+                x.rows,
+                x.cols,
+                positions.len()
+            ),
         ));
     }
     let half = head_dim / 2;
-    let inv_freq: Vec<f64> = (0..half).map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64)).collect();
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
+        .collect();
     let cols = x.cols;
-    x.data.par_chunks_mut(cols).zip(positions.par_iter()).for_each(|(row, &pos)| {
-        let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq
-            .iter()
-            .map(|f| {
-                let a = pos as f64 * f;
-                (a.cos() as f32, a.sin() as f32)
-            })
-            .unzip();
-        for head in row.chunks_exact_mut(head_dim) {
-            let (lo, hi) = head.split_at_mut(half);
-            for i in 0..half {
-                let (a, b) = (lo[i], hi[i]);
-                lo[i] = a * cos[i] - b * sin[i];
-                hi[i] = b * cos[i] + a * sin[i];
+    x.data
+        .par_chunks_mut(cols)
+        .zip(positions.par_iter())
+        .for_each(|(row, &pos)| {
+            let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq
+                .iter()
+                .map(|f| {
+                    let a = pos as f64 * f;
+                    (a.cos() as f32, a.sin() as f32)
+                })
+                .unzip();
+            for head in row.chunks_exact_mut(head_dim) {
+                let (lo, hi) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (a, b) = (lo[i], hi[i]);
+                    lo[i] = a * cos[i] - b * sin[i];
+                    hi[i] = b * cos[i] + a * sin[i];
+                }
             }
-        }
-    });
+        });
     Ok(())
 }
 
 /// `silu(gate) * up`.
 pub fn silu_mul(gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
     if gate.rows != up.rows || gate.cols != up.cols {
-        return Err(shape_err("silu_mul", format!("[{}, {}] vs [{}, {}]", gate.rows, gate.cols, up.rows, up.cols)));
+        return Err(shape_err(
+            "silu_mul",
+            format!(
+                "[{}, {}] vs [{}, {}]",
+                gate.rows, gate.cols, up.rows, up.cols
+            ),
+        ));
     }
     let mut out = gate.clone();
-    out.data.par_chunks_mut(4096).zip(up.data.par_chunks(4096)).for_each(|(g, u)| {
-        for (gv, uv) in g.iter_mut().zip(u) {
-            *gv = *gv / (1.0 + (-*gv).exp()) * uv;
-        }
-    });
+    out.data
+        .par_chunks_mut(4096)
+        .zip(up.data.par_chunks(4096))
+        .for_each(|(g, u)| {
+            for (gv, uv) in g.iter_mut().zip(u) {
+                *gv = *gv / (1.0 + (-*gv).exp()) * uv;
+            }
+        });
     Ok(out)
 }
 
 /// `x += y`.
 pub fn add_assign(x: &mut CpuTensor, y: &CpuTensor) -> Result<()> {
     if x.rows != y.rows || x.cols != y.cols {
-        return Err(shape_err("add_assign", format!("[{}, {}] vs [{}, {}]", x.rows, x.cols, y.rows, y.cols)));
+        return Err(shape_err(
+            "add_assign",
+            format!("[{}, {}] vs [{}, {}]", x.rows, x.cols, y.rows, y.cols),
+        ));
     }
-    x.data.par_chunks_mut(4096).zip(y.data.par_chunks(4096)).for_each(|(a, b)| {
-        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-    });
+    x.data
+        .par_chunks_mut(4096)
+        .zip(y.data.par_chunks(4096))
+        .for_each(|(a, b)| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        });
     Ok(())
 }
 

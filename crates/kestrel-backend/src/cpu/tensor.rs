@@ -14,12 +14,19 @@ pub struct CpuTensor {
 
 impl CpuTensor {
     pub fn zeros(rows: usize, cols: usize) -> Self {
-        Self { rows, cols, data: vec![0.0; rows * cols] }
+        Self {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
     }
 
     pub fn from_vec(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self> {
         if data.len() != rows * cols {
-            return Err(shape_err("CpuTensor::from_vec", format!("{} values for {rows}x{cols}", data.len())));
+            return Err(shape_err(
+                "CpuTensor::from_vec",
+                format!("{} values for {rows}x{cols}", data.len()),
+            ));
         }
         Ok(Self { rows, cols, data })
     }
@@ -51,7 +58,14 @@ impl CpuWeight {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect()
         });
-        Ok(Self { name: w.name, format: w.format, rows: w.rows, cols: w.cols, bytes: w.bytes, f32_data })
+        Ok(Self {
+            name: w.name,
+            format: w.format,
+            rows: w.rows,
+            cols: w.cols,
+            bytes: w.bytes,
+            f32_data,
+        })
     }
 
     /// Bytes of row `i` in storage format.
@@ -89,7 +103,10 @@ impl CpuBatch {
             let n = input.query_start_loc[s + 1].saturating_sub(input.query_start_loc[s]);
             token_seq.extend(std::iter::repeat_n(s as u32, n as usize));
         }
-        Self { input: input.clone(), token_seq }
+        Self {
+            input: input.clone(),
+            token_seq,
+        }
     }
 }
 
@@ -112,7 +129,10 @@ impl KvStore {
     pub fn write(&mut self, at: usize, src: &[f32]) {
         match self {
             KvStore::F32(v) => v[at..at + src.len()].copy_from_slice(src),
-            KvStore::F16(v) => v[at..at + src.len()].iter_mut().zip(src).for_each(|(d, s)| *d = half::f16::from_f32(*s)),
+            KvStore::F16(v) => v[at..at + src.len()]
+                .iter_mut()
+                .zip(src)
+                .for_each(|(d, s)| *d = half::f16::from_f32(*s)),
         }
     }
 }
@@ -127,7 +147,11 @@ pub struct CpuKvLayer {
 impl CpuKvLayer {
     pub fn zeros(layout: KvLayout) -> Self {
         let n = layout.num_blocks * layout.block_size * layout.num_kv_heads * layout.head_dim;
-        Self { layout, k: KvStore::zeros(layout.dtype, n), v: KvStore::zeros(layout.dtype, n) }
+        Self {
+            layout,
+            k: KvStore::zeros(layout.dtype, n),
+            v: KvStore::zeros(layout.dtype, n),
+        }
     }
 
     pub fn num_slots(&self) -> usize {
@@ -142,7 +166,9 @@ impl CpuKvLayer {
 
 pub(crate) fn check_slot(slot: usize, num_slots: usize) -> Result<()> {
     if slot >= num_slots {
-        return Err(BackendError::Batch(format!("slot {slot} outside the cache of {num_slots}")));
+        return Err(BackendError::Batch(format!(
+            "slot {slot} outside the cache of {num_slots}"
+        )));
     }
     Ok(())
 }

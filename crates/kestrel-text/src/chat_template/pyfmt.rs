@@ -20,7 +20,6 @@ pub(super) struct JsonOptions {
     pub sort_keys: bool,
 }
 
-
 /// `json.dumps(value, ...)`.
 pub(super) fn json_dumps(value: &Value, options: &JsonOptions) -> Result<String, Error> {
     let (item_sep, key_sep) = match (&options.separators, &options.indent) {

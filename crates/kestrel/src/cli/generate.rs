@@ -93,11 +93,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let prompt_ids = match (&args.prompt_ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => {
-            let tok = tokenizer.as_ref().context("this model has no tokenizer: pass --prompt-ids")?;
+            let tok = tokenizer
+                .as_ref()
+                .context("this model has no tokenizer: pass --prompt-ids")?;
             if args.raw {
                 tok.encode(text, false)?
             } else {
-                let template = ChatTemplate::from_tokenizer(tok).context("--prompt needs a chat template (or use --raw)")?;
+                let template = ChatTemplate::from_tokenizer(tok)
+                    .context("--prompt needs a chat template (or use --raw)")?;
                 let mut messages = Vec::new();
                 if let Some(system) = &args.system {
                     messages.push(json!({"role": "system", "content": system}));
@@ -118,8 +121,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         (None, None) => bail!("pass --prompt or --prompt-ids"),
     };
-    if let Some(&bad) = prompt_ids.iter().find(|&&id| id as usize >= loaded.model.config.vocab_size) {
-        bail!("--prompt-ids: token id {bad} is outside the vocabulary of {}", loaded.model.config.vocab_size);
+    if let Some(&bad) = prompt_ids
+        .iter()
+        .find(|&&id| id as usize >= loaded.model.config.vocab_size)
+    {
+        bail!(
+            "--prompt-ids: token id {bad} is outside the vocabulary of {}",
+            loaded.model.config.vocab_size
+        );
     }
 
     let defaults = match generation_config_path(loaded.dir.as_deref()) {
@@ -127,7 +136,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         None => Default::default(),
     };
     let params = crate::cli::sampling::params(&args, &defaults);
-    let mut sample = crate::cli::sampling::build(params, &prompt_ids, loaded.model.config.vocab_size)?;
+    let mut sample =
+        crate::cli::sampling::build(params, &prompt_ids, loaded.model.config.vocab_size)?;
 
     let mut stop_ids = defaults.eos_token_ids.clone();
     if let Some(tok) = &tokenizer {
@@ -145,7 +155,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         },
     };
 
-    let mut detok = tokenizer.as_ref().map(|t| Detokenizer::new(t.clone(), true));
+    let mut detok = tokenizer
+        .as_ref()
+        .map(|t| Detokenizer::new(t.clone(), true));
     let mut text = String::new();
     let stream = args.output == OutputFormat::Text;
     let mut stdout = std::io::stdout().lock();
@@ -161,7 +173,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 match d.push(id) {
                     Ok(Some(delta)) => {
                         if stream {
-                            if let Err(e) = stdout.write_all(delta.as_bytes()).and_then(|_| stdout.flush()) {
+                            if let Err(e) = stdout
+                                .write_all(delta.as_bytes())
+                                .and_then(|_| stdout.flush())
+                            {
                                 io_error = Some(e);
                                 return ControlFlow::Break(());
                             }

@@ -10,11 +10,17 @@ use super::generate::GenerateArgs;
 
 /// The effective parameters for this run.
 pub fn params(args: &GenerateArgs, defaults: &GenerationDefaults) -> SamplingParams {
-    let has_config = defaults.temperature.is_some() || defaults.top_k.is_some() || defaults.top_p.is_some();
+    let has_config =
+        defaults.temperature.is_some() || defaults.top_k.is_some() || defaults.top_p.is_some();
     let base = if has_config {
         defaults.sampling_params()
     } else {
-        SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, ..SamplingParams::default() }
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            ..SamplingParams::default()
+        }
     };
     SamplingParams {
         temperature: args.temperature.unwrap_or(base.temperature),

@@ -45,7 +45,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "4GiB", value_parser = parse_bytes)]
     pub kv_cache_memory: usize,
     /// Requests waiting for their first step beyond this are answered 503 with Retry-After.
-    #[arg(long = "max-queued-requests", alias = "max-num-queued-reqs", default_value_t = 1024)]
+    #[arg(
+        long = "max-queued-requests",
+        alias = "max-num-queued-reqs",
+        default_value_t = 1024
+    )]
     pub max_queued_requests: usize,
     #[arg(long, overrides_with = "no_enable_prefix_caching")]
     pub enable_prefix_caching: bool,
@@ -65,9 +69,13 @@ pub struct ServeArgs {
 /// `4GiB`, `512MiB`, `1.5GB`, `1000000` → bytes.
 fn parse_bytes(s: &str) -> Result<usize, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| format!("expected a size like 4GiB, got {s:?}"))?;
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size like 4GiB, got {s:?}"))?;
     let scale = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -83,7 +91,10 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = ServerConfig {
-        served_model_name: args.served_model_name.clone().unwrap_or_else(|| args.model.clone()),
+        served_model_name: args
+            .served_model_name
+            .clone()
+            .unwrap_or_else(|| args.model.clone()),
         api_key: args.api_key.clone(),
         cors_allow_origins: args.cors_allow_origins.clone(),
         reasoning_field: args.reasoning_field,
@@ -91,17 +102,30 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_n: args.max_n,
     };
     let state = AppState::new(config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().context("parsing --host/--port")?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr)).with_context(|| format!("binding {addr}"))?;
-    eprintln!("kestrel: listening on http://{addr} (loading {} ...)", args.model);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .context("parsing --host/--port")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("binding {addr}"))?;
+    eprintln!(
+        "kestrel: listening on http://{addr} (loading {} ...)",
+        args.model
+    );
 
     let loader_state = Arc::clone(&state);
     std::thread::Builder::new()
         .name("kestrel-load".into())
         .spawn(move || match load_model(&args) {
             Ok(model) => {
-                eprintln!("kestrel: model ready (max_model_len {})", model.max_model_len);
+                eprintln!(
+                    "kestrel: model ready (max_model_len {})",
+                    model.max_model_len
+                );
                 loader_state.set_model(model);
             }
             Err(e) => {
@@ -112,14 +136,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
         })
         .context("spawning the loader thread")?;
 
-    runtime.block_on(kestrel_server::serve(listener, kestrel_server::router(state))).context("serving HTTP")?;
+    runtime
+        .block_on(kestrel_server::serve(
+            listener,
+            kestrel_server::router(state),
+        ))
+        .context("serving HTTP")?;
     Ok(())
 }
 
 fn load_model(args: &ServeArgs) -> Result<Model> {
     let loaded = load(&args.model)?;
     let Some(tokenizer) = loaded.tokenizer else {
-        bail!("{} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)", args.model);
+        bail!(
+            "{} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)",
+            args.model
+        );
     };
     let defaults = match generation_config_path(loaded.dir.as_deref()) {
         Some(p) => GenerationDefaults::from_file(&p)?,
@@ -127,7 +159,12 @@ fn load_model(args: &ServeArgs) -> Result<Model> {
     };
     let model_config = loaded.model.config.clone();
     let block_size = 16;
-    let num_blocks = KvCache::<kestrel_backend::cpu::CpuBackend>::blocks_for_budget(&model_config, block_size, loaded.kv_dtype, args.kv_cache_memory);
+    let num_blocks = KvCache::<kestrel_backend::cpu::CpuBackend>::blocks_for_budget(
+        &model_config,
+        block_size,
+        loaded.kv_dtype,
+        args.kv_cache_memory,
+    );
     let cache_tokens = num_blocks * block_size;
     let max_model_len = match args.max_model_len {
         Some(len) if len > cache_tokens => {
@@ -149,8 +186,14 @@ fn load_model(args: &ServeArgs) -> Result<Model> {
         kv_dtype: loaded.kv_dtype,
         ..EngineConfig::default()
     };
-    let engine = start_engine(loaded.backend, loaded.model, engine_config).context("starting the engine")?;
-    Ok(Model::new(engine, tokenizer, defaults.sampling_params(), &defaults.eos_token_ids))
+    let engine =
+        start_engine(loaded.backend, loaded.model, engine_config).context("starting the engine")?;
+    Ok(Model::new(
+        engine,
+        tokenizer,
+        defaults.sampling_params(),
+        &defaults.eos_token_ids,
+    ))
 }
 
 #[cfg(test)]

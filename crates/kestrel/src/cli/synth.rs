@@ -51,7 +51,10 @@ pub struct SynthArgs {
 pub fn run(args: SynthArgs) -> Result<()> {
     let SynthArch::Qwen3 = args.arch;
     let Some(config) = synth::qwen3_config(&args.size) else {
-        bail!("--size `{}` is not one of tiny, 0.6b, 1.7b, 4b, 8b", args.size);
+        bail!(
+            "--size `{}` is not one of tiny, 0.6b, 1.7b, 4b, 8b",
+            args.size
+        );
     };
     let dtype = match args.dtype {
         SynthDtype::Bf16 => WeightFormat::BF16,
@@ -61,7 +64,13 @@ pub fn run(args: SynthArgs) -> Result<()> {
     let start = Instant::now();
     let written = match args.format {
         SynthFormat::Safetensors => {
-            synth::write_safetensors_dir(&config, dtype, args.seed, &args.out, args.tokenizer.as_deref())?;
+            synth::write_safetensors_dir(
+                &config,
+                dtype,
+                args.seed,
+                &args.out,
+                args.tokenizer.as_deref(),
+            )?;
             args.out
         }
         SynthFormat::Gguf => {
@@ -75,6 +84,10 @@ pub fn run(args: SynthArgs) -> Result<()> {
             file
         }
     };
-    eprintln!("wrote {} in {:.1}s", written.display(), start.elapsed().as_secs_f64());
+    eprintln!(
+        "wrote {} in {:.1}s",
+        written.display(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -19,8 +19,13 @@ pub(super) const Q8_K_BLOCK_BYTES: usize = 292;
 pub(super) const QK_K: usize = 256;
 
 pub(super) fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
-    for (x, y) in src.chunks_exact(32).zip(dst.chunks_exact_mut(Q8_1_BLOCK_BYTES)) {
-        let amax = x.iter().fold(0.0f32, |m, v| if m > v.abs() { m } else { v.abs() });
+    for (x, y) in src
+        .chunks_exact(32)
+        .zip(dst.chunks_exact_mut(Q8_1_BLOCK_BYTES))
+    {
+        let amax = x
+            .iter()
+            .fold(0.0f32, |m, v| if m > v.abs() { m } else { v.abs() });
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         put_f16(y, 0, d);
@@ -35,7 +40,10 @@ pub(super) fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
 }
 
 pub(super) fn dequantize_row_q8_1(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(Q8_1_BLOCK_BYTES).zip(dst.chunks_exact_mut(32)) {
+    for (b, y) in src
+        .chunks_exact(Q8_1_BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(32))
+    {
         let d = f16_at(b, 0);
         for (v, q) in y.iter_mut().zip(&b[4..]) {
             *v = (*q as i8) as f32 * d;
@@ -44,7 +52,10 @@ pub(super) fn dequantize_row_q8_1(src: &[u8], dst: &mut [f32]) {
 }
 
 pub(super) fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) {
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8_K_BLOCK_BYTES)) {
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(Q8_K_BLOCK_BYTES))
+    {
         let (mut amax, mut max) = (0.0f32, 0.0f32);
         for &v in x {
             if v.abs() > amax {
@@ -61,7 +72,10 @@ pub(super) fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) {
             *q = nearest_int(iscale * v).min(127) as i8 as u8;
         }
         for j in 0..QK_K / 16 {
-            let sum: i32 = y[4 + 16 * j..4 + 16 * (j + 1)].iter().map(|&q| q as i8 as i32).sum();
+            let sum: i32 = y[4 + 16 * j..4 + 16 * (j + 1)]
+                .iter()
+                .map(|&q| q as i8 as i32)
+                .sum();
             y[260 + 2 * j..262 + 2 * j].copy_from_slice(&(sum as i16).to_le_bytes());
         }
         y[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
@@ -69,7 +83,10 @@ pub(super) fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) {
 }
 
 pub(super) fn dequantize_row_q8_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(Q8_K_BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src
+        .chunks_exact(Q8_K_BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
         let d = f32_at(b, 0);
         for (v, q) in y.iter_mut().zip(&b[4..4 + QK_K]) {
             *v = (*q as i8) as f32 * d;

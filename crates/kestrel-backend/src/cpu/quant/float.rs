@@ -101,7 +101,12 @@ pub(super) fn reduce_bf16_lanes(acc: &[f32; STEP]) -> f32 {
 
 #[inline(always)]
 fn check(w: &[u8], a: &[u8], k: usize, elem: usize) {
-    assert!(w.len() == k * elem && a.len() == k * elem, "vec_dot: rows of {} and {} bytes for k = {k}", w.len(), a.len());
+    assert!(
+        w.len() == k * elem && a.len() == k * elem,
+        "vec_dot: rows of {} and {} bytes for k = {k}",
+        w.len(),
+        a.len()
+    );
 }
 
 pub(super) fn vec_dot_f32(w: &[u8], a: &[u8], k: usize) -> f32 {
@@ -125,7 +130,8 @@ pub(super) fn vec_dot_f32(w: &[u8], a: &[u8], k: usize) -> f32 {
 pub(super) fn vec_dot_f16(w: &[u8], a: &[u8], k: usize) -> f32 {
     check(w, a, k, 2);
     let np = k / STEP * STEP;
-    let h = |b: &[u8], i: usize| f16::from_bits(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])).to_f32();
+    let h =
+        |b: &[u8], i: usize| f16::from_bits(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])).to_f32();
     let mut acc = [0.0f32; STEP];
     for c in (0..np).step_by(STEP) {
         for (t, lane) in acc.iter_mut().enumerate() {

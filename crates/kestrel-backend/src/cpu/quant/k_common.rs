@@ -19,7 +19,10 @@ pub(super) fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -229,7 +232,11 @@ mod tests {
         let mut l = [0i8; 16];
         let scale = make_qx_quants_rmse1(32, &x, &mut l);
         assert!(l.iter().all(|&v| (0..64).contains(&v)));
-        let err: f32 = x.iter().zip(l).map(|(xi, li)| (xi - scale * (li as f32 - 32.0)).abs()).fold(0.0, f32::max);
+        let err: f32 = x
+            .iter()
+            .zip(l)
+            .map(|(xi, li)| (xi - scale * (li as f32 - 32.0)).abs())
+            .fold(0.0, f32::max);
         assert!(err <= 0.5 * scale.abs() + 1e-5, "{err} vs scale {scale}");
     }
 }

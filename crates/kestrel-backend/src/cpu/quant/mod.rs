@@ -104,7 +104,11 @@ impl WeightFormat {
 
     /// Bytes of a row of `k` elements. Panics unless `k` is a multiple of the block length.
     pub fn row_bytes(self, k: usize) -> usize {
-        assert!(k % self.block_len() == 0, "{k} elements is not a multiple of the {} block", self.name());
+        assert!(
+            k % self.block_len() == 0,
+            "{k} elements is not a multiple of the {} block",
+            self.name()
+        );
         k / self.block_len() * self.block_bytes()
     }
 
@@ -198,13 +202,19 @@ impl ActFormat {
 
     /// Bytes of a converted row of `k` elements. Panics unless `k` is a multiple of the block.
     pub fn row_bytes(self, k: usize) -> usize {
-        assert!(k % self.block_len() == 0, "{k} elements is not a multiple of the {self:?} block");
+        assert!(
+            k % self.block_len() == 0,
+            "{k} elements is not a multiple of the {self:?} block"
+        );
         k / self.block_len() * self.block_bytes()
     }
 }
 
 fn check_row(what: &str, bytes: usize, expected: usize, k: usize) {
-    assert!(bytes == expected, "{what}: {bytes} bytes for {k} elements, expected {expected}");
+    assert!(
+        bytes == expected,
+        "{what}: {bytes} bytes for {k} elements, expected {expected}"
+    );
 }
 
 /// Weight row (`row_bytes(k)` bytes) → `k` f32 values, as ggml's `dequantize_row_*`.

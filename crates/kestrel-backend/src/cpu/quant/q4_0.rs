@@ -62,7 +62,10 @@ pub(super) fn vec_dot(w: &[u8], a: &[u8], k: usize) -> f32 {
         "q4_0 vec_dot: bad row sizes for k = {k}"
     );
     let mut sumf = 0.0f32;
-    for (wb, ab) in w.chunks_exact(BLOCK_BYTES).zip(a.chunks_exact(q8_0::BLOCK_BYTES)) {
+    for (wb, ab) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(q8_0::BLOCK_BYTES))
+    {
         let sumi = block_sumi(arr(&wb[2..]), arr(&ab[2..]));
         sumf += sumi as f32 * f16_at(wb, 0) * f16_at(ab, 0);
     }
@@ -85,6 +88,9 @@ mod tests {
         let mut y = [0.0f32; 32];
         dequantize_row(&b, &mut y);
         assert_eq!(f16_at(&b, 0), 1.0);
-        assert_eq!((y[0], y[1], y[17], y[18], y[5]), (-8.0, 7.0, 3.0, -3.0, 0.0));
+        assert_eq!(
+            (y[0], y[1], y[17], y[18], y[5]),
+            (-8.0, 7.0, 3.0, -3.0, 0.0)
+        );
     }
 }

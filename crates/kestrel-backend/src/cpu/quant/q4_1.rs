@@ -64,7 +64,10 @@ pub(super) fn vec_dot(w: &[u8], a: &[u8], k: usize) -> f32 {
         "q4_1 vec_dot: bad row sizes for k = {k}"
     );
     let mut sumf = 0.0f32;
-    for (wb, ab) in w.chunks_exact(BLOCK_BYTES).zip(a.chunks_exact(Q8_1_BLOCK_BYTES)) {
+    for (wb, ab) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(Q8_1_BLOCK_BYTES))
+    {
         let sumi = block_sumi(arr(&wb[4..]), arr(&ab[4..]));
         sumf += (f16_at(wb, 0) * f16_at(ab, 0)) * sumi as f32 + f16_at(wb, 2) * f16_at(ab, 2);
     }

@@ -22,7 +22,10 @@ use super::k_common::{make_qkx2_quants, pack_scale_min_k4, scales_mins_k4};
 pub(super) const BLOCK_BYTES: usize = 144;
 
 pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
         let mut l = [0u8; QK_K];
         let (mut scales, mut mins) = ([0.0f32; 8], [0.0f32; 8]);
         let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
@@ -34,8 +37,16 @@ pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
             }
             let av_x = (sum_x2 / 32.0).sqrt();
             let weights: [f32; 32] = std::array::from_fn(|i| av_x + xs[i].abs());
-            (scales[j], mins[j]) =
-                make_qkx2_quants(15, xs, &weights, &mut l[32 * j..32 * (j + 1)], -1.0, 0.1, 20, false);
+            (scales[j], mins[j]) = make_qkx2_quants(
+                15,
+                xs,
+                &weights,
+                &mut l[32 * j..32 * (j + 1)],
+                -1.0,
+                0.1,
+                20,
+                false,
+            );
             if scales[j] > max_scale {
                 max_scale = scales[j];
             }
@@ -43,10 +54,15 @@ pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
                 max_min = mins[j];
             }
         }
-        let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+        let inv_scale = if max_scale > 0.0 {
+            63.0 / max_scale
+        } else {
+            0.0
+        };
         let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
         // `uint8_t ls = nearest_int(..)` keeps the low byte before `MIN(63, ls)`.
-        let ls: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
+        let ls: [u8; 8] =
+            std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
         let lm: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_min * mins[j]) as u8).min(63));
         let packed = pack_scale_min_k4(&ls, &lm);
         y[4..16].copy_from_slice(&packed);
@@ -64,7 +80,14 @@ pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
 
 /// The last pass of `quantize_row_q4_K_ref` / `q5_K_ref`: levels from the stored scales.
 /// Sub-blocks whose effective scale is zero keep the levels of the search.
-pub(super) fn requantize(x: &[f32], packed: &[u8; 12], d_all: f32, dmin_all: f32, nmax: i32, l: &mut [u8; QK_K]) {
+pub(super) fn requantize(
+    x: &[f32],
+    packed: &[u8; 12],
+    d_all: f32,
+    dmin_all: f32,
+    nmax: i32,
+    l: &mut [u8; QK_K],
+) {
     let (sc, m) = scales_mins_k4(packed);
     for j in 0..8 {
         let d = d_all * sc[j] as f32;
@@ -79,7 +102,10 @@ pub(super) fn requantize(x: &[f32], packed: &[u8; 12], d_all: f32, dmin_all: f32
 }
 
 pub(super) fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
         let (d, min) = (f16_at(b, 0), f16_at(b, 2));
         let (sc, m) = scales_mins_k4(arr(&b[4..]));
         for c in 0..4 {
@@ -126,7 +152,10 @@ pub(super) fn vec_dot(w: &[u8], a: &[u8], k: usize) -> f32 {
     );
     let mut sums = [0.0f32; 8];
     let mut sumf = 0.0f32;
-    for (wb, ab) in w.chunks_exact(BLOCK_BYTES).zip(a.chunks_exact(Q8_K_BLOCK_BYTES)) {
+    for (wb, ab) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(Q8_K_BLOCK_BYTES))
+    {
         let (aux32, sumi_min) = block_lanes(arr(wb), ab);
         let da = f32_at(ab, 0);
         let d = f16_at(wb, 0) * da;

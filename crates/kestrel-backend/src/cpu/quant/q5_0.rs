@@ -76,8 +76,15 @@ pub(super) fn vec_dot(w: &[u8], a: &[u8], k: usize) -> f32 {
         "q5_0 vec_dot: bad row sizes for k = {k}"
     );
     let mut sumf = 0.0f32;
-    for (wb, ab) in w.chunks_exact(BLOCK_BYTES).zip(a.chunks_exact(q8_0::BLOCK_BYTES)) {
-        let sumi = block_sumi(u32::from_le_bytes(*arr(&wb[2..])), arr(&wb[6..]), arr(&ab[2..]));
+    for (wb, ab) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(q8_0::BLOCK_BYTES))
+    {
+        let sumi = block_sumi(
+            u32::from_le_bytes(*arr(&wb[2..])),
+            arr(&wb[6..]),
+            arr(&ab[2..]),
+        );
         sumf += (f16_at(wb, 0) * f16_at(ab, 0)) * sumi as f32;
     }
     sumf

@@ -16,7 +16,10 @@ use super::q4_k::requantize;
 pub(super) const BLOCK_BYTES: usize = 176;
 
 pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
         let mut l = [0u8; QK_K];
         let (mut scales, mut mins) = ([0.0f32; 8], [0.0f32; 8]);
         let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
@@ -28,8 +31,16 @@ pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
             }
             let av_x = (sum_x2 / 32.0).sqrt();
             let weights: [f32; 32] = std::array::from_fn(|i| av_x + xs[i].abs());
-            (scales[j], mins[j]) =
-                make_qkx2_quants(31, xs, &weights, &mut l[32 * j..32 * (j + 1)], -0.5, 0.1, 15, false);
+            (scales[j], mins[j]) = make_qkx2_quants(
+                31,
+                xs,
+                &weights,
+                &mut l[32 * j..32 * (j + 1)],
+                -0.5,
+                0.1,
+                15,
+                false,
+            );
             if scales[j] > max_scale {
                 max_scale = scales[j];
             }
@@ -37,9 +48,14 @@ pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
                 max_min = mins[j];
             }
         }
-        let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+        let inv_scale = if max_scale > 0.0 {
+            63.0 / max_scale
+        } else {
+            0.0
+        };
         let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-        let ls: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
+        let ls: [u8; 8] =
+            std::array::from_fn(|j| (nearest_int(inv_scale * scales[j]) as u8).min(63));
         let lm: [u8; 8] = std::array::from_fn(|j| (nearest_int(inv_min * mins[j]) as u8).min(63));
         let packed = pack_scale_min_k4(&ls, &lm);
         y[4..16].copy_from_slice(&packed);
@@ -82,7 +98,10 @@ fn unpack(b: &[u8; BLOCK_BYTES]) -> [u8; QK_K] {
 }
 
 pub(super) fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
         let (d, min) = (f16_at(b, 0), f16_at(b, 2));
         let (sc, m) = scales_mins_k4(arr(&b[4..]));
         let q = unpack(arr(b));
@@ -126,7 +145,10 @@ pub(super) fn vec_dot(w: &[u8], a: &[u8], k: usize) -> f32 {
     );
     let mut sums = [0.0f32; 8];
     let mut sumf = 0.0f32;
-    for (wb, ab) in w.chunks_exact(BLOCK_BYTES).zip(a.chunks_exact(Q8_K_BLOCK_BYTES)) {
+    for (wb, ab) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(Q8_K_BLOCK_BYTES))
+    {
         let (aux32, sumi_min) = block_lanes(arr(wb), ab);
         let da = f32_at(ab, 0);
         let d = f16_at(wb, 0) * da;

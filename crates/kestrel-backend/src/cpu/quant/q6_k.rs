@@ -22,12 +22,19 @@ use super::k_common::{make_qx_quants_rmse1, GROUP_MAX_EPS};
 pub(super) const BLOCK_BYTES: usize = 210;
 
 pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
-    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
+    for (x, y) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
         let mut l = [0i8; QK_K];
         let mut scales = [0.0f32; 16];
         let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
         for ib in 0..16 {
-            let scale = make_qx_quants_rmse1(32, &x[16 * ib..16 * (ib + 1)], &mut l[16 * ib..16 * (ib + 1)]);
+            let scale = make_qx_quants_rmse1(
+                32,
+                &x[16 * ib..16 * (ib + 1)],
+                &mut l[16 * ib..16 * (ib + 1)],
+            );
             scales[ib] = scale;
             if scale.abs() > max_abs_scale {
                 max_abs_scale = scale.abs();
@@ -58,7 +65,10 @@ pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
                 let lv = |o: usize| l[128 * h + i + o] as u8;
                 y[64 * h + i] = (lv(0) & 0x0f) | ((lv(64) & 0x0f) << 4);
                 y[64 * h + i + 32] = (lv(32) & 0x0f) | ((lv(96) & 0x0f) << 4);
-                y[128 + 32 * h + i] = (lv(0) >> 4) | ((lv(32) >> 4) << 2) | ((lv(64) >> 4) << 4) | ((lv(96) >> 4) << 6);
+                y[128 + 32 * h + i] = (lv(0) >> 4)
+                    | ((lv(32) >> 4) << 2)
+                    | ((lv(64) >> 4) << 4)
+                    | ((lv(96) >> 4) << 6);
             }
         }
     }
@@ -82,7 +92,10 @@ pub(super) fn unpack(b: &[u8; BLOCK_BYTES]) -> [i8; QK_K] {
 }
 
 pub(super) fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
+    for (b, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
         let d = f16_at(b, 208);
         let q = unpack(arr(b));
         for j in 0..16 {
@@ -120,7 +133,10 @@ pub(super) fn vec_dot(w: &[u8], a: &[u8], k: usize) -> f32 {
         "q6_K vec_dot: bad row sizes for k = {k}"
     );
     let mut sums = [0.0f32; 8];
-    for (wb, ab) in w.chunks_exact(BLOCK_BYTES).zip(a.chunks_exact(Q8_K_BLOCK_BYTES)) {
+    for (wb, ab) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(Q8_K_BLOCK_BYTES))
+    {
         let aux32 = block_lanes(arr(wb), ab);
         let d = f16_at(wb, 208) * f32_at(ab, 0);
         for t in 0..8 {

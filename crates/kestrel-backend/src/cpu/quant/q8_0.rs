@@ -19,7 +19,9 @@ pub(super) const BLOCK_BYTES: usize = 34;
 pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
         // `MAX(amax, fabsf(v))` as ggml writes it (`a > b ? a : b`).
-        let amax = x.iter().fold(0.0f32, |m, v| if m > v.abs() { m } else { v.abs() });
+        let amax = x
+            .iter()
+            .fold(0.0f32, |m, v| if m > v.abs() { m } else { v.abs() });
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         put_f16(y, 0, d);
@@ -50,7 +52,10 @@ pub(super) fn block_sumi(w: &[u8; 32], a: &[u8; 32]) -> i32 {
 
 pub(super) fn vec_dot(w: &[u8], a: &[u8], k: usize) -> f32 {
     let nb = k / QK;
-    assert!(k % QK == 0 && w.len() == nb * BLOCK_BYTES && a.len() == nb * BLOCK_BYTES, "q8_0 vec_dot: bad row sizes for k = {k}");
+    assert!(
+        k % QK == 0 && w.len() == nb * BLOCK_BYTES && a.len() == nb * BLOCK_BYTES,
+        "q8_0 vec_dot: bad row sizes for k = {k}"
+    );
     let mut sumf = 0.0f32;
     for (wb, ab) in w.chunks_exact(BLOCK_BYTES).zip(a.chunks_exact(BLOCK_BYTES)) {
         let sumi = block_sumi(arr(&wb[2..]), arr(&ab[2..]));

@@ -23,7 +23,9 @@ use super::{float, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, VecDotFn, Wei
 
 /// Whether this CPU runs the kernels below (AVX2 machines all have FMA and F16C; checked anyway).
 pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 /// The AVX2 kernel of a format, `None` when the CPU lacks AVX2.
@@ -49,7 +51,10 @@ pub(super) fn vec_dot_kernel(fmt: WeightFormat) -> Option<VecDotFn> {
 
 fn check(name: &str, w: &[u8], a: &[u8], k: usize, qk: usize, wb: usize, ab: usize) -> usize {
     let nb = k / qk;
-    assert!(k % qk == 0 && w.len() == nb * wb && a.len() == nb * ab, "{name} vec_dot: bad row sizes for k = {k}");
+    assert!(
+        k % qk == 0 && w.len() == nb * wb && a.len() == nb * ab,
+        "{name} vec_dot: bad row sizes for k = {k}"
+    );
     nb
 }
 
@@ -159,7 +164,12 @@ unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
 /// Byte `i` is 0xFF where bit `i` of `x` is set.
 #[inline(always)]
 unsafe fn bytes_from_bits_32(x: u32) -> __m256i {
-    let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
     let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
     _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
@@ -264,7 +274,8 @@ unsafe fn bf16_avx2(w: &[u8], a: &[u8], k: usize) -> f32 {
     g = _mm_add_ps(g, _mm_movehl_ps(g, g));
     g = _mm_add_ss(g, _mm_movehdup_ps(g));
     let mut sumf = _mm_cvtss_f32(g) as f64;
-    let b = |p: &[u8], i: usize| float::bf16_bits_to_f32(u16::from_le_bytes([p[2 * i], p[2 * i + 1]]));
+    let b =
+        |p: &[u8], i: usize| float::bf16_bits_to_f32(u16::from_le_bytes([p[2 * i], p[2 * i + 1]]));
     for i in np..k {
         sumf += (b(w, i) * b(a, i)) as f64;
     }
@@ -283,20 +294,40 @@ static ZERO_BLOCK: [u8; 64] = [0; 64];
 #[inline(always)]
 unsafe fn f16x4(p: [*const u8; 4], off: usize) -> __m128 {
     let h = |q: *const u8| i16::from_le_bytes([*q.add(off), *q.add(off + 1)]);
-    _mm_cvtph_ps(_mm_setr_epi16(h(p[0]), h(p[1]), h(p[2]), h(p[3]), 0, 0, 0, 0))
+    _mm_cvtph_ps(_mm_setr_epi16(
+        h(p[0]),
+        h(p[1]),
+        h(p[2]),
+        h(p[3]),
+        0,
+        0,
+        0,
+        0,
+    ))
 }
 
 /// Four blocks' 8 partial sums each → the four block sums as f32 (exact below 2²⁴).
 #[inline(always)]
 unsafe fn block_sums4(p: [__m256i; 4]) -> __m128 {
     let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h)))
+    _mm_cvtepi32_ps(_mm_add_epi32(
+        _mm256_castsi256_si128(h),
+        _mm256_extracti128_si256::<1>(h),
+    ))
 }
 
 /// The driver: `partial(w_block, a_block)` gives a block's 8 i32 partial sums and
 /// `terms(sumi, w_blocks, a_blocks)` the f32 term each block adds to `sumf`.
 #[inline(always)]
-unsafe fn blocks32<P, T>(w: &[u8], a: &[u8], nb: usize, wb: usize, ab: usize, partial: P, terms: T) -> f32
+unsafe fn blocks32<P, T>(
+    w: &[u8],
+    a: &[u8],
+    nb: usize,
+    wb: usize,
+    ab: usize,
+    partial: P,
+    terms: T,
+) -> f32
 where
     P: Fn(*const u8, *const u8) -> __m256i,
     T: Fn(__m128, [*const u8; 4], [*const u8; 4]) -> __m128,
@@ -308,9 +339,24 @@ where
     let groups = nb / 4;
     for g in 0..groups {
         let i = 4 * g;
-        let pw = [w.add(i * wb), w.add((i + 1) * wb), w.add((i + 2) * wb), w.add((i + 3) * wb)];
-        let pa = [a.add(i * ab), a.add((i + 1) * ab), a.add((i + 2) * ab), a.add((i + 3) * ab)];
-        let ps = [partial(pw[0], pa[0]), partial(pw[1], pa[1]), partial(pw[2], pa[2]), partial(pw[3], pa[3])];
+        let pw = [
+            w.add(i * wb),
+            w.add((i + 1) * wb),
+            w.add((i + 2) * wb),
+            w.add((i + 3) * wb),
+        ];
+        let pa = [
+            a.add(i * ab),
+            a.add((i + 1) * ab),
+            a.add((i + 2) * ab),
+            a.add((i + 3) * ab),
+        ];
+        let ps = [
+            partial(pw[0], pa[0]),
+            partial(pw[1], pa[1]),
+            partial(pw[2], pa[2]),
+            partial(pw[3], pa[3]),
+        ];
         _mm_storeu_ps(t.as_mut_ptr(), terms(block_sums4(ps), pw, pa));
         sumf += t[0];
         sumf += t[1];
@@ -359,7 +405,12 @@ unsafe fn q4_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
         nb,
         q4_0::BLOCK_BYTES,
         q8_0::BLOCK_BYTES,
-        |bw, ba| mul_sum_i8_pairs(_mm256_sub_epi8(bytes_from_nibbles_32(bw.add(2)), eight), load256(ba.add(2))),
+        |bw, ba| {
+            mul_sum_i8_pairs(
+                _mm256_sub_epi8(bytes_from_nibbles_32(bw.add(2)), eight),
+                load256(ba.add(2)),
+            )
+        },
         // sumi · d_w · d_a, left to right
         |sumi, pw, pa| _mm_mul_ps(_mm_mul_ps(sumi, f16x4(pw, 0)), f16x4(pa, 0)),
     )
@@ -377,7 +428,10 @@ unsafe fn q5_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
         |bw, ba| {
             let qh = u32::from_le_bytes([*bw.add(2), *bw.add(3), *bw.add(4), *bw.add(5)]);
             // nibble | 0xF0 is nibble - 16 as i8 when the fifth bit is clear; nibble when set.
-            let x = _mm256_or_si256(bytes_from_nibbles_32(bw.add(6)), _mm256_andnot_si256(bytes_from_bits_32(qh), high));
+            let x = _mm256_or_si256(
+                bytes_from_nibbles_32(bw.add(6)),
+                _mm256_andnot_si256(bytes_from_bits_32(qh), high),
+            );
             mul_sum_i8_pairs(x, load256(ba.add(2)))
         },
         // (d_w · d_a) · sumi
@@ -422,7 +476,10 @@ unsafe fn q5_1_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
         Q8_1_BLOCK_BYTES,
         |bw, ba| {
             let qh = u32::from_le_bytes([*bw.add(4), *bw.add(5), *bw.add(6), *bw.add(7)]);
-            let q = _mm256_or_si256(bytes_from_nibbles_32(bw.add(8)), _mm256_and_si256(bytes_from_bits_32(qh), bit4));
+            let q = _mm256_or_si256(
+                bytes_from_nibbles_32(bw.add(8)),
+                _mm256_and_si256(bytes_from_bits_32(qh), bit4),
+            );
             mul_sum_u8_i8(q, load256(ba.add(4)))
         },
         |sumi, pw, pa| terms_q8_1(sumi, pw, pa),
@@ -442,8 +499,18 @@ unsafe fn bsums_dot_mins(a: *const u8, mins: &[u8; 8]) -> i32 {
 
 /// Shared f32 tail of the Q4_K / Q5_K kernels: one super-block's lanes into `sums`.
 #[inline(always)]
-unsafe fn accumulate_k(sums: &mut __m256, sumf: &mut f32, aux: __m256i, d: f32, dmin: f32, sumi_min: i32) {
-    *sums = _mm256_add_ps(*sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)));
+unsafe fn accumulate_k(
+    sums: &mut __m256,
+    sumf: &mut f32,
+    aux: __m256i,
+    d: f32,
+    dmin: f32,
+    sumi_min: i32,
+) {
+    *sums = _mm256_add_ps(
+        *sums,
+        _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)),
+    );
     *sumf -= dmin * sumi_min as f32;
 }
 
@@ -478,13 +545,26 @@ unsafe fn q4_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
             let p_lo = _mm256_maddubs_epi16(a_lo, y_lo);
             let p_hi = _mm256_maddubs_epi16(a_hi, y_hi);
             let s = _mm256_set1_epi32(scale_pair(sc[2 * c] as i32, sc[2 * c + 1] as i32));
-            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(p_lo, p_hi), s));
-            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(p_lo, p_hi), s));
+            acc_lo = _mm256_add_epi32(
+                acc_lo,
+                _mm256_madd_epi16(_mm256_unpacklo_epi16(p_lo, p_hi), s),
+            );
+            acc_hi = _mm256_add_epi32(
+                acc_hi,
+                _mm256_madd_epi16(_mm256_unpackhi_epi16(p_lo, p_hi), s),
+            );
         }
         let da = f32_at(a, i * Q8_K_BLOCK_BYTES);
         let d = f16_at(bw.as_ptr()) * da;
         let dmin = f16_at(bw.as_ptr().add(2)) * da;
-        accumulate_k(&mut sums, &mut sumf, fold_lanes(acc_lo, acc_hi), d, dmin, sumi_min);
+        accumulate_k(
+            &mut sums,
+            &mut sumf,
+            fold_lanes(acc_lo, acc_hi),
+            d,
+            dmin,
+            sumi_min,
+        );
     }
     finish_lanes(sums, sumf)
 }
@@ -507,21 +587,40 @@ unsafe fn q5_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
             let q = _mm256_shuffle_epi8(load256(bw.as_ptr().add(48 + 32 * c)), shuf);
             // Bit 2c (low sub-block) and 2c+1 (high sub-block) of each qh byte, moved to bit 4.
             let h_lo = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), one);
-            let h_hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)), one);
+            let h_hi = _mm256_and_si256(
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)),
+                one,
+            );
             let a_lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16::<4>(h_lo));
-            let a_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), _mm256_slli_epi16::<4>(h_hi));
+            let a_hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+                _mm256_slli_epi16::<4>(h_hi),
+            );
             let y_lo = _mm256_shuffle_epi8(load256(ba.add(4 + 64 * c)), shuf);
             let y_hi = _mm256_shuffle_epi8(load256(ba.add(4 + 64 * c + 32)), shuf);
             let p_lo = _mm256_maddubs_epi16(a_lo, y_lo);
             let p_hi = _mm256_maddubs_epi16(a_hi, y_hi);
             let s = _mm256_set1_epi32(scale_pair(sc[2 * c] as i32, sc[2 * c + 1] as i32));
-            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(p_lo, p_hi), s));
-            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(p_lo, p_hi), s));
+            acc_lo = _mm256_add_epi32(
+                acc_lo,
+                _mm256_madd_epi16(_mm256_unpacklo_epi16(p_lo, p_hi), s),
+            );
+            acc_hi = _mm256_add_epi32(
+                acc_hi,
+                _mm256_madd_epi16(_mm256_unpackhi_epi16(p_lo, p_hi), s),
+            );
         }
         let da = f32_at(a, i * Q8_K_BLOCK_BYTES);
         let d = f16_at(bw.as_ptr()) * da;
         let dmin = f16_at(bw.as_ptr().add(2)) * da;
-        accumulate_k(&mut sums, &mut sumf, fold_lanes(acc_lo, acc_hi), d, dmin, sumi_min);
+        accumulate_k(
+            &mut sums,
+            &mut sumf,
+            fold_lanes(acc_lo, acc_hi),
+            d,
+            dmin,
+            sumi_min,
+        );
     }
     finish_lanes(sums, sumf)
 }
@@ -529,7 +628,10 @@ unsafe fn q5_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
 /// Bits `shift..shift + 2` of each byte of `qh`, moved to bits 4..6.
 #[inline(always)]
 unsafe fn high_bits_q6(qh: __m256i, shift: i32, m2: __m256i) -> __m256i {
-    _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), m2))
+    _mm256_slli_epi16::<4>(_mm256_and_si256(
+        _mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)),
+        m2,
+    ))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -552,14 +654,21 @@ unsafe fn q6_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
             let q = [
                 _mm256_or_si256(_mm256_and_si256(ql_a, m4), high_bits_q6(qh, 0, m2)),
                 _mm256_or_si256(_mm256_and_si256(ql_b, m4), high_bits_q6(qh, 2, m2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql_a), m4), high_bits_q6(qh, 4, m2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql_b), m4), high_bits_q6(qh, 6, m2)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql_a), m4),
+                    high_bits_q6(qh, 4, m2),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql_b), m4),
+                    high_bits_q6(qh, 6, m2),
+                ),
             ];
             let mut p = [_mm256_setzero_si256(); 4];
             for g in 0..4 {
                 let y = _mm256_shuffle_epi8(load256(ba.add(4 + 128 * h + 32 * g)), shuf);
                 // Σ (q+32)·y - Σ 32·y: both fit i16, and so does the exact difference.
-                p[g] = _mm256_sub_epi16(_mm256_maddubs_epi16(q[g], y), _mm256_maddubs_epi16(m32, y));
+                p[g] =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(q[g], y), _mm256_maddubs_epi16(m32, y));
             }
             // Run g covers sub-blocks 8h+2g (low 128 bits) and 8h+2g+1 (high 128 bits).
             let j = 8 * h;
@@ -571,14 +680,29 @@ unsafe fn q6_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
                 _mm_set1_epi32(scale_pair(sc(j + 5), sc(j + 7))),
                 _mm_set1_epi32(scale_pair(sc(j + 4), sc(j + 6))),
             );
-            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(p[0], p[1]), s01));
-            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(p[0], p[1]), s01));
-            acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(p[2], p[3]), s23));
-            acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(p[2], p[3]), s23));
+            acc_lo = _mm256_add_epi32(
+                acc_lo,
+                _mm256_madd_epi16(_mm256_unpacklo_epi16(p[0], p[1]), s01),
+            );
+            acc_hi = _mm256_add_epi32(
+                acc_hi,
+                _mm256_madd_epi16(_mm256_unpackhi_epi16(p[0], p[1]), s01),
+            );
+            acc_lo = _mm256_add_epi32(
+                acc_lo,
+                _mm256_madd_epi16(_mm256_unpacklo_epi16(p[2], p[3]), s23),
+            );
+            acc_hi = _mm256_add_epi32(
+                acc_hi,
+                _mm256_madd_epi16(_mm256_unpackhi_epi16(p[2], p[3]), s23),
+            );
         }
         let d = f16_at(bw.add(208)) * f32_at(a, i * Q8_K_BLOCK_BYTES);
         let aux = fold_lanes(acc_lo, acc_hi);
-        sums = _mm256_add_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)));
+        sums = _mm256_add_ps(
+            sums,
+            _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux)),
+        );
     }
     finish_lanes(sums, 0.0)
 }
@@ -598,11 +722,21 @@ mod tests {
             WeightFormat::Q4_1 | WeightFormat::Q5_1 => &[0, 2],
             WeightFormat::Q4_K | WeightFormat::Q5_K => &[0, 2],
             WeightFormat::Q6_K => &[208],
-            WeightFormat::F16 => return (0..k).flat_map(|_| f16::from_f32(rng.gen_range(-2.0..2.0)).to_le_bytes()).collect(),
-            WeightFormat::BF16 => {
-                return (0..k).flat_map(|_| float::f32_to_bf16_bits(rng.gen_range(-2.0..2.0)).to_le_bytes()).collect()
+            WeightFormat::F16 => {
+                return (0..k)
+                    .flat_map(|_| f16::from_f32(rng.gen_range(-2.0..2.0)).to_le_bytes())
+                    .collect()
             }
-            WeightFormat::F32 => return (0..k).flat_map(|_| rng.gen_range(-2.0f32..2.0).to_le_bytes()).collect(),
+            WeightFormat::BF16 => {
+                return (0..k)
+                    .flat_map(|_| float::f32_to_bf16_bits(rng.gen_range(-2.0..2.0)).to_le_bytes())
+                    .collect()
+            }
+            WeightFormat::F32 => {
+                return (0..k)
+                    .flat_map(|_| rng.gen_range(-2.0f32..2.0).to_le_bytes())
+                    .collect()
+            }
         };
         for block in row.chunks_exact_mut(fmt.block_bytes()) {
             for &off in fields {
@@ -621,7 +755,9 @@ mod tests {
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
         for fmt in WeightFormat::ALL {
-            let Some(simd) = vec_dot_kernel(fmt) else { continue };
+            let Some(simd) = vec_dot_kernel(fmt) else {
+                continue;
+            };
             let scalar = vec_dot_kernel_scalar(fmt);
             // Every remainder of the four-block groups and of the 32-lane float chunks.
             let sizes: &[usize] = match fmt.block_len() {
@@ -631,7 +767,9 @@ mod tests {
             };
             for &k in sizes {
                 for trial in 0..6 {
-                    let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-1.0f32..1.0) * (1 + trial) as f32).collect();
+                    let x: Vec<f32> = (0..k)
+                        .map(|_| rng.gen_range(-1.0f32..1.0) * (1 + trial) as f32)
+                        .collect();
                     let w = if trial % 2 == 0 {
                         random_row(&mut rng, fmt, k)
                     } else {
@@ -644,7 +782,11 @@ mod tests {
                     let mut a = vec![0u8; act.row_bytes(k)];
                     quantize_act_row(act, &x, &mut a);
                     let (s, v) = (scalar(&w, &a, k), simd(&w, &a, k));
-                    assert_eq!(s.to_bits(), v.to_bits(), "{fmt:?} k={k} trial {trial}: scalar {s} vs avx2 {v}");
+                    assert_eq!(
+                        s.to_bits(),
+                        v.to_bits(),
+                        "{fmt:?} k={k} trial {trial}: scalar {s} vs avx2 {v}"
+                    );
                 }
             }
         }
@@ -687,7 +829,9 @@ mod tests {
                 }
             }
             for sign in [1.0f32, -1.0] {
-                let x: Vec<f32> = (0..k).map(|i| if i % 3 == 0 { sign } else { -sign }).collect();
+                let x: Vec<f32> = (0..k)
+                    .map(|i| if i % 3 == 0 { sign } else { -sign })
+                    .collect();
                 let mut a = vec![0u8; Q8_K_BLOCK_BYTES];
                 quantize_act_row(fmt.act_format(), &x, &mut a);
                 let scalar = vec_dot_kernel_scalar(fmt)(&w, &a, k);
