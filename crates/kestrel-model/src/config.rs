@@ -177,17 +177,18 @@ impl ModelConfig {
         let arch_name = gguf
             .get_str("general.architecture")
             .map_err(|e| ModelError::config(path, e))?;
-        let arch =
-            match arch_name {
-                "qwen3" => Arch::Qwen3,
-                "qwen2" => Arch::Qwen2,
-                other => return Err(ModelError::config(
+        let arch = match arch_name {
+            "qwen3" => Arch::Qwen3,
+            "qwen2" => Arch::Qwen2,
+            other => {
+                return Err(ModelError::config(
                     path,
                     format!(
                         "GGUF architecture `{other}` is not supported (supported: qwen3, qwen2)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let key = |k: &str| format!("{arch_name}.{k}");
         let uint = |k: &str| {
             gguf.get_u64(&key(k))

@@ -569,18 +569,19 @@ pub fn thinking_kwargs(
             ))
         }
     };
-    let from_effort =
-        match reasoning_effort {
-            None => None,
-            Some("none") => Some(false),
-            Some("minimal" | "low" | "medium" | "high") => Some(true),
-            Some(other) => return Err(ApiError::bad_request(
+    let from_effort = match reasoning_effort {
+        None => None,
+        Some("none") => Some(false),
+        Some("minimal" | "low" | "medium" | "high") => Some(true),
+        Some(other) => {
+            return Err(ApiError::bad_request(
                 "reasoning_effort",
                 format!(
                     "`reasoning_effort` must be none, minimal, low, medium or high, got {other:?}"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let mut decided: Option<(bool, &str)> = None;
     for (value, name) in [
         (enable_thinking, "enable_thinking"),
