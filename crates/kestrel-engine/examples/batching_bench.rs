@@ -7,6 +7,7 @@
 //! ```text
 //! cargo run --release -p kestrel-engine --example batching_bench -- \
 //!     [--size 0.6b | --model DIR] [--scenario all|streams|prefix|itl] [--max-num-batched-tokens N]
+//!     [--long-prefill-token-threshold N]
 //! ```
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ struct Args {
     model: Option<PathBuf>,
     scenario: String,
     budget: usize,
+    prefill_cap: usize,
 }
 
 fn args() -> Args {
@@ -31,6 +33,7 @@ fn args() -> Args {
         model: None,
         scenario: "all".into(),
         budget: 2048,
+        prefill_cap: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -40,6 +43,7 @@ fn args() -> Args {
             "--model" => a.model = Some(v.into()),
             "--scenario" => a.scenario = v,
             "--max-num-batched-tokens" => a.budget = v.parse().expect("a number"),
+            "--long-prefill-token-threshold" => a.prefill_cap = v.parse().expect("a number"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -77,6 +81,7 @@ fn engine(a: &Args, tmp: &mut Option<tempfile::TempDir>, prefix_caching: bool) -
         num_blocks: 2048,
         enable_prefix_caching: prefix_caching,
         kv_dtype,
+        long_prefill_token_threshold: a.prefill_cap,
         ..EngineConfig::default()
     };
     start_engine(backend, model, config).expect("engine")
@@ -186,24 +191,50 @@ fn prefix(a: &Args, tmp: &mut Option<tempfile::TempDir>, handle: &EngineHandle) 
         p.extend(prompt(2000 + i, 16));
         request(format!("p{i}"), p, 8)
     };
+    let m = handle.metrics();
+    let hits = || {
+        m.prefix_cache_hits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     let first = run(handle, vec![req(0)]).remove(0);
-    let later = run(handle, (1..16).map(req).collect());
-    let mean = later.iter().map(|t| t.ttft().as_secs_f64()).sum::<f64>() / later.len() as f64;
-    println!("\n| request | TTFT ms |\n|---|---|");
+    // The 15 later requests, first one after another (each arrives alone, as chat turns do),
+    // then all at once (they share one step).
+    let h0 = hits();
+    let one_by_one: Vec<Trace> = (1..16)
+        .map(|i| run(handle, vec![req(i)]).remove(0))
+        .collect();
+    let h1 = hits();
+    let together = run(handle, (16..31).map(req).collect());
+    let h2 = hits();
+    let mean =
+        |ts: &[Trace]| ts.iter().map(|t| t.ttft().as_secs_f64()).sum::<f64>() / ts.len() as f64;
+    let cold = first.ttft().as_secs_f64();
     println!(
-        "| first (cold, 1,016 tokens) | {:.1} |",
-        first.ttft().as_secs_f64() * 1e3
+        "\n| request | TTFT ms | first / this | prompt tokens from the cache |\n|---|---|---|---|"
     );
-    println!("| 15 later, simultaneous (mean) | {:.1} |", mean * 1e3);
     println!(
-        "| ratio first / later | {:.2}x |",
-        first.ttft().as_secs_f64() / mean
+        "| first (cold, 1,016 tokens) | {:.1} | 1.00x | 0 |",
+        cold * 1e3
     );
-    // Outputs without the cache, for the first and one later request.
-    let cold = engine(a, tmp, false);
-    let check = run(&cold, vec![req(0), req(7)]);
-    let same = check[0].ids() == first.ids() && check[1].ids() == later[6].ids();
-    println!("| outputs equal with prefix caching off | {same} |");
+    println!(
+        "| 15 later, one after another (mean) | {:.1} | {:.2}x | {} |",
+        mean(&one_by_one) * 1e3,
+        cold / mean(&one_by_one),
+        h1 - h0
+    );
+    println!(
+        "| 15 later, simultaneous (mean) | {:.1} | {:.2}x | {} |",
+        mean(&together) * 1e3,
+        cold / mean(&together),
+        h2 - h1
+    );
+    // The same requests without the cache give the same tokens.
+    let cold_engine = engine(a, tmp, false);
+    let check = run(&cold_engine, vec![req(0), req(7), req(20)]);
+    let same = check[0].ids() == first.ids()
+        && check[1].ids() == one_by_one[6].ids()
+        && check[2].ids() == together[4].ids();
+    println!("\noutputs equal with prefix caching off: {same}");
 }
 
 fn itl(handle: &EngineHandle) {
@@ -268,8 +299,10 @@ fn main() {
         .as_ref()
         .map_or(a.size.clone(), |m| m.display().to_string());
     println!(
-        "model {model} (random weights), max_num_batched_tokens {}",
-        a.budget
+        "model {model} (random weights), {}, max_num_batched_tokens {}, long_prefill_token_threshold {}",
+        kestrel_backend::Backend::describe(&CpuBackend::new()),
+        a.budget,
+        a.prefill_cap
     );
     let all = a.scenario == "all";
     if all || a.scenario == "streams" {

@@ -44,6 +44,10 @@ pub struct EngineConfig {
     /// Most submitted sequences waiting for their first step; more are `QueueFull`.
     pub max_queued_requests: usize,
     pub kv_dtype: KvDtype,
+    /// Most prefill tokens one sequence gets per step (vLLM's `long_prefill_token_threshold`);
+    /// 0 is no cap beyond the budget. A small cap keeps a long newcomer from stalling the
+    /// running decodes, at the cost of the newcomer's own time to first token.
+    pub long_prefill_token_threshold: usize,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +61,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             max_queued_requests: 1024,
             kv_dtype: KvDtype::F16,
+            long_prefill_token_threshold: 0,
         }
     }
 }
@@ -117,8 +122,7 @@ pub fn start_engine<B: Backend>(
         block_size: c.block_size,
         num_blocks: c.num_blocks,
         enable_prefix_caching: c.enable_prefix_caching,
-        // Not in `EngineConfig` yet (its fields are what the CLI sets); see `SchedulerConfig`.
-        long_prefill_token_threshold: 0,
+        long_prefill_token_threshold: c.long_prefill_token_threshold,
     });
     let (commands, rx) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(EngineMetrics::default());

@@ -35,6 +35,7 @@ fn config() -> EngineConfig {
         enable_prefix_caching: true,
         max_queued_requests: 64,
         kv_dtype: KvDtype::F32,
+        long_prefill_token_threshold: 0,
     }
 }
 
@@ -150,10 +151,13 @@ fn batch_of_different_lengths_equals_each_alone() {
 fn chunked_prefill_equals_whole_prefill() {
     let cases = cases();
     let want: Vec<Vec<u32>> = cases.iter().map(|(p, n)| reference(p, *n)).collect();
-    for budget in [1, 5, 16, 33] {
+    // (step budget, per-sequence prefill cap): chunks cut by the budget, and by the cap while
+    // other sequences decode in the same steps.
+    for (budget, cap) in [(1, 0), (5, 0), (16, 0), (33, 0), (64, 7)] {
         let handle = engine(EngineConfig {
             max_num_batched_tokens: budget,
             enable_prefix_caching: false,
+            long_prefill_token_threshold: cap,
             ..config()
         });
         let reqs = cases
@@ -163,7 +167,7 @@ fn chunked_prefill_equals_whole_prefill() {
             .collect();
         let got = run_all(&handle, reqs);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(&g.0, w, "sequence {i}, budget {budget}");
+            assert_eq!(&g.0, w, "sequence {i}, budget {budget}, cap {cap}");
         }
     }
 }

@@ -7,10 +7,9 @@
 //!   sum, probabilities rounded to f16 before `v`), so GGUF models follow llama.cpp.
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::ops::dot_f32;
+use super::simd::kernels;
 use super::tensor::{check_slot, CpuBatch, CpuKvLayer, CpuTensor, KvStore};
 use crate::error::{shape_err, Result};
 use crate::AttnShape;
@@ -42,7 +41,6 @@ pub fn write_kv(cache: &mut CpuKvLayer, k: &CpuTensor, v: &CpuTensor, slots: &[u
 struct Scratch {
     scores: Vec<f32>,
     q: Vec<f32>,
-    row: Vec<f32>,
 }
 
 /// `q [num_tokens, num_heads * head_dim]` → `[num_tokens, num_heads * head_dim]`.
@@ -91,6 +89,7 @@ pub fn paged_attention(
             check_slot((b as usize + 1) * bs - 1, num_slots)?;
         }
     }
+    let kern = kernels();
     let mut out = CpuTensor::zeros(q.rows, q.cols);
     out.data.par_chunks_mut(head_dim).enumerate().for_each_init(
         Scratch::default,
@@ -106,7 +105,7 @@ pub fn paged_attention(
                     let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
                     for j in 0..num_keys {
                         let b = base(j);
-                        let score = dot_f32(qh, &k[b..b + head_dim]) * scale;
+                        let score = (kern.dot_f32)(qh, &k[b..b + head_dim]) * scale;
                         if score > max {
                             let correction = (max - score).exp();
                             sum *= correction;
@@ -115,28 +114,20 @@ pub fn paged_attention(
                         }
                         let p = (score - max).exp();
                         sum += p;
-                        o.iter_mut()
-                            .zip(&v[b..b + head_dim])
-                            .for_each(|(x, vv)| *x += p * vv);
+                        (kern.axpy_f32)(o, p, &v[b..b + head_dim]);
                     }
                     let inv = 1.0 / sum;
                     o.iter_mut().for_each(|x| *x *= inv);
                 }
                 (KvStore::F16(k), KvStore::F16(v)) => {
-                    let Scratch {
-                        scores,
-                        q: q16,
-                        row,
-                    } = scratch;
+                    let Scratch { scores, q: q16 } = scratch;
                     q16.clear();
                     q16.extend(qh.iter().map(|x| f16::from_f32(*x).to_f32()));
-                    row.resize(head_dim, 0.0);
                     scores.clear();
                     let mut max = f32::NEG_INFINITY;
                     for j in 0..num_keys {
                         let b = base(j);
-                        k[b..b + head_dim].convert_to_f32_slice(row);
-                        let s = dot_f32(q16, row) * scale;
+                        let s = (kern.dot_f16)(q16, &k[b..b + head_dim]) * scale;
                         max = max.max(s);
                         scores.push(s);
                     }
@@ -149,10 +140,7 @@ pub fn paged_attention(
                     for (j, s) in scores.iter().enumerate() {
                         let p = f16::from_f32(s * inv).to_f32();
                         let b = base(j);
-                        v[b..b + head_dim].convert_to_f32_slice(row);
-                        o.iter_mut()
-                            .zip(row.iter())
-                            .for_each(|(x, vv)| *x += p * vv);
+                        (kern.axpy_f16)(o, p, &v[b..b + head_dim]);
                     }
                 }
                 _ => unreachable!("K and V share one dtype"),

@@ -1,23 +1,23 @@
 //! `x [n, k] · wᵀ [k, m]` for weights of every storage format, split across threads by
 //! blocks of weight rows so each weight row is read from memory once per call.
 //!
-//! - F32: direct f32 dots.
-//! - F16 / BF16: each weight row widened once into a per-task scratch row, then dotted with
-//!   every activation row in f32.
+//! - F32 / F16 / BF16: the register-blocked f32 GEMM of `gemm.rs` (16-bit weights widened in
+//!   registers), f32 activations.
 //! - Quantized: each activation row is quantized once to the format's dot type (ggml's
 //!   `vec_dot_type`) and block-integer dot products give the result, as ggml does.
 
 use rayon::prelude::*;
 
-use super::ops::dot_f32;
-use super::quant::{dequantize_row, quantize_act_row, vec_dot_kernel, WeightFormat};
+use super::gemm::gemm_rows;
+use super::quant::{quantize_act_row, vec_dot_kernel, WeightFormat};
 use super::tensor::{CpuTensor, CpuWeight};
 use crate::error::{shape_err, Result};
 
-/// Weight rows per task: enough tasks to balance threads, few enough to amortize scheduling.
+/// Weight rows per task: enough tasks to balance threads, few enough to amortize scheduling;
+/// a multiple of the GEMM tile's three rows.
 fn rows_per_task(m: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    (m / (threads * 8)).clamp(1, 64)
+    ((m / (threads * 8)).clamp(3, 66) / 3) * 3
 }
 
 pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
@@ -35,37 +35,28 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     let mut out_t = vec![0.0f32; m * n];
     let chunk = rows_per_task(m);
     match w.format {
-        WeightFormat::F32 => {
-            let wd = w
-                .f32_data
-                .as_ref()
-                .expect("F32 weights are always widened at load");
+        WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => {
+            let bytes: &[u8] = match &w.f32_data {
+                Some(v) => bytemuck::cast_slice(v),
+                None => w.bytes.as_slice(),
+            };
+            let rb = w.format.row_bytes(k);
             out_t
                 .par_chunks_mut(chunk * n)
                 .enumerate()
                 .for_each(|(c, dst)| {
-                    for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
-                        let j = c * chunk + r;
-                        let wrow = &wd[j * k..(j + 1) * k];
-                        for (i, o) in orow.iter_mut().enumerate() {
-                            *o = dot_f32(x.row(i), wrow);
-                        }
-                    }
+                    let rows = dst.len() / n;
+                    let j0 = c * chunk;
+                    gemm_rows(
+                        w.format,
+                        &bytes[j0 * rb..(j0 + rows) * rb],
+                        rows,
+                        &x.data,
+                        n,
+                        k,
+                        dst,
+                    );
                 });
-        }
-        WeightFormat::F16 | WeightFormat::BF16 => {
-            out_t.par_chunks_mut(chunk * n).enumerate().for_each_init(
-                || vec![0.0f32; k],
-                |scratch, (c, dst)| {
-                    for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
-                        let j = c * chunk + r;
-                        dequantize_row(w.format, w.row_bytes(j), scratch);
-                        for (i, o) in orow.iter_mut().enumerate() {
-                            *o = dot_f32(x.row(i), scratch);
-                        }
-                    }
-                },
-            );
         }
         fmt => {
             let dot = vec_dot_kernel(fmt);

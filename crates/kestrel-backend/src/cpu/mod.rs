@@ -4,13 +4,16 @@
 //! Quantized weights are multiplied the way ggml's CPU backend does it: each activation row is
 //! converted once to the weight's dot-product format (q8_0, q8_1, q8_K) and integer block dot
 //! products are scaled in f32, so greedy decoding follows llama.cpp on the same GGUF file.
-//! F16/BF16 weights are widened row by row and dotted with f32 activations, which keeps
-//! parity with `transformers` running in f32.
+//! F32/F16/BF16 weights go through a register-blocked f32 GEMM (16-bit weights widened in
+//! registers) with f32 activations, which keeps parity with `transformers` running in f32.
 
 mod attention;
+mod gemm;
+pub mod isa;
 mod matmul;
 mod ops;
 pub mod quant;
+mod simd;
 mod tensor;
 
 use crate::error::{shape_err, Result};
@@ -35,7 +38,11 @@ impl Backend for CpuBackend {
     type KvLayer = CpuKvLayer;
 
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!(
+            "cpu ({} threads, {} kernels)",
+            rayon::current_num_threads(),
+            isa::isa().name()
+        )
     }
 
     fn load_weight(&self, weight: HostWeight) -> Result<CpuWeight> {

@@ -21,11 +21,9 @@ use super::common::f32_at;
 use super::k_common::scales_mins_k4;
 use super::{float, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, VecDotFn, WeightFormat};
 
-/// Whether this CPU runs the kernels below (AVX2 machines all have FMA and F16C; checked anyway).
+/// Whether the kernels below run: the CPU has AVX2, FMA and F16C and `KESTREL_CPU_ISA` allows them.
 pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
+    super::super::isa::avx2()
 }
 
 /// The AVX2 kernel of a format, `None` when the CPU lacks AVX2.

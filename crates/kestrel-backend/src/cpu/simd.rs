@@ -1,0 +1,217 @@
+//! Vector kernels of attention: dot products and `o += p·v` over one head, with f32 or f16
+//! keys and values. The AVX2 versions are picked once per call site through [`VecKernels`];
+//! the scalar ones are the reference.
+
+use half::f16;
+
+use super::isa;
+
+/// Function pointers to one instruction set's kernels (all slices of one head's length).
+#[derive(Clone, Copy)]
+pub(super) struct VecKernels {
+    pub dot_f32: fn(&[f32], &[f32]) -> f32,
+    pub dot_f16: fn(&[f32], &[f16]) -> f32,
+    pub axpy_f32: fn(&mut [f32], f32, &[f32]),
+    pub axpy_f16: fn(&mut [f32], f32, &[f16]),
+}
+
+pub(super) fn kernels() -> VecKernels {
+    #[cfg(target_arch = "x86_64")]
+    if isa::avx2() {
+        return VecKernels {
+            dot_f32: avx2::dot_f32,
+            dot_f16: avx2::dot_f16,
+            axpy_f32: avx2::axpy_f32,
+            axpy_f16: avx2::axpy_f16,
+        };
+    }
+    SCALAR
+}
+
+pub(super) const SCALAR: VecKernels = VecKernels {
+    dot_f32: super::ops::dot_f32,
+    dot_f16: scalar::dot_f16,
+    axpy_f32: scalar::axpy_f32,
+    axpy_f16: scalar::axpy_f16,
+};
+
+mod scalar {
+    use half::f16;
+
+    pub(super) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i].to_f32();
+            }
+        }
+        let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y.to_f32()).sum();
+        acc.iter().sum::<f32>() + tail
+    }
+
+    pub(super) fn axpy_f32(o: &mut [f32], p: f32, v: &[f32]) {
+        o.iter_mut().zip(v).for_each(|(x, v)| *x += p * v);
+    }
+
+    pub(super) fn axpy_f16(o: &mut [f32], p: f32, v: &[f16]) {
+        o.iter_mut().zip(v).for_each(|(x, v)| *x += p * v.to_f32());
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[inline(always)]
+    unsafe fn load_f16(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // SAFETY: chosen only when the CPU has AVX2/FMA; lengths checked.
+        unsafe { dot_f32_impl(a, b) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+            s1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8)),
+                _mm256_loadu_ps(pb.add(i + 8)),
+                s1,
+            );
+            i += 16;
+        }
+        if i + 8 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+            i += 8;
+        }
+        let mut s = hsum(_mm256_add_ps(s0, s1));
+        while i < n {
+            s += a[i] * b[i];
+            i += 1;
+        }
+        s
+    }
+
+    pub(super) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // SAFETY: chosen only when the CPU has AVX2/FMA/F16C; lengths checked.
+        unsafe { dot_f16_impl(a, b) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_f16_impl(a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), load_f16(pb.add(i)), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), load_f16(pb.add(i + 8)), s1);
+            i += 16;
+        }
+        if i + 8 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), load_f16(pb.add(i)), s0);
+            i += 8;
+        }
+        let mut s = hsum(_mm256_add_ps(s0, s1));
+        while i < n {
+            s += a[i] * b[i].to_f32();
+            i += 1;
+        }
+        s
+    }
+
+    pub(super) fn axpy_f32(o: &mut [f32], p: f32, v: &[f32]) {
+        assert_eq!(o.len(), v.len());
+        // SAFETY: chosen only when the CPU has AVX2/FMA; lengths checked.
+        unsafe { axpy_f32_impl(o, p, v) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn axpy_f32_impl(o: &mut [f32], p: f32, v: &[f32]) {
+        let n = o.len();
+        let (po, pv) = (o.as_mut_ptr(), v.as_ptr());
+        let pp = _mm256_set1_ps(p);
+        let mut i = 0;
+        while i + 8 <= n {
+            let r = _mm256_fmadd_ps(pp, _mm256_loadu_ps(pv.add(i)), _mm256_loadu_ps(po.add(i)));
+            _mm256_storeu_ps(po.add(i), r);
+            i += 8;
+        }
+        while i < n {
+            o[i] += p * v[i];
+            i += 1;
+        }
+    }
+
+    pub(super) fn axpy_f16(o: &mut [f32], p: f32, v: &[f16]) {
+        assert_eq!(o.len(), v.len());
+        // SAFETY: chosen only when the CPU has AVX2/FMA/F16C; lengths checked.
+        unsafe { axpy_f16_impl(o, p, v) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn axpy_f16_impl(o: &mut [f32], p: f32, v: &[f16]) {
+        let n = o.len();
+        let (po, pv) = (o.as_mut_ptr(), v.as_ptr());
+        let pp = _mm256_set1_ps(p);
+        let mut i = 0;
+        while i + 8 <= n {
+            let r = _mm256_fmadd_ps(pp, load_f16(pv.add(i)), _mm256_loadu_ps(po.add(i)));
+            _mm256_storeu_ps(po.add(i), r);
+            i += 8;
+        }
+        while i < n {
+            o[i] += p * v[i].to_f32();
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn selected_kernels_match_the_scalar_ones() {
+        let k = kernels();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for n in [1, 7, 8, 15, 16, 17, 64, 128, 131] {
+            let a: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let bh: Vec<f16> = b.iter().map(|x| f16::from_f32(*x)).collect();
+            let tol = 1e-5 * n as f32;
+            assert!(((k.dot_f32)(&a, &b) - (SCALAR.dot_f32)(&a, &b)).abs() <= tol);
+            assert!(((k.dot_f16)(&a, &bh) - (SCALAR.dot_f16)(&a, &bh)).abs() <= tol);
+            let (mut o1, mut o2) = (a.clone(), a.clone());
+            (k.axpy_f32)(&mut o1, 0.37, &b);
+            (SCALAR.axpy_f32)(&mut o2, 0.37, &b);
+            assert!(o1.iter().zip(&o2).all(|(x, y)| (x - y).abs() <= 1e-6));
+            let (mut o1, mut o2) = (a.clone(), a.clone());
+            (k.axpy_f16)(&mut o1, -1.5, &bh);
+            (SCALAR.axpy_f16)(&mut o2, -1.5, &bh);
+            assert!(o1.iter().zip(&o2).all(|(x, y)| (x - y).abs() <= 1e-6));
+        }
+    }
+}
