@@ -40,6 +40,9 @@ struct ChoiceState {
     prompt_len: usize,
     num_tokens: usize,
     finished: bool,
+    /// A stop string matched at this many tokens; the choice ends when the engine confirms
+    /// the abort (its last event carries the usage, cached tokens included).
+    stopped: Option<(String, usize)>,
 }
 
 pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<ChoiceEvent>) {
@@ -52,6 +55,7 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
             prompt_len: c.prompt_len,
             num_tokens: 0,
             finished: false,
+            stopped: None,
         });
         let events = stream::unfold(
             c.stream,
@@ -67,6 +71,7 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
         }
         let mut out = Vec::new();
         match event {
+            EngineEvent::Token { .. } if state.stopped.is_some() => {}
             EngineEvent::Token { id, logprobs } => {
                 state.num_tokens += 1;
                 match state.processor.push(id, logprobs) {
@@ -75,22 +80,26 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
                         out.push(ChoiceEvent::Piece(index, piece));
                         if let Some(stop) = stop {
                             // A stop string is the server's decision: end the sequence now.
-                            state.finished = true;
+                            state.stopped = Some((stop, state.num_tokens));
                             engine.abort(&state.request_id);
-                            out.push(ChoiceEvent::Done(
-                                index,
-                                Finish {
-                                    finish_reason: "stop",
-                                    stop_reason: Some(stop.into()),
-                                    prompt_tokens: state.prompt_len,
-                                    completion_tokens: state.num_tokens,
-                                    cached_tokens: 0,
-                                },
-                            ));
                         }
                     }
                     Err(e) => out.push(ChoiceEvent::Error(e.to_string())),
                 }
+            }
+            EngineEvent::Finished { usage, .. } if state.stopped.is_some() => {
+                state.finished = true;
+                let (stop, num_tokens) = state.stopped.take().expect("checked by the guard");
+                out.push(ChoiceEvent::Done(
+                    index,
+                    Finish {
+                        finish_reason: "stop",
+                        stop_reason: Some(stop.into()),
+                        prompt_tokens: usage.prompt_tokens,
+                        completion_tokens: num_tokens,
+                        cached_tokens: usage.cached_tokens,
+                    },
+                ));
             }
             EngineEvent::Finished { reason, usage } => {
                 state.finished = true;

@@ -594,14 +594,14 @@ async fn completions_prompt_shapes_and_stream() {
 #[tokio::test]
 async fn stop_string_cuts_the_text() {
     let app = app();
-    let base = json!({"prompt": "Hello", "max_tokens": 8, "ignore_eos": true, "temperature": 0});
+    // Long enough (> 2 KV blocks) that the repeat finds its prompt in the prefix cache.
+    let prompt = "Once upon a time, in a quiet valley, ".repeat(6);
+    let base = json!({"prompt": prompt, "max_tokens": 16, "ignore_eos": true, "temperature": 0});
     let (_, full) = post_json(&app, "/v1/completions", base.clone()).await;
     let text = full["choices"][0]["text"].as_str().unwrap().to_string();
     // A stop string from the middle of the greedy output.
     let chars: Vec<char> = text.chars().collect();
-    if chars.len() < 4 {
-        return; // Too little text to cut (special tokens only); nothing to check.
-    }
+    assert!(chars.len() >= 4, "too little text to cut: {text:?}");
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
     let mut request = base;
     request["stop"] = json!([stop]);
@@ -611,6 +611,16 @@ async fn stop_string_cuts_the_text() {
     assert_eq!(cut["choices"][0]["text"], expected);
     assert_eq!(cut["choices"][0]["finish_reason"], "stop");
     assert_eq!(cut["choices"][0]["stop_reason"], stop);
+    // The usage of a choice ended by a stop string still reports the cached prompt tokens.
+    let usage = &cut["usage"];
+    assert!(
+        usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 32,
+        "{usage}"
+    );
+    assert!(usage["completion_tokens"].as_u64().unwrap() < 16, "{usage}");
 }
 
 #[tokio::test]
