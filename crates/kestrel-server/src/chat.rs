@@ -111,7 +111,6 @@ async fn chat(
             request_id,
             stream,
             processor,
-            prompt_len: prompt_ids.len(),
         });
     }
     let (tx, rx) = mpsc::channel(64);

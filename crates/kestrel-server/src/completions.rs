@@ -106,7 +106,6 @@ async fn complete(
                 request_id,
                 stream,
                 processor,
-                prompt_len: prompt_ids.len(),
             });
         }
     }

@@ -13,7 +13,6 @@ pub struct Choice {
     pub request_id: String,
     pub stream: RequestStream,
     pub processor: OutputProcessor,
-    pub prompt_len: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -37,7 +36,6 @@ pub enum ChoiceEvent {
 struct ChoiceState {
     request_id: String,
     processor: OutputProcessor,
-    prompt_len: usize,
     num_tokens: usize,
     finished: bool,
     /// A stop string matched at this many tokens; the choice ends when the engine confirms
@@ -52,7 +50,6 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
         states.push(ChoiceState {
             request_id: c.request_id,
             processor: c.processor,
-            prompt_len: c.prompt_len,
             num_tokens: 0,
             finished: false,
             stopped: None,

@@ -23,6 +23,22 @@ pub struct LoadedModel {
     pub load_time: Duration,
 }
 
+/// Sizes the compute thread pool once per process: `--threads`, else one thread per core the
+/// process may run on (as llama.cpp, which uses the physical cores; hyperthreads add little to
+/// bandwidth-bound decode).
+pub fn init_threads(threads: Option<usize>) -> Result<()> {
+    let n = match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("kestrel-cpu-{i}"))
+        .build_global()
+        .context("starting the compute thread pool")
+}
+
 pub fn load(spec: &str) -> Result<LoadedModel> {
     let start = Instant::now();
     let path = kestrel_model::hub::resolve(spec)?;
@@ -56,7 +72,7 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
 }
 
 /// The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata, if any.
-fn gguf_tokenizer(gguf: &GgufFile) -> Result<Option<Tokenizer>> {
+pub fn gguf_tokenizer(gguf: &GgufFile) -> Result<Option<Tokenizer>> {
     let path = gguf.path();
     let Ok(model) = gguf.get_str("tokenizer.ggml.model") else {
         return Ok(None);

@@ -28,6 +28,9 @@ pub struct GenerateArgs {
     /// A Hugging Face model directory, a .gguf file, or a model id (e.g. Qwen/Qwen3-1.7B).
     #[arg(long)]
     pub model: String,
+    /// Compute threads (default: one per available core).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
     /// The user message (or raw text with --raw).
     #[arg(long, conflicts_with = "prompt_ids")]
     pub prompt: Option<String>,
@@ -79,6 +82,7 @@ pub enum KvCacheDtype {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
+    crate::load::init_threads(args.threads)?;
     let loaded = load(&args.model)?;
     eprintln!(
         "loaded {} ({:?}, {} layers) on {} in {:.2}s",
