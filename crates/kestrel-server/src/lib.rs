@@ -4,7 +4,8 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
 //! `POST /tokenize`, `POST /detokenize` (vLLM shapes), `GET /health`, `GET /metrics`,
-//! `GET /version`. Every error is OpenAI's JSON body via [`ApiError`].
+//! `GET /version`, and the built-in chat page at `/` ([`webui`]). Every error is OpenAI's JSON
+//! body via [`ApiError`].
 
 pub mod chat;
 pub mod completions;
@@ -14,6 +15,7 @@ pub mod output;
 pub mod routes;
 pub mod state;
 pub mod validate;
+pub mod webui;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -1,5 +1,5 @@
 //! The router: routes, auth, CORS, body limit, panic guard; and the small routes (models,
-//! tokenize, detokenize, health, metrics, version).
+//! tokenize, detokenize, health, metrics, version). The chat page's routes live in `webui`.
 
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ use crate::completions::completions;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::validate::{normalize_messages, thinking_kwargs};
+use crate::webui;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let config = &state.config;
@@ -38,10 +39,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             require_api_key,
         ));
     // Probes and scrapers carry no key (as in vLLM, only the API routes are protected).
-    let open = Router::new()
+    let mut open = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/version", get(version));
+    // The chat page loads without a key; it asks for one when the API answers 401.
+    if config.webui {
+        open = open.merge(webui::routes());
+    }
     let mut app = protected
         .merge(open)
         .fallback(not_found)

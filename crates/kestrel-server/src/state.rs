@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most choices (`n`) per request.
     pub max_n: usize,
+    /// Serve the built-in chat page at `/` (`--no-webui` turns it off).
+    pub webui: bool,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             reasoning_field: ReasoningField::Both,
             max_body_bytes: 32 * 1024 * 1024,
             max_n: 16,
+            webui: true,
         }
     }
 }

@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// A Hugging Face model directory, a .gguf file, or a model id (e.g. Qwen/Qwen3-1.7B).
     #[arg(long)]
     pub model: String,
+    /// Compute threads (default: one per available core).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 8000)]
@@ -51,6 +54,10 @@ pub struct ServeArgs {
         default_value_t = 1024
     )]
     pub max_queued_requests: usize,
+    /// Most prompt tokens one request prefills per step (0: only the step budget limits it).
+    /// A small value keeps running streams smooth while a long prompt arrives.
+    #[arg(long, default_value_t = 0)]
+    pub long_prefill_token_threshold: usize,
     #[arg(long, overrides_with = "no_enable_prefix_caching")]
     pub enable_prefix_caching: bool,
     #[arg(long, overrides_with = "enable_prefix_caching")]
@@ -64,6 +71,9 @@ pub struct ServeArgs {
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Do not serve the built-in chat page at `/` (then `/` is 404 like any unknown route).
+    #[arg(long)]
+    pub no_webui: bool,
 }
 
 /// `4GiB`, `512MiB`, `1.5GB`, `1000000` → bytes.
@@ -90,6 +100,7 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
+    crate::load::init_threads(args.threads)?;
     let config = ServerConfig {
         served_model_name: args
             .served_model_name
@@ -100,6 +111,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         reasoning_field: args.reasoning_field,
         max_body_bytes: args.max_body_bytes,
         max_n: args.max_n,
+        webui: !args.no_webui,
     };
     let state = AppState::new(config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -147,6 +159,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
 fn load_model(args: &ServeArgs) -> Result<Model> {
     let loaded = load(&args.model)?;
+    eprintln!(
+        "kestrel: {} loaded in {:.2}s on {}",
+        args.model,
+        loaded.load_time.as_secs_f64(),
+        kestrel_backend::Backend::describe(&loaded.backend)
+    );
     let Some(tokenizer) = loaded.tokenizer else {
         bail!(
             "{} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)",
@@ -184,7 +202,7 @@ fn load_model(args: &ServeArgs) -> Result<Model> {
         enable_prefix_caching: !args.no_enable_prefix_caching,
         max_queued_requests: args.max_queued_requests,
         kv_dtype: loaded.kv_dtype,
-        ..EngineConfig::default()
+        long_prefill_token_threshold: args.long_prefill_token_threshold,
     };
     let engine =
         start_engine(loaded.backend, loaded.model, engine_config).context("starting the engine")?;
