@@ -216,8 +216,10 @@ pub fn write_safetensors_dir(
     Ok(())
 }
 
-/// The `tokenizer.ggml.*` metadata llama.cpp writes for a Qwen2-style BPE `tokenizer.json`.
-pub fn gguf_tokenizer_metadata(dir: &Path) -> Result<Vec<(String, GgufValue)>> {
+/// The `tokenizer.ggml.*` metadata llama.cpp writes for a Qwen2-style BPE `tokenizer.json`,
+/// the token list padded to the model's `vocab_size` with `[PAD{id}]` entries of type UNUSED
+/// (5), as `convert_hf_to_gguf.py` does (llama.cpp checks the embedding's rows against it).
+pub fn gguf_tokenizer_metadata(dir: &Path, vocab_size: usize) -> Result<Vec<(String, GgufValue)>> {
     let tj = dir.join("tokenizer.json");
     let text = std::fs::read_to_string(&tj).map_err(|e| ModelError::file(&tj, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::file(&tj, e))?;
@@ -243,6 +245,15 @@ pub fn gguf_tokenizer_metadata(dir: &Path) -> Result<Vec<(String, GgufValue)>> {
     // Ids must be dense for a GGUF vocabulary.
     if tokens.iter().enumerate().any(|(i, t)| t.0 as usize != i) {
         return Err(ModelError::file(&tj, "token ids are not contiguous from 0"));
+    }
+    if tokens.len() > vocab_size {
+        return Err(ModelError::file(
+            &tj,
+            format!("{} tokens for a vocab_size of {vocab_size}", tokens.len()),
+        ));
+    }
+    for id in tokens.len()..vocab_size {
+        tokens.push((id as u32, format!("[PAD{id}]"), 5));
     }
     let merges: Vec<GgufValue> = v["model"]["merges"]
         .as_array()
@@ -373,7 +384,7 @@ pub fn write_gguf_model(
         (k("rope.freq_base"), GgufValue::F32(c.rope_theta as f32)),
     ];
     if let Some(dir) = tokenizer_dir {
-        md.extend(gguf_tokenizer_metadata(dir)?);
+        md.extend(gguf_tokenizer_metadata(dir, c.vocab_size)?);
     }
     let shapes = tensor_shapes(c);
     let specs: Vec<TensorSpec> = shapes
