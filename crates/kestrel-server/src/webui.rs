@@ -1,10 +1,11 @@
-//! The built-in chat page at `/`: one HTML, one CSS and one JS file under `webui/`, embedded in
-//! the binary with `include_str!`, so nothing is fetched at run time (no CDN) and the page always
-//! matches the server that serves it. The page talks only to this server's own API
-//! (`GET /v1/models`, `POST /v1/chat/completions` streamed over SSE), which is why these routes
-//! are open: loading the page needs no API key, and the page asks for one (kept in the browser's
-//! local storage) when an API call answers 401. `--no-webui` leaves the routes out, and `/` is
-//! then a 404 like any unknown path.
+//! The built-in chat page at `/`: one HTML page, one stylesheet and the page's JavaScript modules
+//! under `webui/` (`app.js` is the entry module and imports the others), embedded in the binary
+//! with `include_str!`, so nothing is fetched at run time (no CDN) and the page always matches the
+//! server that serves it; every file is listed once, in `ASSETS`. The page talks only to this
+//! server's own API (`GET /v1/models`, `POST /v1/chat/completions` streamed over SSE), which is
+//! why these routes are open: loading the page needs no API key, and the page asks for one (kept
+//! in the browser's local storage) when an API call answers 401. `--no-webui` leaves the routes
+//! out, and `/` is then a 404 like any unknown path.
 //!
 //! Invariants: every response here carries a strict Content-Security-Policy (scripts and styles
 //! only from this origin, no inline script, no `eval`, `connect-src 'self'`, no framing), as a
@@ -22,7 +23,7 @@ use axum::Router;
 
 use crate::state::AppState;
 
-/// The page's only script and stylesheet come from this origin, it fetches only this origin, and
+/// The page's scripts and stylesheet come only from this origin, it fetches only this origin, and
 /// it loads no images but the inline blank favicon (`data:`), which keeps browsers from asking
 /// for `/favicon.ico`.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -48,7 +49,7 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 macro_rules! asset {
-    ($file:literal, $content_type:literal) => {{
+    ($file:literal, $content_type:expr) => {{
         const BODY: &str = include_str!(concat!("../webui/", $file));
         Asset {
             body: BODY,
@@ -58,25 +59,33 @@ macro_rules! asset {
     }};
 }
 
-const INDEX_HTML: Asset = asset!("index.html", "text/html; charset=utf-8");
-const STYLE_CSS: Asset = asset!("style.css", "text/css; charset=utf-8");
-const APP_JS: Asset = asset!("app.js", "text/javascript; charset=utf-8");
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+/// The MIME type browsers require of a module script (they refuse to run one served otherwise).
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file of the page and the path it is served at. The modules are fetched by the `import`s
+/// of `app.js` (and `modulepreload` links in the page), relative to `/webui/`.
+static ASSETS: [(&str, Asset); 9] = [
+    ("/", asset!("index.html", HTML)),
+    ("/webui/style.css", asset!("style.css", CSS)),
+    ("/webui/app.js", asset!("app.js", JS)),
+    ("/webui/markdown.js", asset!("markdown.js", JS)),
+    ("/webui/highlight.js", asset!("highlight.js", JS)),
+    ("/webui/sse.js", asset!("sse.js", JS)),
+    ("/webui/apikey.js", asset!("apikey.js", JS)),
+    ("/webui/store.js", asset!("store.js", JS)),
+    ("/webui/dom.js", asset!("dom.js", JS)),
+];
 
 /// The page and its assets; merged into the open (no API key) routes when `webui` is on.
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/",
-            get(|h: HeaderMap| async move { serve(&INDEX_HTML, &h) }),
+    ASSETS.iter().fold(Router::new(), |router, (path, asset)| {
+        router.route(
+            path,
+            get(move |h: HeaderMap| async move { serve(asset, &h) }),
         )
-        .route(
-            "/webui/style.css",
-            get(|h: HeaderMap| async move { serve(&STYLE_CSS, &h) }),
-        )
-        .route(
-            "/webui/app.js",
-            get(|h: HeaderMap| async move { serve(&APP_JS, &h) }),
-        )
+    })
 }
 
 fn serve(asset: &Asset, request: &HeaderMap) -> Response {
@@ -119,31 +128,46 @@ fn serve(asset: &Asset, request: &HeaderMap) -> Response {
 mod tests {
     use super::*;
 
+    fn asset(path: &str) -> &'static Asset {
+        &ASSETS
+            .iter()
+            .find(|(p, _)| *p == path)
+            .unwrap_or_else(|| panic!("{path} is not an asset"))
+            .1
+    }
+
     #[test]
     fn etag_follows_content() {
         assert_ne!(fnv1a(b"a"), fnv1a(b"b"));
-        assert_eq!(INDEX_HTML.hash, fnv1a(INDEX_HTML.body.as_bytes()));
+        for (path, asset) in &ASSETS {
+            assert_eq!(asset.hash, fnv1a(asset.body.as_bytes()), "{path}");
+        }
     }
 
     #[test]
     fn page_loads_only_its_own_assets() {
         // The CSP forbids inline script and style: the page must not contain any.
-        let html = INDEX_HTML.body;
-        assert!(html.contains("src=\"webui/app.js\""), "{html}");
+        let html = asset("/").body;
+        assert!(
+            html.contains("<script type=\"module\" src=\"webui/app.js\"></script>"),
+            "{html}"
+        );
         assert!(html.contains("href=\"webui/style.css\""), "{html}");
         for inline in ["<script>", "<style", " style=", " onclick=", " onload="] {
             assert!(!html.contains(inline), "inline {inline:?} in index.html");
         }
-        for js in [APP_JS.body, STYLE_CSS.body] {
+        for (path, asset) in &ASSETS[1..] {
             assert!(
-                !js.contains("http://") && !js.contains("https://"),
-                "an external URL in an asset"
+                !asset.body.contains("http://") && !asset.body.contains("https://"),
+                "an external URL in {path}"
             );
         }
-        assert!(
-            !APP_JS.body.contains("innerHTML"),
-            "app.js must build DOM nodes, not HTML strings"
-        );
-        assert!(!APP_JS.body.contains("eval("));
+        for (path, asset) in ASSETS.iter().filter(|(_, a)| a.content_type == JS) {
+            assert!(
+                !asset.body.contains("innerHTML"),
+                "{path} must build DOM nodes, not HTML strings"
+            );
+            assert!(!asset.body.contains("eval("), "{path}");
+        }
     }
 }
