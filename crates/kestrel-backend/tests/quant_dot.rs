@@ -98,10 +98,18 @@ fn vec_dot_equals_the_dot_of_dequantized_rows() {
                     "{fmt:?} k={k} offset {offset}: {got} vs {want} (tol {tol})"
                 );
                 let scalar = vec_dot_kernel_scalar(fmt)(&w, &a, k);
-                assert_eq!(
-                    got as f32, scalar,
-                    "{fmt:?} k={k}: dispatched kernel differs from the scalar reference"
-                );
+                if matches!(fmt, WeightFormat::Q4_K | WeightFormat::Q6_K) {
+                    // ggml's x86 arithmetic on x86: same integer sums, other f32 rounding.
+                    assert!(
+                        (got - scalar as f64).abs() <= tol,
+                        "{fmt:?} k={k}: dispatched {got} vs scalar reference {scalar}"
+                    );
+                } else {
+                    assert_eq!(
+                        got as f32, scalar,
+                        "{fmt:?} k={k}: dispatched kernel differs from the scalar reference"
+                    );
+                }
             }
         }
     }
