@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::gemm::gemm_rows;
-use super::quant::{quantize_act_row, vec_dot_kernel, WeightFormat};
+use super::quant::{quantize_act_row, vec_dot4_kernel, vec_dot_kernel, WeightFormat};
 use super::tensor::{CpuTensor, CpuWeight};
 use crate::error::{shape_err, Result};
 
@@ -60,20 +60,42 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
         }
         fmt => {
             let dot = vec_dot_kernel(fmt);
+            let dot4 = vec_dot4_kernel(fmt);
             let act = fmt.act_format();
             let arb = act.row_bytes(k);
             let mut acts = vec![0u8; n * arb];
             acts.par_chunks_mut(arb)
                 .enumerate()
                 .for_each(|(i, dst)| quantize_act_row(act, x.row(i), dst));
+            // Activation rows in blocks that stay in L2 while the task's weight rows (also
+            // L2-resident) pass over them; without blocking a long prompt's activations are
+            // re-read from L3 for every weight row.
+            let row_block = (256 * 1024 / arb).clamp(4, 256) / 4 * 4;
             out_t
                 .par_chunks_mut(chunk * n)
                 .enumerate()
                 .for_each(|(c, dst)| {
-                    for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
-                        let wrow = w.row_bytes(c * chunk + r);
-                        for (o, a) in orow.iter_mut().zip(acts.chunks_exact(arb)) {
-                            *o = dot(wrow, a, k);
+                    for i0 in (0..n).step_by(row_block) {
+                        let i1 = (i0 + row_block).min(n);
+                        for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
+                            let wrow = w.row_bytes(c * chunk + r);
+                            let mut i = i0;
+                            if let Some(dot4) = dot4 {
+                                while i + 4 <= i1 {
+                                    orow[i..i + 4].copy_from_slice(&dot4(
+                                        wrow,
+                                        &acts[i * arb..(i + 4) * arb],
+                                        k,
+                                    ));
+                                    i += 4;
+                                }
+                            }
+                            for (o, a) in orow[i..i1]
+                                .iter_mut()
+                                .zip(acts[i * arb..i1 * arb].chunks_exact(arb))
+                            {
+                                *o = dot(wrow, a, k);
+                            }
                         }
                     }
                 });

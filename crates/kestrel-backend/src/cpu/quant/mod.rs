@@ -292,6 +292,22 @@ pub fn vec_dot(fmt: WeightFormat, w_row: &[u8], act_row: &[u8], k: usize) -> f32
 /// Signature of a dot-product kernel: `(weight row, activation row, k) -> Σ`.
 pub type VecDotFn = fn(&[u8], &[u8], usize) -> f32;
 
+/// One weight row against four activation rows (contiguous, each converted as for
+/// [`vec_dot`]): `[Σ₀, Σ₁, Σ₂, Σ₃]`, each bit for bit what the one-row kernel returns.
+pub type VecDot4Fn = fn(&[u8], &[u8], usize) -> [f32; 4];
+
+/// The four-row kernel of a format where this CPU has one (Q4_K and Q6_K with AVX2): the
+/// weight is unpacked once for four activation rows, which pays in prefill and batched decode.
+pub fn vec_dot4_kernel(fmt: WeightFormat) -> Option<VecDot4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    return x86::vec_dot4_kernel(fmt);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = fmt;
+        None
+    }
+}
+
 /// The [`vec_dot`] kernel of a format with the CPU dispatch resolved once, for callers that
 /// run many rows of one weight.
 pub fn vec_dot_kernel(fmt: WeightFormat) -> VecDotFn {

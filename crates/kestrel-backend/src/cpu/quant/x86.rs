@@ -104,7 +104,7 @@ fn vec_dot_q5_1(w: &[u8], a: &[u8], k: usize) -> f32 {
 
 fn vec_dot_q4_k(w: &[u8], a: &[u8], k: usize) -> f32 {
     let nb = check("q4_K", w, a, k, QK_K, q4_k::BLOCK_BYTES, Q8_K_BLOCK_BYTES);
-    unsafe { q4_k_avx2(w, a, nb) }
+    unsafe { q4_k_rows::<1>(w, a.as_ptr(), 0, nb)[0] }
 }
 
 fn vec_dot_q5_k(w: &[u8], a: &[u8], k: usize) -> f32 {
@@ -114,7 +114,49 @@ fn vec_dot_q5_k(w: &[u8], a: &[u8], k: usize) -> f32 {
 
 fn vec_dot_q6_k(w: &[u8], a: &[u8], k: usize) -> f32 {
     let nb = check("q6_K", w, a, k, QK_K, q6_k::BLOCK_BYTES, Q8_K_BLOCK_BYTES);
-    unsafe { q6_k_avx2(w, a, nb) }
+    unsafe { q6_k_rows::<1>(w, a.as_ptr(), 0, nb)[0] }
+}
+
+fn vec_dot4_q4_k(w: &[u8], a: &[u8], k: usize) -> [f32; 4] {
+    let arb = a.len() / 4;
+    let nb = check(
+        "q4_K",
+        w,
+        &a[..arb],
+        k,
+        QK_K,
+        q4_k::BLOCK_BYTES,
+        Q8_K_BLOCK_BYTES,
+    );
+    assert_eq!(a.len(), 4 * arb, "q4_K vec_dot4: four activation rows");
+    unsafe { q4_k_rows::<4>(w, a.as_ptr(), arb, nb) }
+}
+
+fn vec_dot4_q6_k(w: &[u8], a: &[u8], k: usize) -> [f32; 4] {
+    let arb = a.len() / 4;
+    let nb = check(
+        "q6_K",
+        w,
+        &a[..arb],
+        k,
+        QK_K,
+        q6_k::BLOCK_BYTES,
+        Q8_K_BLOCK_BYTES,
+    );
+    assert_eq!(a.len(), 4 * arb, "q6_K vec_dot4: four activation rows");
+    unsafe { q6_k_rows::<4>(w, a.as_ptr(), arb, nb) }
+}
+
+/// The four-activation-row kernel of a format, where one exists (`None` without AVX2).
+pub(super) fn vec_dot4_kernel(fmt: WeightFormat) -> Option<super::VecDot4Fn> {
+    if !available() {
+        return None;
+    }
+    match fmt {
+        WeightFormat::Q4_K => Some(vec_dot4_q4_k),
+        WeightFormat::Q6_K => Some(vec_dot4_q6_k),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -529,20 +571,20 @@ unsafe fn finish_lanes(sums: __m256, mut sumf: f32) -> f32 {
 /// integer sums are scaled by the sub-block scales in i32 and accumulated with one FMA, the
 /// mins through the activation's block sums. llama.cpp runs exactly this on x86; it differs
 /// from the generic reference only in f32 rounding (tested within tolerance).
+///
+/// One weight row against `R` activation rows (`a`, stride `arb` bytes): the weight's nibbles
+/// and scales are unpacked once per block for all `R`, and each row's result is bit for bit
+/// the `R = 1` result (the per-row operations are the same, in the same order).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+unsafe fn q4_k_rows<const R: usize>(w: &[u8], a: *const u8, arb: usize, nb: usize) -> [f32; R] {
     const KMASK1: u32 = 0x3f3f_3f3f;
     const KMASK2: u32 = 0x0f0f_0f0f;
     const KMASK3: u32 = 0x0303_0303;
     let m4 = _mm256_set1_epi8(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_m = [_mm_setzero_ps(); R];
     for i in 0..nb {
         let bw = w.as_ptr().add(i * q4_k::BLOCK_BYTES);
-        let ba = a.as_ptr().add(i * Q8_K_BLOCK_BYTES);
-        let da = (ba as *const f32).read_unaligned();
-        let d = da * f16_at(bw);
-        let dmin = -da * f16_at(bw.add(2));
         let u = |j: usize| (bw.add(4 + 4 * j) as *const u32).read_unaligned();
         let (u0, u1, u2) = (u(0), u(1), u(2));
         let t3 = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
@@ -550,36 +592,51 @@ unsafe fn q4_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
         let t2 = u1 & KMASK1;
         let t0 = u0 & KMASK1;
         // i16 lanes 0..8: the sub-block scales; 8..16: the mins.
-        let mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
-            t3 as i32, t2 as i32, t1 as i32, t0 as i32,
-        ));
-        let q8sums = _mm256_loadu_si256(ba.add(4 + QK_K) as *const __m256i);
-        let q8s = _mm_hadd_epi16(
-            _mm256_castsi256_si128(q8sums),
-            _mm256_extracti128_si256::<1>(q8sums),
-        );
-        let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(mins_and_scales), q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        let mins_and_scales =
+            _mm256_cvtepu8_epi16(_mm_set_epi32(t3 as i32, t2 as i32, t1 as i32, t0 as i32));
+        let mins = _mm256_extracti128_si256::<1>(mins_and_scales);
         let sc128 = _mm256_castsi256_si128(mins_and_scales);
         let scales = _mm256_set_m128i(sc128, sc128);
-        let mut sumi = _mm256_setzero_si256();
+        let ba = |r: usize| a.add(r * arb + i * Q8_K_BLOCK_BYTES);
+        let mut d = [0.0f32; R];
+        for r in 0..R {
+            let da = (ba(r) as *const f32).read_unaligned();
+            d[r] = da * f16_at(bw);
+            let dmin = -da * f16_at(bw.add(2));
+            let q8sums = _mm256_loadu_si256(ba(r).add(4 + QK_K) as *const __m256i);
+            let q8s = _mm_hadd_epi16(
+                _mm256_castsi256_si128(q8sums),
+                _mm256_extracti128_si256::<1>(q8sums),
+            );
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
+        }
+        let mut sumi = [_mm256_setzero_si256(); R];
         for j in 0..QK_K / 64 {
             let scale_l = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j));
             let scale_h = _mm256_shuffle_epi8(scales, scale_shuffle_k4(2 * j + 1));
             let q4bits = load256(bw.add(16 + 32 * j));
             let q4l = _mm256_and_si256(q4bits, m4);
             let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
-            let q8l = load256(ba.add(4 + 64 * j));
-            let q8h = load256(ba.add(4 + 64 * j + 32));
-            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
-            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            for (r, sumi) in sumi.iter_mut().enumerate() {
+                let q8l = load256(ba(r).add(4 + 64 * j));
+                let q8h = load256(ba(r).add(4 + 64 * j + 32));
+                let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+                let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+                *sumi = _mm256_add_epi32(*sumi, _mm256_add_epi32(p16l, p16h));
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for r in 0..R {
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[r]), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+        }
     }
-    let acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    let acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    hsum_f32_8(acc) + _mm_cvtss_f32(acc_m)
+    let mut out = [0.0f32; R];
+    for r in 0..R {
+        let m = _mm_add_ps(acc_m[r], _mm_movehl_ps(acc_m[r], acc_m[r]));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[r] = hsum_f32_8(acc[r]) + _mm_cvtss_f32(m);
+    }
+    out
 }
 
 /// ggml's `get_scale_shuffle_k4(i)`: broadcasts i16 lane `i` (bytes `2i, 2i+1`).
@@ -659,27 +716,30 @@ unsafe fn q5_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
 
 /// Q6_K with ggml's AVX2 arithmetic (`ggml_vec_dot_q6_K_q8_K`, x86 build): the `-32` offset
 /// is applied as `maddubs(32, y)` per pair, sub-block scales in i32, one FMA per block. Differs
-/// from the generic reference only in f32 rounding (tested within tolerance).
+/// from the generic reference only in f32 rounding (tested within tolerance). `R` activation
+/// rows at once, as [`q4_k_rows`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
+unsafe fn q6_k_rows<const R: usize>(w: &[u8], a: *const u8, arb: usize, nb: usize) -> [f32; R] {
     let m4 = _mm256_set1_epi8(0x0f);
     let m2 = _mm256_set1_epi8(3);
     let m32s = _mm256_set1_epi8(32);
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = [_mm256_setzero_ps(); R];
     for i in 0..nb {
         let bw = w.as_ptr().add(i * q6_k::BLOCK_BYTES);
-        let ba = a.as_ptr().add(i * Q8_K_BLOCK_BYTES);
-        let d = (ba as *const f32).read_unaligned() * f16_at(bw.add(208));
+        let ba = |r: usize| a.add(r * arb + i * Q8_K_BLOCK_BYTES);
         let scales = _mm_loadu_si128(bw.add(192) as *const __m128i);
-        let mut sumi = _mm256_setzero_si256();
+        let mut sumi = [_mm256_setzero_si256(); R];
         for j in 0..QK_K / 128 {
             let is = 4 * j;
             // ggml's `get_scale_shuffle(i)`: scale `2i` in bytes 0..8, `2i + 1` in 8..16.
-            let sh = |k: usize| {
-                let (lo, hi) = ((2 * k) as i8, (2 * k + 1) as i8);
-                _mm_set_epi8(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo)
+            let scale = |k: usize| {
+                let (lo, hi) = ((2 * (is + k)) as i8, (2 * (is + k) + 1) as i8);
+                let sh = _mm_set_epi8(
+                    hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo,
+                );
+                _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, sh))
             };
-            let scale = |k: usize| _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, sh(is + k)));
+            let sc = [scale(0), scale(1), scale(2), scale(3)];
             let q4bits1 = load256(bw.add(64 * j));
             let q4bits2 = load256(bw.add(64 * j + 32));
             let q4bits_h = load256(bw.add(128 + 32 * j));
@@ -690,35 +750,36 @@ unsafe fn q6_k_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
                 _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits_h), m2));
             let q4h_3 =
                 _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(q4bits_h), m2));
-            let q4_0 = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0);
-            let q4_1 = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1);
-            let q4_2 = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m4),
-                q4h_2,
-            );
-            let q4_3 = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m4),
-                q4h_3,
-            );
-            let q8 = |k: usize| load256(ba.add(4 + 128 * j + 32 * k));
-            let (q8_0, q8_1, q8_2, q8_3) = (q8(0), q8(1), q8(2), q8(3));
-            let p = |q4: __m256i, q8: __m256i, k: usize| {
-                let p16 = _mm256_sub_epi16(
-                    _mm256_maddubs_epi16(q4, q8),
-                    _mm256_maddubs_epi16(m32s, q8),
-                );
-                _mm256_madd_epi16(scale(k), p16)
-            };
-            let p0 = p(q4_0, q8_0, 0);
-            let p1 = p(q4_1, q8_1, 1);
-            let p2 = p(q4_2, q8_2, 2);
-            let p3 = p(q4_3, q8_3, 3);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p2, p3));
+            let q4 = [
+                _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0),
+                _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m4), q4h_2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m4), q4h_3),
+            ];
+            for (r, sumi) in sumi.iter_mut().enumerate() {
+                let mut p = [_mm256_setzero_si256(); 4];
+                for k in 0..4 {
+                    let q8 = load256(ba(r).add(4 + 128 * j + 32 * k));
+                    let p16 = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(q4[k], q8),
+                        _mm256_maddubs_epi16(m32s, q8),
+                    );
+                    p[k] = _mm256_madd_epi16(sc[k], p16);
+                }
+                *sumi = _mm256_add_epi32(*sumi, _mm256_add_epi32(p[0], p[1]));
+                *sumi = _mm256_add_epi32(*sumi, _mm256_add_epi32(p[2], p[3]));
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        for r in 0..R {
+            let d = (ba(r) as *const f32).read_unaligned() * f16_at(bw.add(208));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+        }
     }
-    hsum_f32_8(acc)
+    let mut out = [0.0f32; R];
+    for r in 0..R {
+        out[r] = hsum_f32_8(acc[r]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -815,6 +876,35 @@ mod tests {
                             "{fmt:?} k={k} trial {trial}: scalar {s} vs avx2 {v}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn four_row_kernels_equal_the_one_row_kernel_bit_for_bit() {
+        if !available() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(44);
+        for fmt in [WeightFormat::Q4_K, WeightFormat::Q6_K] {
+            let (one, four) = (
+                vec_dot_kernel(fmt).expect("avx2"),
+                vec_dot4_kernel(fmt).expect("avx2"),
+            );
+            for k in [256, 1024] {
+                let w = random_row(&mut rng, fmt, k);
+                let act = fmt.act_format();
+                let arb = act.row_bytes(k);
+                let mut a = vec![0u8; 4 * arb];
+                for row in a.chunks_exact_mut(arb) {
+                    let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+                    quantize_act_row(act, &x, row);
+                }
+                let got = four(&w, &a, k);
+                for (r, g) in got.iter().enumerate() {
+                    let want = one(&w, &a[r * arb..(r + 1) * arb], k);
+                    assert_eq!(g.to_bits(), want.to_bits(), "{fmt:?} k={k} row {r}");
                 }
             }
         }
