@@ -98,7 +98,10 @@ fn vec_dot_equals_the_dot_of_dequantized_rows() {
                     "{fmt:?} k={k} offset {offset}: {got} vs {want} (tol {tol})"
                 );
                 let scalar = vec_dot_kernel_scalar(fmt)(&w, &a, k);
-                if matches!(fmt, WeightFormat::Q4_K | WeightFormat::Q6_K) {
+                if matches!(
+                    fmt,
+                    WeightFormat::Q8_0 | WeightFormat::Q4_K | WeightFormat::Q6_K
+                ) {
                     // ggml's x86 arithmetic on x86: same integer sums, other f32 rounding.
                     assert!(
                         (got - scalar as f64).abs() <= tol,

@@ -296,7 +296,7 @@ pub type VecDotFn = fn(&[u8], &[u8], usize) -> f32;
 /// [`vec_dot`]): `[Σ₀, Σ₁, Σ₂, Σ₃]`, each bit for bit what the one-row kernel returns.
 pub type VecDot4Fn = fn(&[u8], &[u8], usize) -> [f32; 4];
 
-/// The four-row kernel of a format where this CPU has one (Q4_K and Q6_K with AVX2): the
+/// The four-row kernel of a format where this CPU has one (Q8_0, Q4_K and Q6_K with AVX2): the
 /// weight is unpacked once for four activation rows, which pays in prefill and batched decode.
 pub fn vec_dot4_kernel(fmt: WeightFormat) -> Option<VecDot4Fn> {
     #[cfg(target_arch = "x86_64")]

@@ -1,7 +1,7 @@
 //! AVX2 (+FMA, F16C) kernels for every dot product, chosen at run time by
-//! [`vec_dot_kernel`]. Q4_K and Q6_K (the bulk of a Q4_K_M model) use ggml's own x86 AVX2
-//! arithmetic, which is what llama.cpp runs on these CPUs: the same integer sums as the
-//! reference, f32 rounding apart. Every other kernel returns exactly what its scalar reference
+//! [`vec_dot_kernel`]. Q8_0, Q4_K and Q6_K (the Q8_0 and Q4_K_M models) use ggml's own x86
+//! AVX2 arithmetic, which is what llama.cpp runs on these CPUs: the same integer sums as the
+//! reference, f32 rounding apart; they also come in four-activation-row versions. Every other kernel returns exactly what its scalar reference
 //! returns:
 //!
 //! - Integer parts are exact whatever the order, so only the f32 arithmetic has to follow the
@@ -79,7 +79,7 @@ fn vec_dot_bf16(w: &[u8], a: &[u8], k: usize) -> f32 {
 
 fn vec_dot_q8_0(w: &[u8], a: &[u8], k: usize) -> f32 {
     let nb = check("q8_0", w, a, k, 32, q8_0::BLOCK_BYTES, q8_0::BLOCK_BYTES);
-    unsafe { q8_0_avx2(w, a, nb) }
+    unsafe { q8_0_rows::<1>(w, a.as_ptr(), 0, nb)[0] }
 }
 
 fn vec_dot_q4_0(w: &[u8], a: &[u8], k: usize) -> f32 {
@@ -115,6 +115,21 @@ fn vec_dot_q5_k(w: &[u8], a: &[u8], k: usize) -> f32 {
 fn vec_dot_q6_k(w: &[u8], a: &[u8], k: usize) -> f32 {
     let nb = check("q6_K", w, a, k, QK_K, q6_k::BLOCK_BYTES, Q8_K_BLOCK_BYTES);
     unsafe { q6_k_rows::<1>(w, a.as_ptr(), 0, nb)[0] }
+}
+
+fn vec_dot4_q8_0(w: &[u8], a: &[u8], k: usize) -> [f32; 4] {
+    let arb = a.len() / 4;
+    let nb = check(
+        "q8_0",
+        w,
+        &a[..arb],
+        k,
+        32,
+        q8_0::BLOCK_BYTES,
+        q8_0::BLOCK_BYTES,
+    );
+    assert_eq!(a.len(), 4 * arb, "q8_0 vec_dot4: four activation rows");
+    unsafe { q8_0_rows::<4>(w, a.as_ptr(), arb, nb) }
 }
 
 fn vec_dot4_q4_k(w: &[u8], a: &[u8], k: usize) -> [f32; 4] {
@@ -153,6 +168,7 @@ pub(super) fn vec_dot4_kernel(fmt: WeightFormat) -> Option<super::VecDot4Fn> {
         return None;
     }
     match fmt {
+        WeightFormat::Q8_0 => Some(vec_dot4_q8_0),
         WeightFormat::Q4_K => Some(vec_dot4_q4_k),
         WeightFormat::Q6_K => Some(vec_dot4_q6_k),
         _ => None,
@@ -425,18 +441,33 @@ where
     sumf
 }
 
+/// Q8_0 with ggml's AVX2 arithmetic (`ggml_vec_dot_q8_0_q8_0`, x86 build): per block
+/// `acc += (d_w · d_a) · Σ` with one FMA over eight lanes. `R` activation rows at once (stride
+/// `arb` bytes), each row's result bit for bit the `R = 1` result.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
-    blocks32(
-        w,
-        a,
-        nb,
-        q8_0::BLOCK_BYTES,
-        q8_0::BLOCK_BYTES,
-        |bw, ba| mul_sum_i8_pairs(load256(bw.add(2)), load256(ba.add(2))),
-        // sumi · (d_w · d_a)
-        |sumi, pw, pa| _mm_mul_ps(sumi, _mm_mul_ps(f16x4(pw, 0), f16x4(pa, 0))),
-    )
+unsafe fn q8_0_rows<const R: usize>(w: &[u8], a: *const u8, arb: usize, nb: usize) -> [f32; R] {
+    let mut acc = [_mm256_setzero_ps(); R];
+    for i in 0..nb {
+        let bw = w.as_ptr().add(i * q8_0::BLOCK_BYTES);
+        let qx = load256(bw.add(2));
+        let dw = f16_at(bw);
+        // The weight's |x| once; each activation row takes x's signs.
+        let ax = _mm256_sign_epi8(qx, qx);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let ba = a.add(r * arb + i * q8_0::BLOCK_BYTES);
+            let sy = _mm256_sign_epi8(load256(ba.add(2)), qx);
+            let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                _mm256_maddubs_epi16(ax, sy),
+                _mm256_set1_epi16(1),
+            ));
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16_at(ba)), q, *acc);
+        }
+    }
+    let mut out = [0.0f32; R];
+    for r in 0..R {
+        out[r] = hsum_f32_8(acc[r]);
+    }
+    out
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -834,7 +865,10 @@ mod tests {
                 continue;
             };
             let scalar = vec_dot_kernel_scalar(fmt);
-            let exact = !matches!(fmt, WeightFormat::Q4_K | WeightFormat::Q6_K);
+            let exact = !matches!(
+                fmt,
+                WeightFormat::Q8_0 | WeightFormat::Q4_K | WeightFormat::Q6_K
+            );
             // Every remainder of the four-block groups and of the 32-lane float chunks.
             let sizes: &[usize] = match fmt.block_len() {
                 1 => &[1, 31, 32, 100, 4096],
@@ -887,7 +921,7 @@ mod tests {
             return;
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(44);
-        for fmt in [WeightFormat::Q4_K, WeightFormat::Q6_K] {
+        for fmt in [WeightFormat::Q8_0, WeightFormat::Q4_K, WeightFormat::Q6_K] {
             let (one, four) = (
                 vec_dot_kernel(fmt).expect("avx2"),
                 vec_dot4_kernel(fmt).expect("avx2"),
