@@ -25,6 +25,8 @@ enum Command {
     Synth(cli::synth::SynthArgs),
     /// Serve an OpenAI-compatible API (chat, completions, streaming, thinking, tools).
     Serve(cli::serve::ServeArgs),
+    /// Benchmark any OpenAI-compatible server: TTFT, TPOT, ITL, latency, throughput, goodput.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +35,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => cli::generate::run(args),
         Command::Synth(args) => cli::synth::run(args),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod bench;
 pub mod generate;
 pub mod sampling;
 pub mod serve;
