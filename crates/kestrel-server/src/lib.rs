@@ -60,6 +60,12 @@ pub(crate) fn random_id() -> String {
 
 /// Serves `router` on `listener` until ctrl-c.
 pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Every SSE event is one small write; without TCP_NODELAY a token can wait ~40 ms behind
+    // the client's delayed ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
