@@ -2,7 +2,8 @@
 //! Qwen3 with the real Qwen3 tokenizer and chat template. Needs the tokenizer fixture
 //! (`scripts/fetch-fixtures.sh`).
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -21,35 +22,8 @@ use tower::ServiceExt;
 const MAX_MODEL_LEN: usize = 256;
 const MODEL_NAME: &str = "qwen3-tiny";
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("KESTREL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/kestrel/fixtures")
-        })
-}
-
-/// The tiny random-weight Qwen3 with the real tokenizer, written once per test binary.
-fn tiny_model_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let tok_dir = fixtures().join("qwen3-tokenizer");
-        assert!(
-            tok_dir.join("tokenizer.json").exists(),
-            "missing the Qwen3 tokenizer fixture at {}: run scripts/fetch-fixtures.sh (or set KESTREL_FIXTURES)",
-            tok_dir.display()
-        );
-        let dir = tempfile::tempdir().expect("temp dir").keep();
-        let config = kestrel_model::synth::qwen3_config("tiny").expect("tiny config");
-        kestrel_model::synth::write_safetensors_dir(&config, kestrel_backend::WeightFormat::F32, 7, &dir, Some(&tok_dir))
-            .expect("write tiny model");
-        dir
-    })
-}
-
 fn build_engine(engine_config: EngineConfig) -> (EngineHandle, Tokenizer) {
-    let dir = tiny_model_dir();
+    let dir = common::tiny_model_dir();
     let files = ModelFiles::open(dir).expect("open tiny model");
     let backend = CpuBackend::new();
     let model = QwenModel::load(&backend, files.config().clone(), files.weights())

@@ -73,6 +73,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::quant::WeightFormat;
+    use super::super::simd::avx2::hsum;
     use super::ROW_BLOCK;
 
     /// How one storage format turns into f32 lanes.
@@ -339,13 +340,6 @@ mod avx2 {
         }
     }
 
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
 }
 
 #[cfg(test)]
