@@ -339,7 +339,6 @@ mod avx2 {
             *dst.add(r) = s;
         }
     }
-
 }
 
 #[cfg(test)]
