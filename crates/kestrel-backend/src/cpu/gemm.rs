@@ -10,7 +10,7 @@
 //! in L2 while a task's weight rows pass over them.
 //!
 //! Decode (`n = 1`) is a matrix-vector product bound by weight bandwidth: the `R × 1` tile
-//! uses two accumulators per row to hide FMA latency.
+//! uses two accumulators per row to hide FMA latency and prefetches the weight stream ahead.
 //!
 //! Summation order differs from a sequential dot product (8 lanes, then a lane reduction and a
 //! scalar tail); results agree with the scalar reference to f32 rounding.
@@ -72,6 +72,7 @@ pub(super) mod scalar {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::super::isa::STREAM_PREFETCH_BYTES;
     use super::super::quant::WeightFormat;
     use super::super::simd::avx2::hsum;
     use super::ROW_BLOCK;
@@ -319,6 +320,9 @@ mod avx2 {
             let x1 = _mm256_loadu_ps(x.add(t + 8));
             for r in 0..R {
                 let p = w.add(r * row_bytes);
+                _mm_prefetch::<_MM_HINT_T0>(
+                    p.wrapping_add(t * L::BYTES + STREAM_PREFETCH_BYTES) as *const i8
+                );
                 a0[r] = _mm256_fmadd_ps(L::load8(p, t), x0, a0[r]);
                 a1[r] = _mm256_fmadd_ps(L::load8(p, t + 8), x1, a1[r]);
             }

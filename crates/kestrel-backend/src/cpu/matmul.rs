@@ -9,15 +9,17 @@
 use rayon::prelude::*;
 
 use super::gemm::gemm_rows;
-use super::quant::{quantize_act_row, vec_dot4_kernel, vec_dot_kernel, WeightFormat};
+use super::quant::{
+    quantize_act_row, vec_dot4_kernel, vec_dot_kernel, vec_dot_w4_kernel, WeightFormat,
+};
 use super::tensor::{CpuTensor, CpuWeight};
 use crate::error::{shape_err, Result};
 
 /// Weight rows per task: enough tasks to balance threads, few enough to amortize scheduling;
-/// a multiple of the GEMM tile's three rows.
+/// a multiple of the GEMM tile's three rows and of the four rows of the decode kernels.
 fn rows_per_task(m: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    ((m / (threads * 8)).clamp(3, 66) / 3) * 3
+    ((m / (threads * 8)).clamp(12, 72) / 12) * 12
 }
 
 pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
@@ -61,8 +63,11 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
         fmt => {
             let dot = vec_dot_kernel(fmt);
             let dot4 = vec_dot4_kernel(fmt);
+            // Decode-sized batches: four weight rows against each activation row.
+            let dot_w4 = if n < 4 { vec_dot_w4_kernel(fmt) } else { None };
             let act = fmt.act_format();
             let arb = act.row_bytes(k);
+            let w_rb = fmt.row_bytes(k);
             let mut acts = vec![0u8; n * arb];
             acts.par_chunks_mut(arb)
                 .enumerate()
@@ -75,6 +80,28 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
                 .par_chunks_mut(chunk * n)
                 .enumerate()
                 .for_each(|(c, dst)| {
+                    if let Some(dot_w4) = dot_w4 {
+                        let rows = dst.len() / n;
+                        let mut r = 0;
+                        while r + 4 <= rows {
+                            let j = c * chunk + r;
+                            let wrows = &w.bytes.as_slice()[j * w_rb..(j + 4) * w_rb];
+                            for (i, a) in acts.chunks_exact(arb).enumerate() {
+                                let s = dot_w4(wrows, a, k);
+                                for (q, v) in s.into_iter().enumerate() {
+                                    dst[(r + q) * n + i] = v;
+                                }
+                            }
+                            r += 4;
+                        }
+                        for (rr, orow) in dst.chunks_exact_mut(n).enumerate().skip(r) {
+                            let wrow = w.row_bytes(c * chunk + rr);
+                            for (o, a) in orow.iter_mut().zip(acts.chunks_exact(arb)) {
+                                *o = dot(wrow, a, k);
+                            }
+                        }
+                        return;
+                    }
                     for i0 in (0..n).step_by(row_block) {
                         let i1 = (i0 + row_block).min(n);
                         for (r, orow) in dst.chunks_exact_mut(n).enumerate() {
@@ -152,6 +179,29 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The decode kernels (four weight rows, one activation row) and the batch kernels (one
+    /// weight row, four activation rows) give every row the same bits, so a sequence's logits do
+    /// not depend on what else is in the batch.
+    #[test]
+    fn quantized_rows_are_batch_invariant() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        for format in [WeightFormat::Q8_0, WeightFormat::Q4_K, WeightFormat::Q6_K] {
+            let (n, m, k) = (6, 29, 512);
+            let wv: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let xv: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let w = weight(format, m, k, &wv);
+            let batch = matmul(&CpuTensor::from_vec(n, k, xv.clone()).unwrap(), &w).unwrap();
+            for i in 0..n {
+                let x = CpuTensor::from_vec(1, k, xv[i * k..(i + 1) * k].to_vec()).unwrap();
+                let alone = matmul(&x, &w).unwrap();
+                for (j, (a, b)) in alone.data.iter().zip(batch.row(i)).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{format:?} row {i} col {j}");
+                }
+            }
+        }
     }
 
     #[test]

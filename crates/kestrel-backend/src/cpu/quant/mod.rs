@@ -308,6 +308,23 @@ pub fn vec_dot4_kernel(fmt: WeightFormat) -> Option<VecDot4Fn> {
     }
 }
 
+/// Four weight rows (contiguous) against one activation row: `[Σ₀, Σ₁, Σ₂, Σ₃]`, each bit for
+/// bit what the one-row kernel returns.
+pub type VecDotW4Fn = fn(&[u8], &[u8], usize) -> [f32; 4];
+
+/// The four-weight-row kernel of a format where this CPU has one (Q8_0 with AVX2): the
+/// activation is loaded once for four weight rows and four FMA chains run side by side, which
+/// pays in decode, where the one-row loop is bound by its FMA latency.
+pub fn vec_dot_w4_kernel(fmt: WeightFormat) -> Option<VecDotW4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    return x86::vec_dot_w4_kernel(fmt);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = fmt;
+        None
+    }
+}
+
 /// The [`vec_dot`] kernel of a format with the CPU dispatch resolved once, for callers that
 /// run many rows of one weight.
 pub fn vec_dot_kernel(fmt: WeightFormat) -> VecDotFn {

@@ -162,6 +162,32 @@ fn vec_dot4_q6_k(w: &[u8], a: &[u8], k: usize) -> [f32; 4] {
     unsafe { q6_k_rows::<4>(w, a.as_ptr(), arb, nb) }
 }
 
+fn vec_dot_w4_q8_0(w: &[u8], a: &[u8], k: usize) -> [f32; 4] {
+    let wrb = w.len() / 4;
+    let nb = check(
+        "q8_0",
+        &w[..wrb],
+        a,
+        k,
+        32,
+        q8_0::BLOCK_BYTES,
+        q8_0::BLOCK_BYTES,
+    );
+    assert_eq!(w.len(), 4 * wrb, "q8_0 vec_dot_w4: four weight rows");
+    unsafe { q8_0_weight_rows::<4>(w.as_ptr(), wrb, a.as_ptr(), nb) }
+}
+
+/// The four-weight-row kernel of a format, where one exists (`None` without AVX2).
+pub(super) fn vec_dot_w4_kernel(fmt: WeightFormat) -> Option<super::VecDotW4Fn> {
+    if !available() {
+        return None;
+    }
+    match fmt {
+        WeightFormat::Q8_0 => Some(vec_dot_w4_q8_0),
+        _ => None,
+    }
+}
+
 /// The four-activation-row kernel of a format, where one exists (`None` without AVX2).
 pub(super) fn vec_dot4_kernel(fmt: WeightFormat) -> Option<super::VecDot4Fn> {
     if !available() {
@@ -177,6 +203,15 @@ pub(super) fn vec_dot4_kernel(fmt: WeightFormat) -> Option<super::VecDot4Fn> {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+/// Prefetches the weight stream [`STREAM_PREFETCH_BYTES`](super::super::isa::STREAM_PREFETCH_BYTES)
+/// ahead of `p`.
+#[inline(always)]
+unsafe fn prefetch(p: *const u8) {
+    _mm_prefetch::<_MM_HINT_T0>(
+        p.wrapping_add(super::super::isa::STREAM_PREFETCH_BYTES) as *const i8
+    );
+}
 
 #[inline(always)]
 unsafe fn load256(p: *const u8) -> __m256i {
@@ -470,6 +505,51 @@ unsafe fn q8_0_rows<const R: usize>(w: &[u8], a: *const u8, arb: usize, nb: usiz
     out
 }
 
+/// Q8_0 as [`q8_0_rows`], but `R` weight rows (stride `wrb` bytes) against one activation row:
+/// the activation block is loaded once for all rows, the `R` weight scales are widened with one
+/// conversion, and `R` independent FMA chains hide the FMA latency that bounds the one-row
+/// loop in decode. Each row's result is bit for bit the one-row result.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_weight_rows<const R: usize>(
+    w: *const u8,
+    wrb: usize,
+    a: *const u8,
+    nb: usize,
+) -> [f32; R] {
+    const { assert!(R == 4) };
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut scales = [0.0f32; R];
+    let ones = _mm256_set1_epi16(1);
+    for i in 0..nb {
+        let ba = a.add(i * q8_0::BLOCK_BYTES);
+        let qy = load256(ba.add(2));
+        let pw = [
+            w.add(i * q8_0::BLOCK_BYTES),
+            w.add(wrb + i * q8_0::BLOCK_BYTES),
+            w.add(2 * wrb + i * q8_0::BLOCK_BYTES),
+            w.add(3 * wrb + i * q8_0::BLOCK_BYTES),
+        ];
+        // d_w · d_a for the four rows, each the same f32 product as the one-row kernel's.
+        _mm_storeu_ps(
+            scales.as_mut_ptr(),
+            _mm_mul_ps(f16x4(pw, 0), _mm_set1_ps(f16_at(ba))),
+        );
+        for r in 0..R {
+            prefetch(pw[r]);
+            let qx = load256(pw[r].add(2));
+            let ax = _mm256_sign_epi8(qx, qx);
+            let sy = _mm256_sign_epi8(qy, qx);
+            let q = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scales[r]), q, acc[r]);
+        }
+    }
+    let mut out = [0.0f32; R];
+    for r in 0..R {
+        out[r] = hsum_f32_8(acc[r]);
+    }
+    out
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_avx2(w: &[u8], a: &[u8], nb: usize) -> f32 {
     let eight = _mm256_set1_epi8(8);
@@ -616,6 +696,9 @@ unsafe fn q4_k_rows<const R: usize>(w: &[u8], a: *const u8, arb: usize, nb: usiz
     let mut acc_m = [_mm_setzero_ps(); R];
     for i in 0..nb {
         let bw = w.as_ptr().add(i * q4_k::BLOCK_BYTES);
+        for line in (0..q4_k::BLOCK_BYTES).step_by(64) {
+            prefetch(bw.wrapping_add(line));
+        }
         let u = |j: usize| (bw.add(4 + 4 * j) as *const u32).read_unaligned();
         let (u0, u1, u2) = (u(0), u(1), u(2));
         let t3 = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
@@ -757,6 +840,9 @@ unsafe fn q6_k_rows<const R: usize>(w: &[u8], a: *const u8, arb: usize, nb: usiz
     let mut acc = [_mm256_setzero_ps(); R];
     for i in 0..nb {
         let bw = w.as_ptr().add(i * q6_k::BLOCK_BYTES);
+        for line in (0..q6_k::BLOCK_BYTES).step_by(64) {
+            prefetch(bw.wrapping_add(line));
+        }
         let ba = |r: usize| a.add(r * arb + i * Q8_K_BLOCK_BYTES);
         let scales = _mm_loadu_si128(bw.add(192) as *const __m128i);
         let mut sumi = [_mm256_setzero_si256(); R];
@@ -942,6 +1028,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn four_weight_row_kernel_equals_the_one_row_kernel_bit_for_bit() {
+        if !available() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(45);
+        let fmt = WeightFormat::Q8_0;
+        let (one, four) = (
+            vec_dot_kernel(fmt).expect("avx2"),
+            vec_dot_w4_kernel(fmt).expect("avx2"),
+        );
+        // One block, an odd number of blocks, and a decode-sized row.
+        for k in [32, 224, 2048] {
+            let rows: Vec<Vec<u8>> = (0..4).map(|_| random_row(&mut rng, fmt, k)).collect();
+            let w = rows.concat();
+            let act = fmt.act_format();
+            let mut a = vec![0u8; act.row_bytes(k)];
+            let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+            quantize_act_row(act, &x, &mut a);
+            let got = four(&w, &a, k);
+            for (r, g) in got.iter().enumerate() {
+                let want = one(&rows[r], &a, k);
+                assert_eq!(g.to_bits(), want.to_bits(), "k={k} row {r}");
+            }
+        }
+        assert!(vec_dot_w4_kernel(WeightFormat::Q4_0).is_none());
     }
 
     #[test]
