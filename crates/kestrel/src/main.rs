@@ -31,6 +31,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    load::init_allocator();
     let result = match cli.command {
         Command::Generate(args) => cli::generate::run(args),
         Command::Synth(args) => cli::synth::run(args),

@@ -9,6 +9,8 @@
 use rayon::prelude::*;
 
 use super::gemm::gemm_rows;
+#[cfg(target_arch = "x86_64")]
+use super::gemm_packed;
 use super::quant::{
     quantize_act_row, vec_dot4_kernel, vec_dot_kernel, vec_dot_w4_kernel, WeightFormat,
 };
@@ -32,6 +34,10 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     }
     if n == 0 || m == 0 {
         return Ok(CpuTensor::zeros(n, m));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if packed_rows(w.format) <= n && super::isa::avx2() {
+        return packed(x, w);
     }
     // outT [m, n]: each task owns a contiguous run of weight rows.
     let mut out_t = vec![0.0f32; m * n];
@@ -136,6 +142,62 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     CpuTensor::from_vec(n, m, data)
 }
 
+/// From how many activation rows on a format goes through the packed f32 GEMM: floats as
+/// soon as a 6-row micro-tile is filled; quantized weights once the rows amortize dequantizing
+/// each weight panel (below that, integer dot products on the quantized activations win).
+#[cfg(target_arch = "x86_64")]
+fn packed_rows(format: WeightFormat) -> usize {
+    match format {
+        WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => gemm_packed::MR,
+        _ => PACKED_ROWS_QUANTIZED,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+const PACKED_ROWS_QUANTIZED: usize = 64;
+
+/// `x · wᵀ` through [`gemm_packed`]: activations packed once, tasks own column runs of `out`.
+#[cfg(target_arch = "x86_64")]
+fn packed(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
+    let (n, k, m) = (x.rows, x.cols, w.rows);
+    let a = gemm_packed::pack_act(&x.data, n, k);
+    let mut out = vec![0.0f32; n * m];
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = ((m / (threads * 4)).max(gemm_packed::NR) / gemm_packed::NR) * gemm_packed::NR;
+    let rb = w.format.row_bytes(k);
+    let bytes: &[u8] = match &w.f32_data {
+        Some(v) => bytemuck::cast_slice(v),
+        None => w.bytes.as_slice(),
+    };
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..m.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let j0 = c * chunk;
+        let rows = chunk.min(m - j0);
+        let out_ptr = &out_ptr;
+        // SAFETY: AVX2/FMA/F16C were checked by the caller; `out` holds `n · m` floats and
+        // each task writes only its own columns `j0..j0 + rows`.
+        unsafe {
+            gemm_packed::gemm_packed(
+                w.format,
+                &bytes[j0 * rb..(j0 + rows) * rb],
+                rows,
+                &a,
+                out_ptr.0,
+                m,
+                j0,
+            )
+        };
+    });
+    CpuTensor::from_vec(n, m, out)
+}
+
+/// The output pointer shared by the tasks of [`packed`], which write disjoint columns.
+#[cfg(target_arch = "x86_64")]
+struct SendPtr(*mut f32);
+// SAFETY: see `packed`: tasks write disjoint elements and the buffer outlives them.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for SendPtr {}
+
 /// `[rows, cols]` → `[cols, rows]`.
 fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut dst = vec![0.0f32; rows * cols];
@@ -221,8 +283,26 @@ mod tests {
             WeightFormat::Q5_K,
             WeightFormat::Q6_K,
         ] {
-            let k = format.block_len().max(32) * 2;
-            for (n, m) in [(1, 37), (5, 67), (3, 1), (0, 9)] {
+            let block = format.block_len().max(32);
+            // Shapes for every path: decode (n = 1), small batches, the packed GEMM (n ≥ 6 for
+            // floats, ≥ 64 for quantized) with partial tiles, and k over several panels with
+            // a tail.
+            for (n, m, k) in [
+                (1, 37, 2 * block),
+                (5, 67, 2 * block),
+                (3, 1, 2 * block),
+                (0, 9, 2 * block),
+                (7, 37, 2 * block),
+                (70, 19, 2 * block),
+                (13, 35, 17 * block + 5),
+                (65, 16, 3 * block),
+            ] {
+                // Float rows may end mid-vector; quantized rows are whole blocks.
+                let k = if format.block_len() == 1 {
+                    k
+                } else {
+                    k / format.block_len() * format.block_len()
+                };
                 let wv: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let xv: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let w = weight(format, m, k, &wv);

@@ -9,6 +9,8 @@
 
 mod attention;
 mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_packed;
 pub mod isa;
 mod matmul;
 mod ops;

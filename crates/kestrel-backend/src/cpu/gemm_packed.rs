@@ -1,0 +1,273 @@
+//! Batched matmul (prefill, large decode batches) over packed panels, for weights of every
+//! storage format: `out [n, m] = x [n, k] · wᵀ`, f32 arithmetic, AVX2 + FMA.
+//!
+//! The classic outer-product scheme of BLIS-style GEMMs:
+//!
+//! - Activations are packed once per matmul into panels of [`MR`] rows stored k-major
+//!   (`[panel][t][MR]`), so the micro-kernel reads them as one sequential stream and
+//!   broadcasts each value straight from memory.
+//! - Weights are widened (F16/BF16) or dequantized (Q8_0, Q4_K, ...) to f32 one
+//!   [`NR`]-row × [`KC`]-column panel at a time, stored k-major (`[t][NR]`, 16 KiB, L1),
+//!   so every weight element is converted once per matmul instead of once per activation
+//!   tile.
+//! - The micro-kernel keeps an `MR × NR` = 6 × 16 tile of `out` in 12 ymm registers: per `t`,
+//!   two weight vectors and six activation broadcasts feed twelve FMAs. No horizontal sums;
+//!   partial results of successive `KC` slices are added into `out`.
+//! - Loop order: weight group (16 rows) → `KC` slice → every activation panel. Each weight
+//!   panel is converted exactly once per matmul; the group's 16 output columns of every row
+//!   (`n · 64` bytes) stay in L2 across the slices; the packed activations stream from L3 in
+//!   order, which the hardware prefetchers follow.
+//!
+//! Threads own disjoint column ranges of `out` (runs of weight rows), so each weight panel is
+//! converted by one thread only. Summation order differs from a sequential dot product;
+//! results agree with the scalar reference to f32 rounding (tested in `matmul.rs`).
+
+use std::arch::x86_64::*;
+
+use super::quant::{dequantize_row, WeightFormat};
+
+/// Activation rows per micro-tile.
+pub(super) const MR: usize = 6;
+/// Weight rows (output columns) per micro-tile: two ymm vectors.
+pub(super) const NR: usize = 16;
+/// Columns per weight panel; a multiple of every quantization block (32, 256).
+const KC: usize = 256;
+
+/// Activations packed for the micro-kernel: `[n.div_ceil(MR)][k][MR]` f32, the rows past `n`
+/// zero.
+pub(super) struct PackedAct {
+    pub data: Vec<f32>,
+    pub n: usize,
+    pub k: usize,
+}
+
+impl PackedAct {
+    pub(super) fn panels(&self) -> usize {
+        self.n.div_ceil(MR)
+    }
+}
+
+/// Packs `x [n, k]`, one panel per task of the thread pool.
+pub(super) fn pack_act(x: &[f32], n: usize, k: usize) -> PackedAct {
+    use rayon::prelude::*;
+    let panels = n.div_ceil(MR);
+    let mut data = vec![0.0f32; panels * k * MR];
+    data.par_chunks_mut(k * MR)
+        .enumerate()
+        .for_each(|(p, dst)| {
+            for r in 0..MR.min(n - p * MR) {
+                let src = &x[(p * MR + r) * k..(p * MR + r + 1) * k];
+                for (t, v) in src.iter().enumerate() {
+                    dst[t * MR + r] = *v;
+                }
+            }
+        });
+    PackedAct { data, n, k }
+}
+
+/// `out[i][j0 + j] += Σₜ x[i][t] · w[j][t]` for the `rows` weight rows in `w` (consecutive,
+/// `format.row_bytes(k)` bytes each) and every activation row; `out` is `[n, ldo]` row-major.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `out` must be valid for `n · ldo` floats, and no
+/// other thread may touch columns `j0..j0 + rows` of it during the call.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn gemm_packed(
+    format: WeightFormat,
+    w: &[u8],
+    rows: usize,
+    a: &PackedAct,
+    out: *mut f32,
+    ldo: usize,
+    j0: usize,
+) {
+    let k = a.k;
+    let row_bytes = format.row_bytes(k);
+    assert!(w.len() == rows * row_bytes, "gemm_packed: bad weight size");
+    let block = format.block_len();
+    let mut bpack = vec![0.0f32; KC * NR];
+    let mut widened = vec![0.0f32; NR * KC];
+    let panels = a.panels();
+    for jg in (0..rows).step_by(NR) {
+        let nr = NR.min(rows - jg);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            // Bytes of columns k0..k0+kc within a row (KC is a multiple of every block length).
+            let (b0, b1) = (
+                format.row_bytes(k0 / block * block),
+                format.row_bytes((k0 + kc).div_ceil(block) * block),
+            );
+            for r in 0..nr {
+                let src = &w[(jg + r) * row_bytes..(jg + r + 1) * row_bytes];
+                widen(format, &src[b0..b1], &mut widened[r * KC..r * KC + kc]);
+            }
+            transpose_panel(&widened, nr, kc, &mut bpack);
+            for p in 0..panels {
+                let ap = a.data.as_ptr().add((p * k + k0) * MR);
+                let mr = MR.min(a.n - p * MR);
+                let o = out.add(p * MR * ldo + j0 + jg);
+                // The output tile sits rows `ldo` apart; fetching it now hides that latency
+                // behind the micro-kernel's `kc` steps.
+                for i in 0..mr {
+                    _mm_prefetch::<_MM_HINT_T0>(o.add(i * ldo) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(o.add(i * ldo + NR - 1) as *const i8);
+                }
+                let c = micro_kernel(ap, bpack.as_ptr(), kc);
+                add_tile(&c, o, ldo, mr, nr);
+            }
+        }
+    }
+}
+
+/// One row's columns (whole blocks in `src`) → f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen(format: WeightFormat, src: &[u8], dst: &mut [f32]) {
+    let (p, d, n) = (src.as_ptr(), dst.as_mut_ptr(), dst.len());
+    match format {
+        WeightFormat::F16 => {
+            let mut t = 0;
+            while t + 8 <= n {
+                let h = _mm_loadu_si128(p.add(2 * t) as *const __m128i);
+                _mm256_storeu_ps(d.add(t), _mm256_cvtph_ps(h));
+                t += 8;
+            }
+            dequantize_row(format, &src[2 * t..], &mut dst[t..]);
+        }
+        WeightFormat::BF16 => {
+            let mut t = 0;
+            while t + 8 <= n {
+                let h = _mm_loadu_si128(p.add(2 * t) as *const __m128i);
+                let v = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+                _mm256_storeu_ps(d.add(t), _mm256_castsi256_ps(v));
+                t += 8;
+            }
+            dequantize_row(format, &src[2 * t..], &mut dst[t..]);
+        }
+        WeightFormat::Q8_0 => {
+            // 34-byte blocks: f16 scale, 32 × i8.
+            for b in 0..n / 32 {
+                let blk = p.add(34 * b);
+                let dscale = _mm256_set1_ps(
+                    half::f16::from_bits(u16::from_le_bytes([*blk, *blk.add(1)])).to_f32(),
+                );
+                for q in 0..4 {
+                    let v = _mm_loadl_epi64(blk.add(2 + 8 * q) as *const __m128i);
+                    let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+                    _mm256_storeu_ps(d.add(32 * b + 8 * q), _mm256_mul_ps(f, dscale));
+                }
+            }
+        }
+        _ => dequantize_row(format, src, dst),
+    }
+}
+
+/// `widened [nr][KC]` (first `kc` columns used) → `bpack [kc][NR]`, rows past `nr` zero.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose_panel(widened: &[f32], nr: usize, kc: usize, bpack: &mut [f32]) {
+    let src = widened.as_ptr();
+    let dst = bpack.as_mut_ptr();
+    if nr < NR {
+        bpack[..kc * NR].fill(0.0);
+        for r in 0..nr {
+            for t in 0..kc {
+                *dst.add(t * NR + r) = *src.add(r * KC + t);
+            }
+        }
+        return;
+    }
+    let mut t = 0;
+    while t + 8 <= kc {
+        for half in 0..2 {
+            let row = |r: usize| _mm256_loadu_ps(src.add((8 * half + r) * KC + t));
+            let out = transpose8([
+                row(0),
+                row(1),
+                row(2),
+                row(3),
+                row(4),
+                row(5),
+                row(6),
+                row(7),
+            ]);
+            for (q, v) in out.iter().enumerate() {
+                _mm256_storeu_ps(dst.add((t + q) * NR + 8 * half), *v);
+            }
+        }
+        t += 8;
+    }
+    for t in t..kc {
+        for r in 0..NR {
+            *dst.add(t * NR + r) = *src.add(r * KC + t);
+        }
+    }
+}
+
+/// 8 × 8 transpose of f32 rows.
+#[inline(always)]
+unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
+}
+
+/// The 6 × 16 tile: `c[i][h]` holds output columns `8h..8h+8` of activation row `i`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn micro_kernel(a: *const f32, b: *const f32, kc: usize) -> [[__m256; 2]; MR] {
+    let mut c = [[_mm256_setzero_ps(); 2]; MR];
+    for t in 0..kc {
+        let b0 = _mm256_loadu_ps(b.add(t * NR));
+        let b1 = _mm256_loadu_ps(b.add(t * NR + 8));
+        for (i, ci) in c.iter_mut().enumerate() {
+            let av = _mm256_broadcast_ss(&*a.add(t * MR + i));
+            ci[0] = _mm256_fmadd_ps(av, b0, ci[0]);
+            ci[1] = _mm256_fmadd_ps(av, b1, ci[1]);
+        }
+    }
+    c
+}
+
+/// `out[i][j] += c[i][j]` for the first `mr` rows and `nr` columns.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_tile(c: &[[__m256; 2]; MR], out: *mut f32, ldo: usize, mr: usize, nr: usize) {
+    for (i, ci) in c.iter().enumerate().take(mr) {
+        let o = out.add(i * ldo);
+        if nr == NR {
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), ci[0]));
+            _mm256_storeu_ps(o.add(8), _mm256_add_ps(_mm256_loadu_ps(o.add(8)), ci[1]));
+        } else {
+            let mut tmp = [0.0f32; NR];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), ci[0]);
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), ci[1]);
+            for (j, v) in tmp.iter().enumerate().take(nr) {
+                *o.add(j) += v;
+            }
+        }
+    }
+}
