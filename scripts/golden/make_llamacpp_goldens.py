@@ -52,6 +52,12 @@ CHAT_CASES = [
     "Write a Python function that adds two numbers.",
     "What is the capital of France? Answer in one sentence.",
     "用一句话解释什么是递归。",
+    # Long enough (over 64 prompt tokens) that the prefill goes through the batched f32 GEMM
+    # rather than the integer dot products.
+    "Explain how a hash map works in Python: hashing, collision resolution with open "
+    "addressing, resizing and load factors, why keys must be immutable, and the time "
+    "complexity of lookup, insertion and deletion. Then compare it with a balanced binary "
+    "search tree and say when you would prefer each one.",
 ]
 RAW_CASES = ["def fibonacci(n):"]
 
