@@ -10,7 +10,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::simd::kernels;
-use super::tensor::{check_slot, CpuBatch, CpuKvLayer, CpuTensor, KvStore};
+use super::tensor::{check_slot, CpuBatch, CpuKvLayer, CpuTensor, KvStore, SharedOut};
 use crate::error::{shape_err, Result};
 use crate::AttnShape;
 
@@ -90,11 +90,22 @@ pub fn paged_attention(
         }
     }
     let kern = kernels();
-    let mut out = CpuTensor::zeros(q.rows, q.cols);
-    out.data.par_chunks_mut(head_dim).enumerate().for_each_init(
-        Scratch::default,
-        |scratch, (idx, o)| {
-            let (t, h) = (idx / num_heads, idx % num_heads);
+    let tokens = q.rows;
+    let mut out = CpuTensor::zeros(tokens, q.cols);
+    let out_ptr = SharedOut(out.data.as_mut_ptr());
+    // Head-major task order: a thread takes runs of tokens of one head, whose keys and values
+    // stay in its cache from one token to the next (token-major order cycled through every KV
+    // head and re-read a long prompt's cache from L3 for each token).
+    (0..num_heads * tokens)
+        .into_par_iter()
+        .for_each_init(Scratch::default, |scratch, idx| {
+            let (h, t) = (idx / tokens, idx % tokens);
+            let out_ptr = &out_ptr;
+            // SAFETY: task (t, h) is the only writer of `out[t][h·d..(h+1)·d]`, in bounds of
+            // the `tokens × q.cols` buffer, which outlives the loop.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(out_ptr.0.add(t * q.cols + h * head_dim), head_dim)
+            };
             let kv_off = (h / group) * head_dim;
             let qh = &q.row(t)[h * head_dim..(h + 1) * head_dim];
             let table = &input.block_tables[batch.token_seq[t] as usize];
@@ -125,9 +136,19 @@ pub fn paged_attention(
                     q16.extend(qh.iter().map(|x| f16::from_f32(*x).to_f32()));
                     scores.clear();
                     let mut max = f32::NEG_INFINITY;
-                    for j in 0..num_keys {
-                        let b = base(j);
-                        let s = (kern.dot_f16)(q16, &k[b..b + head_dim]) * scale;
+                    let key = |j: usize| &k[base(j)..base(j) + head_dim];
+                    let mut j = 0;
+                    while j + 4 <= num_keys {
+                        let s4 = (kern.dot4_f16)(q16, [key(j), key(j + 1), key(j + 2), key(j + 3)]);
+                        for s in s4 {
+                            let s = s * scale;
+                            max = max.max(s);
+                            scores.push(s);
+                        }
+                        j += 4;
+                    }
+                    for j in j..num_keys {
+                        let s = (kern.dot_f16)(q16, key(j)) * scale;
                         max = max.max(s);
                         scores.push(s);
                     }
@@ -137,15 +158,23 @@ pub fn paged_attention(
                         sum += *s as f64;
                     }
                     let inv = (1.0 / sum) as f32;
-                    for (j, s) in scores.iter().enumerate() {
-                        let p = f16::from_f32(s * inv).to_f32();
-                        let b = base(j);
-                        (kern.axpy_f16)(o, p, &v[b..b + head_dim]);
+                    let prob = |j: usize| f16::from_f32(scores[j] * inv).to_f32();
+                    let value = |j: usize| &v[base(j)..base(j) + head_dim];
+                    let mut j = 0;
+                    while j + 4 <= num_keys {
+                        (kern.axpy4_f16)(
+                            o,
+                            [prob(j), prob(j + 1), prob(j + 2), prob(j + 3)],
+                            [value(j), value(j + 1), value(j + 2), value(j + 3)],
+                        );
+                        j += 4;
+                    }
+                    for j in j..num_keys {
+                        (kern.axpy_f16)(o, prob(j), value(j));
                     }
                 }
                 _ => unreachable!("K and V share one dtype"),
             }
-        },
-    );
+        });
     Ok(out)
 }

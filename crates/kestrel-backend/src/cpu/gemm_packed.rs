@@ -28,8 +28,9 @@ use super::quant::{dequantize_row, WeightFormat};
 
 /// Activation rows per micro-tile.
 pub(super) const MR: usize = 6;
-/// Weight rows (output columns) per micro-tile: two ymm vectors.
-pub(super) const NR: usize = 16;
+/// Weight rows (output columns) per micro-tile: `NV` ymm vectors.
+pub(super) const NR: usize = 8 * NV;
+const NV: usize = 2;
 /// Columns per weight panel; a multiple of every quantization block (32, 256).
 const KC: usize = 256;
 
@@ -179,7 +180,7 @@ unsafe fn transpose_panel(widened: &[f32], nr: usize, kc: usize, bpack: &mut [f3
     }
     let mut t = 0;
     while t + 8 <= kc {
-        for half in 0..2 {
+        for half in 0..NV {
             let row = |r: usize| _mm256_loadu_ps(src.add((8 * half + r) * KC + t));
             let out = transpose8([
                 row(0),
@@ -235,18 +236,21 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
-/// The 6 × 16 tile: `c[i][h]` holds output columns `8h..8h+8` of activation row `i`.
+/// The `MR × NR` tile: `c[i][v]` holds output columns `8v..8v+8` of activation row `i`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn micro_kernel(a: *const f32, b: *const f32, kc: usize) -> [[__m256; 2]; MR] {
-    let mut c = [[_mm256_setzero_ps(); 2]; MR];
+unsafe fn micro_kernel(a: *const f32, b: *const f32, kc: usize) -> [[__m256; NV]; MR] {
+    let mut c = [[_mm256_setzero_ps(); NV]; MR];
     for t in 0..kc {
-        let b0 = _mm256_loadu_ps(b.add(t * NR));
-        let b1 = _mm256_loadu_ps(b.add(t * NR + 8));
+        let mut bv = [_mm256_setzero_ps(); NV];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            *bv = _mm256_loadu_ps(b.add(t * NR + 8 * v));
+        }
         for (i, ci) in c.iter_mut().enumerate() {
             let av = _mm256_broadcast_ss(&*a.add(t * MR + i));
-            ci[0] = _mm256_fmadd_ps(av, b0, ci[0]);
-            ci[1] = _mm256_fmadd_ps(av, b1, ci[1]);
+            for v in 0..NV {
+                ci[v] = _mm256_fmadd_ps(av, bv[v], ci[v]);
+            }
         }
     }
     c
@@ -255,16 +259,19 @@ unsafe fn micro_kernel(a: *const f32, b: *const f32, kc: usize) -> [[__m256; 2];
 /// `out[i][j] += c[i][j]` for the first `mr` rows and `nr` columns.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn add_tile(c: &[[__m256; 2]; MR], out: *mut f32, ldo: usize, mr: usize, nr: usize) {
+unsafe fn add_tile(c: &[[__m256; NV]; MR], out: *mut f32, ldo: usize, mr: usize, nr: usize) {
     for (i, ci) in c.iter().enumerate().take(mr) {
         let o = out.add(i * ldo);
         if nr == NR {
-            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), ci[0]));
-            _mm256_storeu_ps(o.add(8), _mm256_add_ps(_mm256_loadu_ps(o.add(8)), ci[1]));
+            for (v, cv) in ci.iter().enumerate() {
+                let p = o.add(8 * v);
+                _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), *cv));
+            }
         } else {
             let mut tmp = [0.0f32; NR];
-            _mm256_storeu_ps(tmp.as_mut_ptr(), ci[0]);
-            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), ci[1]);
+            for (v, cv) in ci.iter().enumerate() {
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * v), *cv);
+            }
             for (j, v) in tmp.iter().enumerate().take(nr) {
                 *o.add(j) += v;
             }

@@ -14,7 +14,7 @@ use super::gemm_packed;
 use super::quant::{
     quantize_act_row, vec_dot4_kernel, vec_dot_kernel, vec_dot_w4_kernel, WeightFormat,
 };
-use super::tensor::{CpuTensor, CpuWeight};
+use super::tensor::{CpuTensor, CpuWeight, SharedOut};
 use crate::error::{shape_err, Result};
 
 /// Weight rows per task: enough tasks to balance threads, few enough to amortize scheduling;
@@ -169,7 +169,7 @@ fn packed(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
         Some(v) => bytemuck::cast_slice(v),
         None => w.bytes.as_slice(),
     };
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = SharedOut(out.as_mut_ptr());
     (0..m.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let j0 = c * chunk;
         let rows = chunk.min(m - j0);
@@ -190,13 +190,6 @@ fn packed(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     });
     CpuTensor::from_vec(n, m, out)
 }
-
-/// The output pointer shared by the tasks of [`packed`], which write disjoint columns.
-#[cfg(target_arch = "x86_64")]
-struct SendPtr(*mut f32);
-// SAFETY: see `packed`: tasks write disjoint elements and the buffer outlives them.
-#[cfg(target_arch = "x86_64")]
-unsafe impl Sync for SendPtr {}
 
 /// `[rows, cols]` → `[cols, rows]`.
 fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {

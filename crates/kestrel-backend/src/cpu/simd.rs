@@ -13,6 +13,10 @@ pub(super) struct VecKernels {
     pub dot_f16: fn(&[f32], &[f16]) -> f32,
     pub axpy_f32: fn(&mut [f32], f32, &[f32]),
     pub axpy_f16: fn(&mut [f32], f32, &[f16]),
+    /// Four `dot_f16`s against one `a`, each bit for bit the single result.
+    pub dot4_f16: fn(&[f32], [&[f16]; 4]) -> [f32; 4],
+    /// Four `axpy_f16`s in order (`o += p₀v₀`, then `p₁v₁`, ...), bit for bit.
+    pub axpy4_f16: fn(&mut [f32], [f32; 4], [&[f16]; 4]),
 }
 
 pub(super) fn kernels() -> VecKernels {
@@ -23,6 +27,8 @@ pub(super) fn kernels() -> VecKernels {
             dot_f16: avx2::dot_f16,
             axpy_f32: avx2::axpy_f32,
             axpy_f16: avx2::axpy_f16,
+            dot4_f16: avx2::dot4_f16,
+            axpy4_f16: avx2::axpy4_f16,
         };
     }
     SCALAR
@@ -33,6 +39,8 @@ pub(super) const SCALAR: VecKernels = VecKernels {
     dot_f16: scalar::dot_f16,
     axpy_f32: scalar::axpy_f32,
     axpy_f16: scalar::axpy_f16,
+    dot4_f16: scalar::dot4_f16,
+    axpy4_f16: scalar::axpy4_f16,
 };
 
 mod scalar {
@@ -57,6 +65,16 @@ mod scalar {
 
     pub(super) fn axpy_f16(o: &mut [f32], p: f32, v: &[f16]) {
         o.iter_mut().zip(v).for_each(|(x, v)| *x += p * v.to_f32());
+    }
+
+    pub(super) fn dot4_f16(a: &[f32], b: [&[f16]; 4]) -> [f32; 4] {
+        b.map(|b| dot_f16(a, b))
+    }
+
+    pub(super) fn axpy4_f16(o: &mut [f32], p: [f32; 4], v: [&[f16]; 4]) {
+        for (p, v) in p.into_iter().zip(v) {
+            axpy_f16(o, p, v);
+        }
     }
 }
 
@@ -142,6 +160,77 @@ pub(super) mod avx2 {
         s
     }
 
+    pub(super) fn dot4_f16(a: &[f32], b: [&[f16]; 4]) -> [f32; 4] {
+        assert!(b.iter().all(|b| b.len() == a.len()));
+        // SAFETY: chosen only when the CPU has AVX2/FMA/F16C; lengths checked.
+        unsafe { dot4_f16_impl(a, b) }
+    }
+
+    /// Four keys at once: eight independent FMA chains instead of two, and each `a` load
+    /// shared; per key the lanes, chains and reduction of [`dot_f16_impl`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot4_f16_impl(a: &[f32], b: [&[f16]; 4]) -> [f32; 4] {
+        let n = a.len();
+        let pa = a.as_ptr();
+        let pb = b.map(|b| b.as_ptr());
+        let mut s0 = [_mm256_setzero_ps(); 4];
+        let mut s1 = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 16 <= n {
+            let (a0, a1) = (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pa.add(i + 8)));
+            for r in 0..4 {
+                s0[r] = _mm256_fmadd_ps(a0, load_f16(pb[r].add(i)), s0[r]);
+                s1[r] = _mm256_fmadd_ps(a1, load_f16(pb[r].add(i + 8)), s1[r]);
+            }
+            i += 16;
+        }
+        if i + 8 <= n {
+            let a0 = _mm256_loadu_ps(pa.add(i));
+            for r in 0..4 {
+                s0[r] = _mm256_fmadd_ps(a0, load_f16(pb[r].add(i)), s0[r]);
+            }
+            i += 8;
+        }
+        let mut out = [0.0f32; 4];
+        for r in 0..4 {
+            let mut s = hsum(_mm256_add_ps(s0[r], s1[r]));
+            for j in i..n {
+                s += a[j] * b[r][j].to_f32();
+            }
+            out[r] = s;
+        }
+        out
+    }
+
+    pub(super) fn axpy4_f16(o: &mut [f32], p: [f32; 4], v: [&[f16]; 4]) {
+        assert!(v.iter().all(|v| v.len() == o.len()));
+        // SAFETY: chosen only when the CPU has AVX2/FMA/F16C; lengths checked.
+        unsafe { axpy4_f16_impl(o, p, v) }
+    }
+
+    /// `o` loaded and stored once for four values rows, the FMAs in [`axpy_f16_impl`]'s order.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn axpy4_f16_impl(o: &mut [f32], p: [f32; 4], v: [&[f16]; 4]) {
+        let n = o.len();
+        let po = o.as_mut_ptr();
+        let pv = v.map(|v| v.as_ptr());
+        let pp = p.map(|p| _mm256_set1_ps(p));
+        let mut i = 0;
+        while i + 8 <= n {
+            let mut r = _mm256_loadu_ps(po.add(i));
+            for q in 0..4 {
+                r = _mm256_fmadd_ps(pp[q], load_f16(pv[q].add(i)), r);
+            }
+            _mm256_storeu_ps(po.add(i), r);
+            i += 8;
+        }
+        for j in i..n {
+            for q in 0..4 {
+                o[j] += p[q] * v[q][j].to_f32();
+            }
+        }
+    }
+
     pub(super) fn axpy_f32(o: &mut [f32], p: f32, v: &[f32]) {
         assert_eq!(o.len(), v.len());
         // SAFETY: chosen only when the CPU has AVX2/FMA; lengths checked.
@@ -213,6 +302,31 @@ mod tests {
             (k.axpy_f16)(&mut o1, -1.5, &bh);
             (SCALAR.axpy_f16)(&mut o2, -1.5, &bh);
             assert!(o1.iter().zip(&o2).all(|(x, y)| (x - y).abs() <= 1e-6));
+            // The four-row kernels equal four one-row calls of the same set, bit for bit.
+            let rows: Vec<Vec<f16>> = (0..4)
+                .map(|_| {
+                    (0..n)
+                        .map(|_| f16::from_f32(rng.gen_range(-1.0..1.0)))
+                        .collect()
+                })
+                .collect();
+            let four = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            for set in [k, SCALAR] {
+                let got = (set.dot4_f16)(&a, four);
+                for (g, r) in got.iter().zip(four) {
+                    assert_eq!(g.to_bits(), (set.dot_f16)(&a, r).to_bits(), "dot4 n={n}");
+                }
+                let p = [0.5, -1.25, 2.0, 0.03];
+                let (mut o1, mut o2) = (a.clone(), a.clone());
+                (set.axpy4_f16)(&mut o1, p, four);
+                for (p, r) in p.into_iter().zip(four) {
+                    (set.axpy_f16)(&mut o2, p, r);
+                }
+                assert!(
+                    o1.iter().zip(&o2).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "axpy4 n={n}"
+                );
+            }
         }
     }
 }

@@ -36,6 +36,12 @@ impl CpuTensor {
     }
 }
 
+/// An output buffer that the tasks of one parallel op write through, each to its own disjoint
+/// elements (a column run of a matmul, one head of one token in attention).
+pub(super) struct SharedOut(pub *mut f32);
+// SAFETY: users guarantee that tasks write disjoint elements and that the buffer outlives them.
+unsafe impl Sync for SharedOut {}
+
 /// A weight in its storage format. F32 weights are copied out of the file (alignment is not
 /// guaranteed there); every other format is used in place.
 pub struct CpuWeight {
