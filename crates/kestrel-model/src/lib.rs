@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod gguf_writer;
 pub mod hub;
 pub mod kv_cache;
+pub mod quantize;
 pub mod qwen;
 pub mod safetensors_source;
 pub mod source;

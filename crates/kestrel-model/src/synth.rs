@@ -323,37 +323,24 @@ pub fn gguf_tokenizer_metadata(dir: &Path, vocab_size: usize) -> Result<Vec<(Str
     Ok(md)
 }
 
-/// Writes a GGUF file with llama.cpp's tensor names and `{arch}.*` metadata.
-pub fn write_gguf_model(
+/// llama.cpp's GGUF metadata for a Qwen2/Qwen3 model: `general.*` (with llama.cpp's
+/// `general.file_type` code), the `{arch}.*` hyperparameters and, with a tokenizer directory,
+/// the `tokenizer.ggml.*` vocabulary and chat template.
+pub fn gguf_metadata(
     c: &ModelConfig,
-    dtype: WeightFormat,
-    seed: u64,
-    out: &Path,
+    file_type: u32,
+    name: &str,
     tokenizer_dir: Option<&Path>,
-) -> Result<()> {
+) -> Result<Vec<(String, GgufValue)>> {
     let arch = c.arch.name();
-    let ftype = match dtype {
-        WeightFormat::F32 => 0u32,
-        WeightFormat::F16 => 1,
-        WeightFormat::BF16 => 32,
-        other => {
-            return Err(ModelError::file(
-                out,
-                format!("GGUF synth writes f32/f16/bf16 (quantize with llama.cpp), not {other:?}"),
-            ))
-        }
-    };
     let k = |s: &str| format!("{arch}.{s}");
     let mut md = vec![
         (
             "general.architecture".to_string(),
             GgufValue::Str(arch.into()),
         ),
-        (
-            "general.name".to_string(),
-            GgufValue::Str(format!("synthetic {arch}")),
-        ),
-        ("general.file_type".to_string(), GgufValue::U32(ftype)),
+        ("general.name".to_string(), GgufValue::Str(name.into())),
+        ("general.file_type".to_string(), GgufValue::U32(file_type)),
         (k("block_count"), GgufValue::U32(c.num_layers as u32)),
         (
             k("context_length"),
@@ -386,6 +373,30 @@ pub fn write_gguf_model(
     if let Some(dir) = tokenizer_dir {
         md.extend(gguf_tokenizer_metadata(dir, c.vocab_size)?);
     }
+    Ok(md)
+}
+
+/// Writes a GGUF file with llama.cpp's tensor names and `{arch}.*` metadata.
+pub fn write_gguf_model(
+    c: &ModelConfig,
+    dtype: WeightFormat,
+    seed: u64,
+    out: &Path,
+    tokenizer_dir: Option<&Path>,
+) -> Result<()> {
+    let arch = c.arch.name();
+    let ftype = match dtype {
+        WeightFormat::F32 => 0u32,
+        WeightFormat::F16 => 1,
+        WeightFormat::BF16 => 32,
+        other => {
+            return Err(ModelError::file(
+                out,
+                format!("GGUF synth writes f32/f16/bf16 (quantize with llama.cpp), not {other:?}"),
+            ))
+        }
+    };
+    let md = gguf_metadata(c, ftype, &format!("synthetic {arch}"), tokenizer_dir)?;
     let shapes = tensor_shapes(c);
     let specs: Vec<TensorSpec> = shapes
         .iter()

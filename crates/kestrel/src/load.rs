@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use kestrel_backend::cpu::CpuBackend;
+use kestrel_backend::WeightFormat;
 use kestrel_model::gguf::GgufFile;
-use kestrel_model::{ModelFiles, QwenModel};
+use kestrel_model::quantize::QuantizedSource;
+use kestrel_model::{ModelFiles, QwenModel, WeightSource};
 use kestrel_text::{GgufVocab, Tokenizer};
 
 pub struct LoadedModel {
@@ -54,13 +56,20 @@ pub fn init_allocator() {
     }
 }
 
-pub fn load(spec: &str) -> Result<LoadedModel> {
+/// Loads a model (a local directory or GGUF file, or a hub id) with its tokenizer; with
+/// `quantization`, float matrices are quantized to that format on the way in.
+pub fn load(spec: &str, quantization: Option<WeightFormat>) -> Result<LoadedModel> {
     let start = Instant::now();
     let path = kestrel_model::hub::resolve(spec)?;
     let files = ModelFiles::open(&path)?;
     let backend = CpuBackend::new();
-    let model = QwenModel::load(&backend, files.config().clone(), files.weights())
-        .with_context(|| format!("loading weights from {}", path.display()))?;
+    let quantized = quantization.map(|q| QuantizedSource::new(files.weights(), q));
+    let weights: &dyn WeightSource = match &quantized {
+        Some(q) => q,
+        None => files.weights(),
+    };
+    let model = QwenModel::load(&backend, files.config().clone(), weights)
+        .with_context(|| format!("loading weights from {}", weights.describe()))?;
     let (tokenizer, dir) = match &files {
         ModelFiles::HfDir { dir, .. } => {
             let tok = if dir.join("tokenizer.json").exists() {

@@ -23,6 +23,8 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Write a random-weight model with the exact shapes of a real Qwen3 checkpoint.
     Synth(cli::synth::SynthArgs),
+    /// Write a float checkpoint as a quantized GGUF file (q8_0 or q4_k).
+    Quantize(cli::quantize::QuantizeArgs),
     /// Serve an OpenAI-compatible API (chat, completions, streaming, thinking, tools).
     Serve(cli::serve::ServeArgs),
     /// Benchmark any OpenAI-compatible server: TTFT, TPOT, ITL, latency, throughput, goodput.
@@ -35,6 +37,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Generate(args) => cli::generate::run(args),
         Command::Synth(args) => cli::synth::run(args),
+        Command::Quantize(args) => cli::quantize::run(args),
         Command::Serve(args) => cli::serve::run(args),
         Command::Bench(args) => cli::bench::run(args),
     };

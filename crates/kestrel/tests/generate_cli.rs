@@ -344,3 +344,76 @@ fn hub_cache_is_reused_offline() {
         .unwrap();
     assert_eq!(ids(&stdout_json(&out)).len(), 4);
 }
+
+#[test]
+fn quantize_writes_a_gguf_that_runs_like_quantizing_at_load() {
+    let tok = fixtures_dir().join("qwen3-tokenizer");
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("st");
+    let o = kestrel(&[
+        "synth",
+        "--size",
+        "tiny",
+        "--dtype",
+        "f32",
+        "--seed",
+        "4",
+        "--out",
+        st.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gguf = tmp.path().join("tiny-q8_0.gguf");
+    let o = kestrel(&[
+        "quantize",
+        "--model",
+        st.to_str().unwrap(),
+        "--out",
+        gguf.to_str().unwrap(),
+        "--type",
+        "q8_0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Q8_0 is 8.5 bits per weight against 32 (the GGUF also carries the 151k-token vocabulary).
+    let f32_bytes = std::fs::metadata(st.join("model.safetensors"))
+        .unwrap()
+        .len();
+    let q_bytes = std::fs::metadata(&gguf).unwrap().len();
+    assert!(q_bytes * 2 < f32_bytes, "{q_bytes} vs {f32_bytes}");
+    let run = |model: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Hello",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--max-tokens",
+            "8",
+            "--output",
+            "json",
+            "--kv-cache-dtype",
+            "f32",
+        ];
+        args.extend_from_slice(extra);
+        stdout_json(&kestrel(&args))
+    };
+    let (file, at_load) = (run(&gguf, &[]), run(&st, &["--quantization", "q8_0"]));
+    assert_eq!(
+        file["prompt_ids"], at_load["prompt_ids"],
+        "the tokenizer travels with the GGUF"
+    );
+    assert_eq!(file["output_ids"], at_load["output_ids"]);
+    let bad = kestrel(&[
+        "generate",
+        "--model",
+        st.to_str().unwrap(),
+        "--quantization",
+        "q3",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("q8_0"));
+}

@@ -31,6 +31,10 @@ pub struct GenerateArgs {
     /// Compute threads (default: one per available core).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
+    /// Quantize a float checkpoint's matrices at load (ggml's reference quantizers); GGUF
+    /// files keep their own formats.
+    #[arg(long, value_enum)]
+    pub quantization: Option<super::QuantType>,
     /// The user message (or raw text with --raw).
     #[arg(long, conflicts_with = "prompt_ids")]
     pub prompt: Option<String>,
@@ -83,7 +87,7 @@ pub enum KvCacheDtype {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     crate::load::init_threads(args.threads)?;
-    let loaded = load(&args.model)?;
+    let loaded = load(&args.model, args.quantization.map(super::QuantType::format))?;
     eprintln!(
         "loaded {} ({:?}, {} layers) on {} in {:.2}s",
         args.model,

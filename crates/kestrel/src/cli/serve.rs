@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// Compute threads (default: one per available core).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
+    /// Quantize a float checkpoint's matrices at load (ggml's reference quantizers); GGUF
+    /// files keep their own formats.
+    #[arg(long, value_enum)]
+    pub quantization: Option<super::QuantType>,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 8000)]
@@ -158,7 +162,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 fn load_model(args: &ServeArgs) -> Result<Model> {
-    let loaded = load(&args.model)?;
+    let loaded = load(&args.model, args.quantization.map(super::QuantType::format))?;
     eprintln!(
         "kestrel: {} loaded in {:.2}s on {}",
         args.model,
