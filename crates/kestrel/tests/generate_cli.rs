@@ -54,6 +54,27 @@ fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
 
+/// `kestrel synth` of the tiny f32 Qwen3 with the real tokenizer, in `format`, at `out`.
+fn synth_tiny_f32(format: &str, seed: &str, out: &Path) {
+    let tok = fixtures_dir().join("qwen3-tokenizer");
+    let o = kestrel(&[
+        "synth",
+        "--size",
+        "tiny",
+        "--dtype",
+        "f32",
+        "--format",
+        format,
+        "--seed",
+        seed,
+        "--out",
+        out.to_str().unwrap(),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// A failed run: non-zero exit, one `error:` line naming `needle`, no panic.
 fn assert_clean_error(out: &Output, needle: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -138,27 +159,11 @@ fn real_gguf_chat_answer_equals_llama_cpp() {
 
 #[test]
 fn synthetic_model_runs_the_same_in_both_formats() {
-    let tok = fixtures_dir().join("qwen3-tokenizer");
     let tmp = tempfile::tempdir().unwrap();
     let st = tmp.path().join("st");
     let gguf = tmp.path().join("tiny.gguf");
     for (fmt, out) in [("safetensors", &st), ("gguf", &gguf)] {
-        let o = kestrel(&[
-            "synth",
-            "--size",
-            "tiny",
-            "--dtype",
-            "f32",
-            "--format",
-            fmt,
-            "--seed",
-            "3",
-            "--out",
-            out.to_str().unwrap(),
-            "--tokenizer",
-            tok.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        synth_tiny_f32(fmt, "3", out);
     }
     let run = |model: &Path| {
         stdout_json(&kestrel(&[
@@ -347,23 +352,9 @@ fn hub_cache_is_reused_offline() {
 
 #[test]
 fn quantize_writes_a_gguf_that_runs_like_quantizing_at_load() {
-    let tok = fixtures_dir().join("qwen3-tokenizer");
     let tmp = tempfile::tempdir().unwrap();
     let st = tmp.path().join("st");
-    let o = kestrel(&[
-        "synth",
-        "--size",
-        "tiny",
-        "--dtype",
-        "f32",
-        "--seed",
-        "4",
-        "--out",
-        st.to_str().unwrap(),
-        "--tokenizer",
-        tok.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    synth_tiny_f32("safetensors", "4", &st);
     let gguf = tmp.path().join("tiny-q8_0.gguf");
     let o = kestrel(&[
         "quantize",

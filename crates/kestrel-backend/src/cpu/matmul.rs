@@ -44,10 +44,7 @@ pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     let chunk = rows_per_task(m);
     match w.format {
         WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => {
-            let bytes: &[u8] = match &w.f32_data {
-                Some(v) => bytemuck::cast_slice(v),
-                None => w.bytes.as_slice(),
-            };
+            let bytes = w.data();
             let rb = w.format.row_bytes(k);
             out_t
                 .par_chunks_mut(chunk * n)
@@ -165,10 +162,7 @@ fn packed(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
     let threads = rayon::current_num_threads().max(1);
     let chunk = ((m / (threads * 4)).max(gemm_packed::NR) / gemm_packed::NR) * gemm_packed::NR;
     let rb = w.format.row_bytes(k);
-    let bytes: &[u8] = match &w.f32_data {
-        Some(v) => bytemuck::cast_slice(v),
-        None => w.bytes.as_slice(),
-    };
+    let bytes = w.data();
     let out_ptr = SharedOut(out.as_mut_ptr());
     (0..m.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let j0 = c * chunk;

@@ -74,6 +74,14 @@ impl CpuWeight {
         })
     }
 
+    /// All rows in storage format, from the aligned f32 copy for F32 weights.
+    pub fn data(&self) -> &[u8] {
+        match &self.f32_data {
+            Some(v) => bytemuck::cast_slice(v),
+            None => self.bytes.as_slice(),
+        }
+    }
+
     /// Bytes of row `i` in storage format.
     pub fn row_bytes(&self, i: usize) -> &[u8] {
         let rb = self.format.row_bytes(self.cols);
