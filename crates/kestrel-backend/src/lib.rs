@@ -96,6 +96,11 @@ pub trait Backend: Send + Sync + 'static {
     fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Weight, eps: f32) -> Result<Self::Tensor>;
     /// `x [n, k] · wᵀ` with `w [m, k]` → `[n, m]`.
     fn matmul(&self, x: &Self::Tensor, w: &Self::Weight) -> Result<Self::Tensor>;
+    /// `x · wᵢᵀ` for several weights that read the same input (Q/K/V, gate/up): one `[n, mᵢ]`
+    /// per weight. Backends may share work between them; the CPU packs `x` once.
+    fn matmul_many(&self, x: &Self::Tensor, ws: &[&Self::Weight]) -> Result<Vec<Self::Tensor>> {
+        ws.iter().map(|w| self.matmul(x, w)).collect()
+    }
     /// `x [n, m] += bias [1, m]` broadcast over rows.
     fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Weight) -> Result<()>;
     /// Rotary embedding, NeoX layout (halves rotated), in place on `x [num_tokens, heads * head_dim]`

@@ -14,6 +14,7 @@ use kestrel_backend::{HostBytes, HostWeight, WeightFormat};
 use memmap2::Mmap;
 
 use crate::error::{ModelError, Result};
+use crate::source::map_model_file;
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,11 +176,7 @@ impl<'a> Reader<'a> {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| ModelError::file(path, e))?;
-        // SAFETY: the mapping is read-only; model files are not expected to change while served
-        // (the same assumption llama.cpp and safetensors make).
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::file(path, e))?;
-        Self::parse(path, Arc::new(mmap))
+        Self::parse(path, Arc::new(map_model_file(path)?))
     }
 
     fn parse(path: &Path, mmap: Arc<Mmap>) -> Result<Self> {

@@ -171,9 +171,8 @@ impl<B: Backend> QwenModel<B> {
             // [num_tokens, hidden]
             let h = backend.rms_norm(&x, &layer.input_layernorm, c.rms_norm_eps)?;
             // [num_tokens, num_heads * head_dim], [num_tokens, kv_dim], [num_tokens, kv_dim]
-            let mut q = backend.matmul(&h, &layer.q_proj)?;
-            let mut k = backend.matmul(&h, &layer.k_proj)?;
-            let mut v = backend.matmul(&h, &layer.v_proj)?;
+            let [mut q, mut k, mut v] =
+                many(backend.matmul_many(&h, &[&layer.q_proj, &layer.k_proj, &layer.v_proj])?)?;
             if let Some(bias) = &layer.q_bias {
                 backend.add_bias(&mut q, bias)?;
             }
@@ -200,8 +199,7 @@ impl<B: Backend> QwenModel<B> {
             backend.add_assign(&mut x, &o)?;
             let h = backend.rms_norm(&x, &layer.post_attention_layernorm, c.rms_norm_eps)?;
             // [num_tokens, intermediate]
-            let gate = backend.matmul(&h, &layer.gate_proj)?;
-            let up = backend.matmul(&h, &layer.up_proj)?;
+            let [gate, up] = many(backend.matmul_many(&h, &[&layer.gate_proj, &layer.up_proj])?)?;
             let act = backend.silu_mul(&gate, &up)?;
             // [num_tokens, hidden]
             let down = backend.matmul(&act, &layer.down_proj)?;
@@ -214,4 +212,15 @@ impl<B: Backend> QwenModel<B> {
         let (rows, vocab, data) = backend.to_host(&logits)?;
         Ok(Logits { rows, vocab, data })
     }
+}
+
+/// The outputs of [`Backend::matmul_many`] as an array, one per weight asked for.
+fn many<T, const N: usize>(outs: Vec<T>) -> Result<[T; N]> {
+    outs.try_into().map_err(|v: Vec<T>| {
+        kestrel_backend::BackendError::Shape {
+            op: "matmul_many",
+            detail: format!("{} outputs for {N} weights", v.len()),
+        }
+        .into()
+    })
 }

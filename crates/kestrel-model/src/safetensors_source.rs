@@ -11,7 +11,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
-use crate::source::WeightSource;
+use crate::source::{map_model_file, WeightSource};
 
 struct Entry {
     file: usize,
@@ -67,9 +67,7 @@ impl SafetensorsSource {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
-        let file = std::fs::File::open(path).map_err(|e| ModelError::file(path, e))?;
-        // SAFETY: read-only mapping of a model file that is not modified while loaded.
-        let mmap = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| ModelError::file(path, e))?);
+        let mmap = Arc::new(map_model_file(path)?);
         let (header_len, meta) = SafeTensors::read_metadata(&mmap[..])
             .map_err(|e| ModelError::file(path, format!("invalid safetensors file: {e:?}")))?;
         let data_start = 8 + header_len;

@@ -153,3 +153,14 @@ mod tests {
         assert!(gguf_name("model.layers.0.unknown.weight").is_none());
     }
 }
+
+/// Maps a model file read-only with its pages populated up front (`MAP_POPULATE` on Linux,
+/// as llama.cpp maps GGUF files): the first forward then reads weights without taking a
+/// page fault per page, and load time says what loading costs.
+pub(crate) fn map_model_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| ModelError::file(path, e))?;
+    // SAFETY: the mapping is read-only; model files are not expected to change while served
+    // (the same assumption llama.cpp and safetensors make).
+    unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(|e| ModelError::file(path, e))
+}

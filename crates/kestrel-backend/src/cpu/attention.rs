@@ -6,9 +6,13 @@
 //! - f16 cache: ggml's CPU attention arithmetic (`kq = k·f16(q)`, softmax in f32 with an f64
 //!   sum, probabilities rounded to f16 before `v`), so GGUF models follow llama.cpp.
 
+use std::ops::Range;
+
 use half::f16;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::attention_tiled::{self, attend_tile, TileInput, TileScratch};
 use super::simd::kernels;
 use super::tensor::{check_slot, CpuBatch, CpuKvLayer, CpuTensor, KvStore, SharedOut};
 use crate::error::{shape_err, Result};
@@ -35,6 +39,25 @@ pub fn write_kv(cache: &mut CpuKvLayer, k: &CpuTensor, v: &CpuTensor, slots: &[u
     }
     Ok(())
 }
+
+/// Whether prompt chunks take the tiled kernel: AVX2 and a head size it handles.
+fn tiled_available(head_dim: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::isa::avx2() && attention_tiled::supports(head_dim)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = head_dim;
+        false
+    }
+}
+
+/// From how many tokens of one sequence in a batch its attention goes through query tiles.
+const TILED_MIN_TOKENS: usize = 3;
+
+/// Tokens per query tile: with 2 query heads per KV head, 24 rows = 4 micro-panels.
+const TILE_TOKENS: usize = 12;
 
 /// Per-task scratch rows.
 #[derive(Default)]
@@ -90,16 +113,58 @@ pub fn paged_attention(
         }
     }
     let kern = kernels();
-    let tokens = q.rows;
-    let mut out = CpuTensor::zeros(tokens, q.cols);
+    let mut out = CpuTensor::zeros(q.rows, q.cols);
     let out_ptr = SharedOut(out.data.as_mut_ptr());
+    // Prompt chunks over the f16 cache go through query tiles; the other tokens (decodes, and
+    // everything on the f32 cache or without AVX2) take one pass per (token, head).
+    let mut tiles: Vec<(usize, Range<usize>)> = Vec::new();
+    let mut row_tokens: Vec<usize> = Vec::new();
+    let tiled = matches!(cache.k, KvStore::F16(_)) && tiled_available(head_dim);
+    for seq in 0..input.num_seqs() {
+        let span = input.query_start_loc[seq] as usize..input.query_start_loc[seq + 1] as usize;
+        if tiled && span.len() >= TILED_MIN_TOKENS {
+            for t0 in span.clone().step_by(TILE_TOKENS) {
+                tiles.push((seq, t0..(t0 + TILE_TOKENS).min(span.end)));
+            }
+        } else {
+            row_tokens.extend(span);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let (KvStore::F16(k), KvStore::F16(v)) = (&cache.k, &cache.v) {
+        // KV-head-major order: a thread's run of tiles reads the same heads' keys and values.
+        (0..num_kv_heads * tiles.len())
+            .into_par_iter()
+            .for_each_init(TileScratch::default, |scratch, idx| {
+                let (g, (seq, span)) = (idx / tiles.len(), &tiles[idx % tiles.len()]);
+                let out_ptr = &out_ptr;
+                let inp = TileInput {
+                    q: &q.data,
+                    q_cols: q.cols,
+                    k,
+                    v,
+                    slot_width: w,
+                    block_size: bs,
+                    table: &input.block_tables[*seq],
+                    positions: &input.positions,
+                    group,
+                    head_dim,
+                    scale,
+                };
+                // SAFETY: tiles exist only when `tiled_available` saw AVX2; the tile is the
+                // only writer of its tokens' columns of KV head `g`'s query heads; every slot
+                // up to the sequence's length was checked above.
+                unsafe { attend_tile(&inp, span.clone(), g, scratch, out_ptr.0) };
+            });
+    }
+    let tokens = row_tokens.len();
     // Head-major task order: a thread takes runs of tokens of one head, whose keys and values
     // stay in its cache from one token to the next (token-major order cycled through every KV
     // head and re-read a long prompt's cache from L3 for each token).
     (0..num_heads * tokens)
         .into_par_iter()
         .for_each_init(Scratch::default, |scratch, idx| {
-            let (h, t) = (idx / tokens, idx % tokens);
+            let (h, t) = (idx / tokens, row_tokens[idx % tokens]);
             let out_ptr = &out_ptr;
             // SAFETY: task (t, h) is the only writer of `out[t][h·d..(h+1)·d]`, in bounds of
             // the `tokens × q.cols` buffer, which outlives the loop.
@@ -177,4 +242,99 @@ pub fn paged_attention(
             }
         });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BatchInput, KvDtype, KvLayout};
+    use rand::{Rng, SeedableRng};
+
+    /// One batch entry per `(block table, positions)`; every token's query is its own row.
+    fn batch(seqs: &[(Vec<u32>, std::ops::Range<u32>)], block_size: usize) -> CpuBatch {
+        let mut input = BatchInput {
+            input_ids: Vec::new(),
+            positions: Vec::new(),
+            slot_mapping: Vec::new(),
+            query_start_loc: vec![0],
+            seq_lens: Vec::new(),
+            block_tables: Vec::new(),
+            logits_indices: Vec::new(),
+            block_size,
+        };
+        for (table, pos) in seqs {
+            for p in pos.clone() {
+                input.input_ids.push(0);
+                input.positions.push(p);
+                let b = table[p as usize / block_size];
+                input
+                    .slot_mapping
+                    .push(b * block_size as u32 + p % block_size as u32);
+            }
+            input.query_start_loc.push(input.positions.len() as u32);
+            input.seq_lens.push(pos.end);
+            input.block_tables.push(table.clone());
+        }
+        CpuBatch::new(&input)
+    }
+
+    /// Prompt chunks (query tiles on AVX2) give what the same tokens give one by one, each as
+    /// its own one-token sequence (the per-token path): a whole prompt whose length is not a
+    /// multiple of the tile, and a chunk that starts after a cached prefix.
+    #[test]
+    fn query_tiles_match_the_per_token_path() {
+        let (block_size, num_kv_heads, head_dim, group) = (16, 2, 128, 2);
+        let layout = KvLayout {
+            num_blocks: 8,
+            block_size,
+            num_kv_heads,
+            head_dim,
+            dtype: KvDtype::F16,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut cache = CpuKvLayer::zeros(layout);
+        for store in [&mut cache.k, &mut cache.v] {
+            let KvStore::F16(data) = store else {
+                unreachable!()
+            };
+            data.iter_mut()
+                .for_each(|x| *x = f16::from_f32(rng.gen_range(-1.0..1.0)));
+        }
+        let seqs = vec![(vec![3, 0, 5], 0..37), (vec![1, 7], 10..30)];
+        let singles: Vec<_> = seqs
+            .iter()
+            .flat_map(|(t, pos)| pos.clone().map(move |p| (t.clone(), p..p + 1)))
+            .collect();
+        let tokens = 37 + 20;
+        let cols = num_kv_heads * group * head_dim;
+        let q = CpuTensor::from_vec(
+            tokens,
+            cols,
+            (0..tokens * cols)
+                .map(|_| rng.gen_range(-2.0..2.0))
+                .collect(),
+        )
+        .unwrap();
+        let shape = AttnShape {
+            num_heads: num_kv_heads * group,
+            num_kv_heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        };
+        let tiled = paged_attention(&q, &cache, &batch(&seqs, block_size), shape).unwrap();
+        let rows = paged_attention(&q, &cache, &batch(&singles, block_size), shape).unwrap();
+        let max_diff = tiled
+            .data
+            .iter()
+            .zip(&rows.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        // Both round probabilities to f16; a different summation order inside q·k may move
+        // one of them by an f16 step (2⁻¹¹ relative).
+        assert!(max_diff < 2e-3, "tiled vs per-token: max |diff| {max_diff}");
+        assert!(
+            tiled.data.iter().any(|x| x.abs() > 0.05),
+            "output is not trivially zero"
+        );
+    }
 }

@@ -15,8 +15,10 @@
 //!   partial results of successive `KC` slices are added into `out`.
 //! - Loop order: weight group (16 rows) → `KC` slice → every activation panel. Each weight
 //!   panel is converted exactly once per matmul; the group's 16 output columns of every row
-//!   (`n · 64` bytes) stay in L2 across the slices; the packed activations stream from L3 in
-//!   order, which the hardware prefetchers follow.
+//!   accumulate in a contiguous buffer (`n · 64` bytes, L2) and reach `out` once; the packed
+//!   activations stream from L3 in order, which the hardware prefetchers follow; the next
+//!   slice's weights are prefetched in software while the current one is multiplied.
+//! - The micro-kernel also serves the tiled attention (`attention_tiled.rs`).
 //!
 //! Threads own disjoint column ranges of `out` (runs of weight rows), so each weight panel is
 //! converted by one thread only. Summation order differs from a sequential dot product;
@@ -30,9 +32,9 @@ use super::quant::{dequantize_row, WeightFormat};
 pub(super) const MR: usize = 6;
 /// Weight rows (output columns) per micro-tile: `NV` ymm vectors.
 pub(super) const NR: usize = 8 * NV;
-const NV: usize = 2;
+pub(super) const NV: usize = 2;
 /// Columns per weight panel; a multiple of every quantization block (32, 256).
-const KC: usize = 256;
+pub(super) const KC: usize = 256;
 
 /// Activations packed for the micro-kernel: `[n.div_ceil(MR)][k][MR]` f32, the rows past `n`
 /// zero.
@@ -45,6 +47,12 @@ pub(super) struct PackedAct {
 impl PackedAct {
     pub(super) fn panels(&self) -> usize {
         self.n.div_ceil(MR)
+    }
+
+    /// Panel `p` from column `k0` on: `[k - k0][MR]`.
+    #[inline]
+    fn panel(&self, p: usize, k0: usize) -> *const f32 {
+        self.data[(p * self.k + k0) * MR..].as_ptr()
     }
 }
 
@@ -66,12 +74,13 @@ pub(super) fn pack_act(x: &[f32], n: usize, k: usize) -> PackedAct {
     PackedAct { data, n, k }
 }
 
-/// `out[i][j0 + j] += Σₜ x[i][t] · w[j][t]` for the `rows` weight rows in `w` (consecutive,
+/// `out[i][j0 + j] = Σₜ x[i][t] · w[j][t]` for the `rows` weight rows in `w` (consecutive,
 /// `format.row_bytes(k)` bytes each) and every activation row; `out` is `[n, ldo]` row-major.
+/// Every element of those columns is written (`out` may start uninitialized).
 ///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C; `out` must be valid for `n · ldo` floats, and no
-/// other thread may touch columns `j0..j0 + rows` of it during the call.
+/// The CPU must have AVX2, FMA and F16C; `out` must be valid for writing `n · ldo` floats, and
+/// no other thread may touch columns `j0..j0 + rows` of it during the call.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn gemm_packed(
     format: WeightFormat,
@@ -89,6 +98,10 @@ pub(super) unsafe fn gemm_packed(
     let mut bpack = vec![0.0f32; KC * NR];
     let mut widened = vec![0.0f32; NR * KC];
     let panels = a.panels();
+    // The group's output tile of every activation row, contiguous (`[panel][MR][NR]`): rows
+    // of `out` lie `ldo` floats apart, a stride that maps them onto a few cache sets, so the
+    // partial sums live here until the group's last `KC` slice.
+    let mut acc = vec![_mm256_setzero_ps(); panels * MR * NV];
     for jg in (0..rows).step_by(NR) {
         let nr = NR.min(rows - jg);
         for k0 in (0..k).step_by(KC) {
@@ -103,18 +116,89 @@ pub(super) unsafe fn gemm_packed(
                 widen(format, &src[b0..b1], &mut widened[r * KC..r * KC + kc]);
             }
             transpose_panel(&widened, nr, kc, &mut bpack);
-            for p in 0..panels {
-                let ap = a.data.as_ptr().add((p * k + k0) * MR);
-                let mr = MR.min(a.n - p * MR);
-                let o = out.add(p * MR * ldo + j0 + jg);
-                // The output tile sits rows `ldo` apart; fetching it now hides that latency
-                // behind the micro-kernel's `kc` steps.
-                for i in 0..mr {
-                    _mm_prefetch::<_MM_HINT_T0>(o.add(i * ldo) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(o.add(i * ldo + NR - 1) as *const i8);
+            let first = k0 == 0;
+            let mut next = NextSlice::new(format, w, rows, jg, k0, k);
+            let per_panel = next.lines().div_ceil(panels);
+            for (p, tile) in acc.chunks_exact_mut(MR * NV).enumerate() {
+                // The next slice's weights come from DRAM in 16 short runs the hardware
+                // prefetchers do not follow; fetch them a few lines per tile meanwhile.
+                next.prefetch(per_panel);
+                let ap = a.panel(p, k0);
+                let c = micro_kernel(ap, bpack.as_ptr(), kc, NR);
+                for (dst, src) in tile.iter_mut().zip(c.iter().flatten()) {
+                    *dst = if first {
+                        *src
+                    } else {
+                        _mm256_add_ps(*dst, *src)
+                    };
                 }
-                let c = micro_kernel(ap, bpack.as_ptr(), kc);
-                add_tile(&c, o, ldo, mr, nr);
+            }
+        }
+        for (p, tile) in acc.chunks_exact(MR * NV).enumerate() {
+            let mr = MR.min(a.n - p * MR);
+            store_tile(tile, out.add(p * MR * ldo + j0 + jg), ldo, mr, nr);
+        }
+    }
+}
+
+/// The weight bytes of the `KC` slice after `(jg, k0)` (the group's next slice, or the first
+/// of the next group), walked one cache line at a time for software prefetch.
+struct NextSlice {
+    base: *const u8,
+    row_bytes: usize,
+    /// Byte range `b0..b0 + len` within each row.
+    b0: usize,
+    len: usize,
+    rows: usize,
+    /// Cursor: row, then byte offset within the range.
+    r: usize,
+    off: usize,
+}
+
+impl NextSlice {
+    fn new(format: WeightFormat, w: &[u8], rows: usize, jg: usize, k0: usize, k: usize) -> Self {
+        let (jg, k0) = if k0 + KC < k {
+            (jg, k0 + KC)
+        } else {
+            (jg + NR, 0)
+        };
+        let block = format.block_len();
+        let row_bytes = format.row_bytes(k);
+        let (b0, b1) = (
+            format.row_bytes(k0 / block * block),
+            format.row_bytes((k0 + KC).min(k).div_ceil(block) * block),
+        );
+        NextSlice {
+            base: w[(jg * row_bytes).min(w.len())..].as_ptr(),
+            row_bytes,
+            b0,
+            len: b1 - b0,
+            rows: NR.min(rows.saturating_sub(jg)),
+            r: 0,
+            off: 0,
+        }
+    }
+
+    fn lines(&self) -> usize {
+        self.rows * self.len.div_ceil(64)
+    }
+
+    /// Prefetches the next `count` lines into L2.
+    #[inline]
+    fn prefetch(&mut self, count: usize) {
+        for _ in 0..count {
+            if self.r == self.rows {
+                return;
+            }
+            // SAFETY: `r < rows` and `off < len` keep the address inside `w`.
+            unsafe {
+                let p = self.base.add(self.r * self.row_bytes + self.b0 + self.off);
+                _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
+            }
+            self.off += 64;
+            if self.off >= self.len {
+                self.off = 0;
+                self.r += 1;
             }
         }
     }
@@ -166,7 +250,7 @@ unsafe fn widen(format: WeightFormat, src: &[u8], dst: &mut [f32]) {
 /// `widened [nr][KC]` (first `kc` columns used) → `bpack [kc][NR]`, rows past `nr` zero.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn transpose_panel(widened: &[f32], nr: usize, kc: usize, bpack: &mut [f32]) {
+pub(super) unsafe fn transpose_panel(widened: &[f32], nr: usize, kc: usize, bpack: &mut [f32]) {
     let src = widened.as_ptr();
     let dst = bpack.as_mut_ptr();
     if nr < NR {
@@ -236,15 +320,21 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
-/// The `MR × NR` tile: `c[i][v]` holds output columns `8v..8v+8` of activation row `i`.
+/// The `MR × NR` tile `c = Σₜ a[t] ⊗ b[t]` over `a [kc][MR]` and `b [kc][NR]` (rows `ldb`
+/// floats apart): `c[i][v]` holds output columns `8v..8v+8` of activation row `i`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn micro_kernel(a: *const f32, b: *const f32, kc: usize) -> [[__m256; NV]; MR] {
+pub(super) unsafe fn micro_kernel(
+    a: *const f32,
+    b: *const f32,
+    kc: usize,
+    ldb: usize,
+) -> [[__m256; NV]; MR] {
     let mut c = [[_mm256_setzero_ps(); NV]; MR];
     for t in 0..kc {
         let mut bv = [_mm256_setzero_ps(); NV];
         for (v, bv) in bv.iter_mut().enumerate() {
-            *bv = _mm256_loadu_ps(b.add(t * NR + 8 * v));
+            *bv = _mm256_loadu_ps(b.add(t * ldb + 8 * v));
         }
         for (i, ci) in c.iter_mut().enumerate() {
             let av = _mm256_broadcast_ss(&*a.add(t * MR + i));
@@ -256,25 +346,23 @@ unsafe fn micro_kernel(a: *const f32, b: *const f32, kc: usize) -> [[__m256; NV]
     c
 }
 
-/// `out[i][j] += c[i][j]` for the first `mr` rows and `nr` columns.
+/// `out[i][j] = c[i][j]` (`c` is `[MR][NV]` vectors) for the first `mr` rows and `nr` columns.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn add_tile(c: &[[__m256; NV]; MR], out: *mut f32, ldo: usize, mr: usize, nr: usize) {
-    for (i, ci) in c.iter().enumerate().take(mr) {
+unsafe fn store_tile(c: &[__m256], out: *mut f32, ldo: usize, mr: usize, nr: usize) {
+    for (i, ci) in c.chunks_exact(NV).enumerate().take(mr) {
         let o = out.add(i * ldo);
         if nr == NR {
             for (v, cv) in ci.iter().enumerate() {
                 let p = o.add(8 * v);
-                _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), *cv));
+                _mm256_storeu_ps(p, *cv);
             }
         } else {
             let mut tmp = [0.0f32; NR];
             for (v, cv) in ci.iter().enumerate() {
                 _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * v), *cv);
             }
-            for (j, v) in tmp.iter().enumerate().take(nr) {
-                *o.add(j) += v;
-            }
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, nr);
         }
     }
 }

@@ -24,20 +24,41 @@ fn rows_per_task(m: usize) -> usize {
     ((m / (threads * 8)).clamp(12, 72) / 12) * 12
 }
 
-pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
-    let (n, k, m) = (x.rows, x.cols, w.rows);
-    if w.cols != k {
+fn check_shapes(x: &CpuTensor, w: &CpuWeight) -> Result<()> {
+    if w.cols != x.cols {
         return Err(shape_err(
             "matmul",
-            format!("x [{n}, {k}] · w[{m}, {}]ᵀ ({})", w.cols, w.name),
+            format!(
+                "x [{}, {}] · w[{}, {}]ᵀ ({})",
+                x.rows, x.cols, w.rows, w.cols, w.name
+            ),
         ));
     }
+    Ok(())
+}
+
+/// `x · wᵢᵀ` for every weight; when all of them take the packed GEMM, `x` is packed once and
+/// one parallel loop covers every weight's column runs.
+pub fn matmul_many(x: &CpuTensor, ws: &[&CpuWeight]) -> Result<Vec<CpuTensor>> {
+    for w in ws {
+        check_shapes(x, w)?;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if x.rows > 0 && ws.iter().all(|w| takes_packed(x.rows, w)) {
+        return Ok(packed(x, ws));
+    }
+    ws.iter().map(|w| matmul(x, w)).collect()
+}
+
+pub fn matmul(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
+    check_shapes(x, w)?;
+    let (n, k, m) = (x.rows, x.cols, w.rows);
     if n == 0 || m == 0 {
         return Ok(CpuTensor::zeros(n, m));
     }
     #[cfg(target_arch = "x86_64")]
-    if packed_rows(w.format) <= n && super::isa::avx2() {
-        return packed(x, w);
+    if takes_packed(n, w) {
+        return Ok(packed(x, &[w]).pop().expect("one output per weight"));
     }
     // outT [m, n]: each task owns a contiguous run of weight rows.
     let mut out_t = vec![0.0f32; m * n];
@@ -153,36 +174,58 @@ fn packed_rows(format: WeightFormat) -> usize {
 #[cfg(target_arch = "x86_64")]
 const PACKED_ROWS_QUANTIZED: usize = 64;
 
-/// `x · wᵀ` through [`gemm_packed`]: activations packed once, tasks own column runs of `out`.
+/// Whether `n` activation rows against `w` go through [`gemm_packed`].
 #[cfg(target_arch = "x86_64")]
-fn packed(x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
-    let (n, k, m) = (x.rows, x.cols, w.rows);
+fn takes_packed(n: usize, w: &CpuWeight) -> bool {
+    packed_rows(w.format) <= n && super::isa::avx2()
+}
+
+/// `x · wᵢᵀ` through [`gemm_packed`]: activations packed once, tasks own column runs of one
+/// weight's output.
+#[cfg(target_arch = "x86_64")]
+fn packed(x: &CpuTensor, ws: &[&CpuWeight]) -> Vec<CpuTensor> {
+    let (n, k) = (x.rows, x.cols);
     let a = gemm_packed::pack_act(&x.data, n, k);
-    let mut out = vec![0.0f32; n * m];
     let threads = rayon::current_num_threads().max(1);
-    let chunk = ((m / (threads * 4)).max(gemm_packed::NR) / gemm_packed::NR) * gemm_packed::NR;
-    let rb = w.format.row_bytes(k);
-    let bytes = w.data();
-    let out_ptr = SharedOut(out.as_mut_ptr());
-    (0..m.div_ceil(chunk)).into_par_iter().for_each(|c| {
-        let j0 = c * chunk;
-        let rows = chunk.min(m - j0);
-        let out_ptr = &out_ptr;
-        // SAFETY: AVX2/FMA/F16C were checked by the caller; `out` holds `n · m` floats and
-        // each task writes only its own columns `j0..j0 + rows`.
+    // Left uninitialized: the tasks together write every element before `set_len` below.
+    let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| Vec::with_capacity(n * w.rows)).collect();
+    // (weight, first row, rows) per task. Small tasks (16 per thread and weight): every task
+    // streams the same packed activations whatever its size, and the threads finish within a
+    // task's time of each other.
+    let mut tasks = Vec::new();
+    for (i, w) in ws.iter().enumerate() {
+        let m = w.rows;
+        let chunk = ((m / (threads * 16)).max(gemm_packed::NR) / gemm_packed::NR) * gemm_packed::NR;
+        tasks.extend((0..m).step_by(chunk).map(|j0| (i, j0, chunk.min(m - j0))));
+    }
+    let out_ptrs: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut(o.as_mut_ptr())).collect();
+    tasks.into_par_iter().for_each(|(i, j0, rows)| {
+        let w = ws[i];
+        let rb = w.format.row_bytes(k);
+        let out_ptrs = &out_ptrs;
+        // SAFETY: AVX2/FMA/F16C were checked by `takes_packed`; output `i` holds `n · m`
+        // floats and each task writes only its own columns `j0..j0 + rows` of it.
         unsafe {
             gemm_packed::gemm_packed(
                 w.format,
-                &bytes[j0 * rb..(j0 + rows) * rb],
+                &w.data()[j0 * rb..(j0 + rows) * rb],
                 rows,
                 &a,
-                out_ptr.0,
-                m,
+                out_ptrs[i].0,
+                w.rows,
                 j0,
             )
         };
     });
-    CpuTensor::from_vec(n, m, out)
+    for (o, w) in outs.iter_mut().zip(ws) {
+        // SAFETY: the tasks' column runs cover `0..m` and `gemm_packed` writes every row of
+        // them, so all `n · m` floats are initialized.
+        unsafe { o.set_len(n * w.rows) };
+    }
+    outs.into_iter()
+        .zip(ws)
+        .map(|(o, w)| CpuTensor::from_vec(n, w.rows, o).expect("n · m floats"))
+        .collect()
 }
 
 /// `[rows, cols]` → `[cols, rows]`.
@@ -251,6 +294,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One call for several weights (Q/K/V, gate/up) gives each weight's own `matmul`, bit
+    /// for bit: on the packed GEMM (one shared activation pack, mixed formats, widths that are
+    /// not whole tiles) and on the decode kernels.
+    #[test]
+    fn matmul_many_equals_one_matmul_per_weight() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let k = 512;
+        let ws: Vec<CpuWeight> = [
+            (WeightFormat::F16, 40),
+            (WeightFormat::Q4_K, 17),
+            (WeightFormat::Q8_0, 0),
+        ]
+        .into_iter()
+        .map(|(format, m)| {
+            let vals: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            weight(format, m, k, &vals)
+        })
+        .collect();
+        let refs: Vec<&CpuWeight> = ws.iter().collect();
+        for n in [1, 70] {
+            let x =
+                CpuTensor::from_vec(n, k, (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect())
+                    .unwrap();
+            let many = matmul_many(&x, &refs).unwrap();
+            assert_eq!(many.len(), ws.len());
+            for (got, w) in many.iter().zip(&ws) {
+                let want = matmul(&x, w).unwrap();
+                assert_eq!((got.rows, got.cols), (n, w.rows));
+                assert!(
+                    got.data
+                        .iter()
+                        .zip(&want.data)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "n = {n}, {:?}",
+                    w.format
+                );
+            }
+        }
+        let bad = weight(WeightFormat::F16, 3, 256, &[0.5; 3 * 256]);
+        let x = CpuTensor::from_vec(6, k, vec![1.0; 6 * k]).unwrap();
+        let err = matmul_many(&x, &[&ws[0], &bad]).unwrap_err().to_string();
+        assert!(err.contains("matmul"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! registers) with f32 activations, which keeps parity with `transformers` running in f32.
 
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_tiled;
 mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_packed;
@@ -73,6 +75,10 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, x: &CpuTensor, w: &CpuWeight) -> Result<CpuTensor> {
         matmul::matmul(x, w)
+    }
+
+    fn matmul_many(&self, x: &CpuTensor, ws: &[&CpuWeight]) -> Result<Vec<CpuTensor>> {
+        matmul::matmul_many(x, ws)
     }
 
     fn add_bias(&self, x: &mut CpuTensor, bias: &CpuWeight) -> Result<()> {
