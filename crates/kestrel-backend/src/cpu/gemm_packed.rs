@@ -13,11 +13,12 @@
 //! - The micro-kernel keeps an `MR × NR` = 6 × 16 tile of `out` in 12 ymm registers: per `t`,
 //!   two weight vectors and six activation broadcasts feed twelve FMAs. No horizontal sums;
 //!   partial results of successive `KC` slices are added into `out`.
-//! - Loop order: weight group (16 rows) → `KC` slice → every activation panel. Each weight
-//!   panel is converted exactly once per matmul; the group's 16 output columns of every row
-//!   accumulate in a contiguous buffer (`n · 64` bytes, L2) and reach `out` once; the packed
-//!   activations stream from L3 in order, which the hardware prefetchers follow; the next
-//!   slice's weights are prefetched in software while the current one is multiplied.
+//! - A task owns up to [`TASK_ROWS`] weight rows. Loop order: `KC` slice (the task's rows
+//!   widened once: 64 KiB) → block of [`PANEL_BLOCK`] activation panels (192 KiB) → weight
+//!   group (16 rows) → panel. The activation block is read from L3 once and from L2 by the
+//!   other groups; each weight panel is converted exactly once per matmul; the task's output
+//!   tiles accumulate in a contiguous buffer and reach `out` once; the next slice's weights
+//!   are prefetched in software while the current one is multiplied.
 //! - The micro-kernel also serves the tiled attention (`attention_tiled.rs`).
 //!
 //! Threads own disjoint column ranges of `out` (runs of weight rows), so each weight panel is
@@ -35,6 +36,11 @@ pub(super) const NR: usize = 8 * NV;
 pub(super) const NV: usize = 2;
 /// Columns per weight panel; a multiple of every quantization block (32, 256).
 pub(super) const KC: usize = 256;
+/// Activation panels per L2 block: 32 · 6 rows · 256 columns · 4 bytes = 192 KiB.
+const PANEL_BLOCK: usize = 32;
+/// Most weight rows one task takes: its widened slice (`TASK_ROWS · KC` f32, 64 KiB) and output
+/// tiles (`TASK_ROWS · n` f32) sit in L2 beside an activation block.
+pub(super) const TASK_ROWS: usize = 64;
 
 /// Activations packed for the micro-kernel: `[n.div_ceil(MR)][k][MR]` f32, the rows past `n`
 /// zero.
@@ -95,54 +101,66 @@ pub(super) unsafe fn gemm_packed(
     let row_bytes = format.row_bytes(k);
     assert!(w.len() == rows * row_bytes, "gemm_packed: bad weight size");
     let block = format.block_len();
-    let mut bpack = vec![0.0f32; KC * NR];
-    let mut widened = vec![0.0f32; NR * KC];
     let panels = a.panels();
-    // The group's output tile of every activation row, contiguous (`[panel][MR][NR]`): rows
-    // of `out` lie `ldo` floats apart, a stride that maps them onto a few cache sets, so the
-    // partial sums live here until the group's last `KC` slice.
-    let mut acc = vec![_mm256_setzero_ps(); panels * MR * NV];
-    for jg in (0..rows).step_by(NR) {
-        let nr = NR.min(rows - jg);
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            // Bytes of columns k0..k0+kc within a row (KC is a multiple of every block length).
-            let (b0, b1) = (
-                format.row_bytes(k0 / block * block),
-                format.row_bytes((k0 + kc).div_ceil(block) * block),
-            );
+    let groups = rows.div_ceil(NR);
+    // The task's weight slice, widened: `[group][KC][NR]` (16 KiB per group).
+    let mut bpack = vec![0.0f32; groups * KC * NR];
+    let mut widened = vec![0.0f32; NR * KC];
+    // The task's output tiles, contiguous (`[group][panel][MR][NV]`): rows of `out` lie `ldo`
+    // floats apart, a stride that maps them onto a few cache sets, so partial sums live here
+    // until the last `KC` slice.
+    let mut acc = vec![_mm256_setzero_ps(); groups * panels * MR * NV];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        // Bytes of columns k0..k0+kc within a row (KC is a multiple of every block length).
+        let (b0, b1) = (
+            format.row_bytes(k0 / block * block),
+            format.row_bytes((k0 + kc).div_ceil(block) * block),
+        );
+        for (g, dst) in bpack.chunks_exact_mut(KC * NR).enumerate() {
+            let (jg, nr) = (g * NR, NR.min(rows - g * NR));
             for r in 0..nr {
                 let src = &w[(jg + r) * row_bytes..(jg + r + 1) * row_bytes];
                 widen(format, &src[b0..b1], &mut widened[r * KC..r * KC + kc]);
             }
-            transpose_panel(&widened, nr, kc, &mut bpack);
-            let first = k0 == 0;
-            let mut next = NextSlice::new(format, w, rows, jg, k0, k);
-            let per_panel = next.lines().div_ceil(panels);
-            for (p, tile) in acc.chunks_exact_mut(MR * NV).enumerate() {
-                // The next slice's weights come from DRAM in 16 short runs the hardware
-                // prefetchers do not follow; fetch them a few lines per tile meanwhile.
-                next.prefetch(per_panel);
-                let ap = a.panel(p, k0);
-                let c = micro_kernel(ap, bpack.as_ptr(), kc, NR);
-                for (dst, src) in tile.iter_mut().zip(c.iter().flatten()) {
-                    *dst = if first {
-                        *src
-                    } else {
-                        _mm256_add_ps(*dst, *src)
-                    };
+            transpose_panel(&widened, nr, kc, dst);
+        }
+        let first = k0 == 0;
+        let mut next = NextSlice::new(format, w, rows, k0 + KC, k);
+        let per_call = next.lines().div_ceil(groups * panels);
+        // Panels in blocks whose slice (`PANEL_BLOCK · MR · KC` floats) stays in L2 while every
+        // weight group of the task passes over it.
+        for pb in (0..panels).step_by(PANEL_BLOCK) {
+            for g in 0..groups {
+                let b = bpack.as_ptr().add(g * KC * NR);
+                for p in pb..panels.min(pb + PANEL_BLOCK) {
+                    // The next slice's weights come from DRAM in short runs the hardware
+                    // prefetchers do not follow; fetch them a few lines per call meanwhile.
+                    next.prefetch(per_call);
+                    let c = micro_kernel(a.panel(p, k0), b, kc, NR);
+                    let tile = &mut acc[(g * panels + p) * MR * NV..][..MR * NV];
+                    for (dst, src) in tile.iter_mut().zip(c.iter().flatten()) {
+                        *dst = if first {
+                            *src
+                        } else {
+                            _mm256_add_ps(*dst, *src)
+                        };
+                    }
                 }
             }
         }
-        for (p, tile) in acc.chunks_exact(MR * NV).enumerate() {
+    }
+    for (g, tiles) in acc.chunks_exact(panels * MR * NV).enumerate() {
+        let nr = NR.min(rows - g * NR);
+        for (p, tile) in tiles.chunks_exact(MR * NV).enumerate() {
             let mr = MR.min(a.n - p * MR);
-            store_tile(tile, out.add(p * MR * ldo + j0 + jg), ldo, mr, nr);
+            store_tile(tile, out.add(p * MR * ldo + j0 + g * NR), ldo, mr, nr);
         }
     }
 }
 
-/// The weight bytes of the `KC` slice after `(jg, k0)` (the group's next slice, or the first
-/// of the next group), walked one cache line at a time for software prefetch.
+/// The weight bytes of one `KC` slice of every row of a task, walked one cache line at a time
+/// for software prefetch.
 struct NextSlice {
     base: *const u8,
     row_bytes: usize,
@@ -156,24 +174,23 @@ struct NextSlice {
 }
 
 impl NextSlice {
-    fn new(format: WeightFormat, w: &[u8], rows: usize, jg: usize, k0: usize, k: usize) -> Self {
-        let (jg, k0) = if k0 + KC < k {
-            (jg, k0 + KC)
-        } else {
-            (jg + NR, 0)
-        };
+    /// Columns `k0..k0 + KC` of the `rows` rows in `w`; nothing when `k0 ≥ k`.
+    fn new(format: WeightFormat, w: &[u8], rows: usize, k0: usize, k: usize) -> Self {
         let block = format.block_len();
-        let row_bytes = format.row_bytes(k);
-        let (b0, b1) = (
-            format.row_bytes(k0 / block * block),
-            format.row_bytes((k0 + KC).min(k).div_ceil(block) * block),
-        );
+        let (b0, b1) = if k0 < k {
+            (
+                format.row_bytes(k0 / block * block),
+                format.row_bytes((k0 + KC).min(k).div_ceil(block) * block),
+            )
+        } else {
+            (0, 0)
+        };
         NextSlice {
-            base: w[(jg * row_bytes).min(w.len())..].as_ptr(),
-            row_bytes,
+            base: w.as_ptr(),
+            row_bytes: format.row_bytes(k),
             b0,
             len: b1 - b0,
-            rows: NR.min(rows.saturating_sub(jg)),
+            rows: if k0 < k { rows } else { 0 },
             r: 0,
             off: 0,
         }

@@ -189,13 +189,15 @@ fn packed(x: &CpuTensor, ws: &[&CpuWeight]) -> Vec<CpuTensor> {
     let threads = rayon::current_num_threads().max(1);
     // Left uninitialized: the tasks together write every element before `set_len` below.
     let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| Vec::with_capacity(n * w.rows)).collect();
-    // (weight, first row, rows) per task. Small tasks (16 per thread and weight): every task
-    // streams the same packed activations whatever its size, and the threads finish within a
-    // task's time of each other.
+    // (weight, first row, rows) per task. Small tasks (16 per thread and weight, at most
+    // `TASK_ROWS` rows, whose widened weights and outputs stay in L2): the threads finish
+    // within a task's time of each other.
     let mut tasks = Vec::new();
     for (i, w) in ws.iter().enumerate() {
         let m = w.rows;
-        let chunk = ((m / (threads * 16)).max(gemm_packed::NR) / gemm_packed::NR) * gemm_packed::NR;
+        let chunk = (m / (threads * 16)).clamp(gemm_packed::NR, gemm_packed::TASK_ROWS)
+            / gemm_packed::NR
+            * gemm_packed::NR;
         tasks.extend((0..m).step_by(chunk).map(|j0| (i, j0, chunk.min(m - j0))));
     }
     let out_ptrs: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut(o.as_mut_ptr())).collect();
