@@ -11,7 +11,9 @@
 //!
 //! The rounding points are those of the row path in `attention.rs` (ggml's CPU attention):
 //! queries rounded to f16, scores in f32, softmax with an f64 sum, probabilities rounded to
-//! f16 before `V`. Only the order of the additions inside `q·k` and `p·V` differs.
+//! f16 before `V`. The order of the additions inside `q·k` and `p·V` differs, and the softmax
+//! runs eight lanes at a time with a polynomial `exp` (within a few ulp of libm's, as ggml's
+//! vector `expf` is).
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -19,6 +21,7 @@ use std::ops::Range;
 use half::f16;
 
 use super::gemm_packed::{micro_kernel, transpose_panel, KC, MR, NR, NV};
+use super::simd::avx2::exp256;
 
 /// Keys per block of widened values (`V_BLOCK · head_dim` f32, 64 KiB at 128).
 const V_BLOCK: usize = 128;
@@ -132,23 +135,12 @@ pub(super) unsafe fn attend_tile(
     s.ppack.clear();
     s.ppack.resize(panels * nkp * MR, 0.0);
     for r in 0..rows {
-        let n = num_keys(r);
-        let row = &mut s.scores[r * nkp..r * nkp + n];
-        let mut max = f32::NEG_INFINITY;
-        for x in row.iter_mut() {
-            *x *= inp.scale;
-            max = max.max(*x);
-        }
-        let mut sum = 0.0f64;
-        for x in row.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x as f64;
-        }
-        let inv = (1.0 / sum) as f32;
-        let dst = &mut s.ppack[(r / MR) * nkp * MR + r % MR..];
-        for (j, x) in row.iter().enumerate() {
-            dst[j * MR] = f16::from_f32(x * inv).to_f32();
-        }
+        softmax_row(
+            s.scores.as_mut_ptr().add(r * nkp),
+            num_keys(r),
+            inp.scale,
+            s.ppack.as_mut_ptr().add((r / MR) * nkp * MR + r % MR),
+        );
     }
 
     // O = P·V, one block of widened values at a time.
@@ -182,6 +174,56 @@ pub(super) unsafe fn attend_tile(
         let h = kv_head * group + r % group;
         let dst = out.add((tokens.start + r / group) * inp.q_cols + h * d);
         std::ptr::copy_nonoverlapping(s.obuf.as_ptr().add(r * d), dst, d);
+    }
+}
+
+/// `p[j · MR] = f16(softmax(scale · row)[j])` for `j < n`, eight lanes at a time: `row` has
+/// room for `n` rounded up to 8 (it is overwritten), `p` for as many strided values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn softmax_row(row: *mut f32, n: usize, scale: f32, p: *mut f32) {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let valid = |j: usize| {
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((n - j) as i32), lanes))
+    };
+    let padded = n.next_multiple_of(8);
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut vmax = neg_inf;
+    for j in (0..padded).step_by(8) {
+        let v = _mm256_mul_ps(_mm256_loadu_ps(row.add(j)), _mm256_set1_ps(scale));
+        let v = _mm256_blendv_ps(neg_inf, v, valid(j));
+        _mm256_storeu_ps(row.add(j), v);
+        vmax = _mm256_max_ps(vmax, v);
+    }
+    let m = _mm_max_ps(
+        _mm256_castps256_ps128(vmax),
+        _mm256_extractf128_ps::<1>(vmax),
+    );
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let max = _mm256_set1_ps(_mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m))));
+    // Σ exp in f64, as the row path sums.
+    let mut sum = _mm256_setzero_pd();
+    for j in (0..padded).step_by(8) {
+        let e = exp256(_mm256_sub_ps(_mm256_loadu_ps(row.add(j)), max));
+        let e = _mm256_and_ps(e, valid(j));
+        _mm256_storeu_ps(row.add(j), e);
+        sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        sum = _mm256_add_pd(sum, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
+    }
+    let s2 = _mm_add_pd(_mm256_castpd256_pd128(sum), _mm256_extractf128_pd::<1>(sum));
+    let total = _mm_cvtsd_f64(_mm_add_sd(s2, _mm_unpackhi_pd(s2, s2)));
+    let inv = _mm256_set1_ps((1.0 / total) as f32);
+    let mut probs = [0.0f32; 8];
+    for j in (0..padded).step_by(8) {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(
+            _mm256_loadu_ps(row.add(j)),
+            inv,
+        ));
+        _mm256_storeu_ps(probs.as_mut_ptr(), _mm256_cvtph_ps(h));
+        // Lanes past `n` are zero, as `p` already is there.
+        for (l, v) in probs.iter().enumerate().take(n - j) {
+            *p.add((j + l) * MR) = *v;
+        }
     }
 }
 

@@ -123,15 +123,12 @@ pub fn silu_mul(gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
             ),
         ));
     }
+    let silu_mul = super::simd::kernels().silu_mul;
     let mut out = gate.clone();
     out.data
         .par_chunks_mut(4096)
         .zip(up.data.par_chunks(4096))
-        .for_each(|(g, u)| {
-            for (gv, uv) in g.iter_mut().zip(u) {
-                *gv = *gv / (1.0 + (-*gv).exp()) * uv;
-            }
-        });
+        .for_each(|(g, u)| silu_mul(g, u));
     Ok(out)
 }
 
