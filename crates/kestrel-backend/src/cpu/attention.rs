@@ -1,6 +1,8 @@
 //! Paged attention on the CPU for a varlen batch: KV writes by slot mapping, then for every
 //! (token, head) a pass over that sequence's keys up to the token's position, read through the
-//! block table. Prefill chunks and decode tokens take the same path.
+//! block table. On AVX2, prompt chunks over the f16 cache (3 tokens or more of one sequence)
+//! go through query tiles instead (`attention_tiled.rs`: the same rounding points, computed as
+//! two small GEMMs per tile); decode tokens always take the per-token pass.
 //!
 //! - f32 cache: one online-softmax pass (exact up to f32 rounding), for `transformers` parity.
 //! - f16 cache: ggml's CPU attention arithmetic (`kq = k·f16(q)`, softmax in f32 with an f64

@@ -1,10 +1,13 @@
 //! `x [n, k] · wᵀ [k, m]` for weights of every storage format, split across threads by
 //! blocks of weight rows so each weight row is read from memory once per call.
 //!
-//! - F32 / F16 / BF16: the register-blocked f32 GEMM of `gemm.rs` (16-bit weights widened in
-//!   registers), f32 activations.
-//! - Quantized: each activation row is quantized once to the format's dot type (ggml's
-//!   `vec_dot_type`) and block-integer dot products give the result, as ggml does.
+//! - Batches (prefill) on AVX2: the packed f32 GEMM of `gemm_packed.rs`, floats from 6 rows
+//!   and quantized weights from 64; [`matmul_many`] packs the activations once for several
+//!   weights that read them (Q/K/V, gate/up) and runs them in one parallel loop.
+//! - F32 / F16 / BF16 otherwise: the register-blocked f32 GEMM of `gemm.rs` (16-bit weights
+//!   widened in registers), f32 activations.
+//! - Quantized otherwise (decode): each activation row is quantized once to the format's dot
+//!   type (ggml's `vec_dot_type`) and block-integer dot products give the result, as ggml does.
 
 use rayon::prelude::*;
 
