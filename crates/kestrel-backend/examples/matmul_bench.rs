@@ -67,9 +67,10 @@ fn main() {
     times.sort_by(f64::total_cmp);
     let s = times[times.len() / 2];
     println!(
-        "{format:?} n={n} m={m} k={k}: {:.2} ms, {:.1} GFLOP/s, {:.2} GB/s of weights",
+        "{format:?} n={n} m={m} k={k}: {:.2} ms, {:.1} GFLOP/s (best {:.1}), {:.2} GB/s of weights",
         s * 1e3,
         2.0 * (n * m * k) as f64 / s / 1e9,
+        2.0 * (n * m * k) as f64 / times[0] / 1e9,
         (m * rb) as f64 / s / 1e9
     );
 }

@@ -121,7 +121,8 @@ pub(super) unsafe fn attend_tile(
         }
         transpose_panel(&s.kwide, nkb, d, &mut s.kt);
         for p in 0..panels {
-            let c = micro_kernel(s.qpack.as_ptr().add(p * d * MR), s.kt.as_ptr(), d, NR);
+            let q = s.qpack.as_ptr().add(p * d * MR);
+            let c = micro_kernel(q, s.kt.as_ptr(), d, NR, q);
             for (i, ci) in c.iter().enumerate().take(rows - p * MR) {
                 let dst = s.scores.as_mut_ptr().add((p * MR + i) * nkp + kb);
                 for (v, cv) in ci.iter().enumerate() {
@@ -158,7 +159,7 @@ pub(super) unsafe fn attend_tile(
         for d0 in (0..d).step_by(NR) {
             for p in 0..panels {
                 let a = s.ppack.as_ptr().add((p * nkp + vb) * MR);
-                let c = micro_kernel(a, s.vbuf.as_ptr().add(d0), nvb, d);
+                let c = micro_kernel(a, s.vbuf.as_ptr().add(d0), nvb, d, a);
                 for (i, ci) in c.iter().enumerate().take(rows - p * MR) {
                     let o = s.obuf.as_mut_ptr().add((p * MR + i) * d + d0);
                     for (v, cv) in ci.iter().enumerate().take(NV) {

@@ -18,7 +18,8 @@
 //!   group (16 rows) → panel. The activation block is read from L3 once and from L2 by the
 //!   other groups; each weight panel is converted exactly once per matmul; the task's output
 //!   tiles accumulate in a contiguous buffer and reach `out` once; the next slice's weights
-//!   are prefetched in software while the current one is multiplied.
+//!   are prefetched in software (into L2) while the current one is multiplied, and the next
+//!   call's activation panel (into L1) while the current panel is.
 //! - The micro-kernel also serves the tiled attention (`attention_tiled.rs`).
 //!
 //! Threads own disjoint column ranges of `out` (runs of weight rows), so each weight panel is
@@ -131,13 +132,23 @@ pub(super) unsafe fn gemm_packed(
         // Panels in blocks whose slice (`PANEL_BLOCK · MR · KC` floats) stays in L2 while every
         // weight group of the task passes over it.
         for pb in (0..panels).step_by(PANEL_BLOCK) {
+            let pe = panels.min(pb + PANEL_BLOCK);
             for g in 0..groups {
                 let b = bpack.as_ptr().add(g * KC * NR);
-                for p in pb..panels.min(pb + PANEL_BLOCK) {
+                for p in pb..pe {
                     // The next slice's weights come from DRAM in short runs the hardware
                     // prefetchers do not follow; fetch them a few lines per call meanwhile.
                     next.prefetch(per_call);
-                    let c = micro_kernel(a.panel(p, k0), b, kc, NR);
+                    // The panel the next call reads: the next one of the block, or the block's
+                    // first for the next group, or the next block's first.
+                    let pn = if p + 1 < pe {
+                        p + 1
+                    } else if g + 1 < groups {
+                        pb
+                    } else {
+                        pe.min(panels - 1)
+                    };
+                    let c = micro_kernel(a.panel(p, k0), b, kc, NR, a.panel(pn, k0));
                     let tile = &mut acc[(g * panels + p) * MR * NV..][..MR * NV];
                     for (dst, src) in tile.iter_mut().zip(c.iter().flatten()) {
                         *dst = if first {
@@ -339,6 +350,11 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 
 /// The `MR × NR` tile `c = Σₜ a[t] ⊗ b[t]` over `a [kc][MR]` and `b [kc][NR]` (rows `ldb`
 /// floats apart): `c[i][v]` holds output columns `8v..8v+8` of activation row `i`.
+///
+/// `b` is meant to sit in L1 and `a` to stream from L2. The hardware prefetchers follow `a`
+/// only after a few misses, and a panel is just 256 steps long, so the kernel fetches the
+/// *next* call's activation panel `a_next [kc][MR]` into L1 as it goes (three lines per eight
+/// steps, the rate it reads `a`); pass `a` itself when there is nothing to fetch.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn micro_kernel(
@@ -346,9 +362,10 @@ pub(super) unsafe fn micro_kernel(
     b: *const f32,
     kc: usize,
     ldb: usize,
+    a_next: *const f32,
 ) -> [[__m256; NV]; MR] {
     let mut c = [[_mm256_setzero_ps(); NV]; MR];
-    for t in 0..kc {
+    let step = |c: &mut [[__m256; NV]; MR], t: usize| {
         let mut bv = [_mm256_setzero_ps(); NV];
         for (v, bv) in bv.iter_mut().enumerate() {
             *bv = _mm256_loadu_ps(b.add(t * ldb + 8 * v));
@@ -359,6 +376,21 @@ pub(super) unsafe fn micro_kernel(
                 ci[v] = _mm256_fmadd_ps(av, bv[v], ci[v]);
             }
         }
+    };
+    let mut t = 0;
+    while t + 8 <= kc {
+        // Steps t..t + 8 read `8 · MR` floats = 192 bytes = three lines of `a`.
+        let pf = a_next.add(t * MR) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(pf);
+        _mm_prefetch::<_MM_HINT_T0>(pf.add(64));
+        _mm_prefetch::<_MM_HINT_T0>(pf.add(128));
+        for u in 0..8 {
+            step(&mut c, t + u);
+        }
+        t += 8;
+    }
+    for t in t..kc {
+        step(&mut c, t);
     }
     c
 }
