@@ -67,17 +67,28 @@ impl PackedAct {
 pub(super) fn pack_act(x: &[f32], n: usize, k: usize) -> PackedAct {
     use rayon::prelude::*;
     let panels = n.div_ceil(MR);
-    let mut data = vec![0.0f32; panels * k * MR];
-    data.par_chunks_mut(k * MR)
+    // Filled by the tasks (a serial zero fill of megabytes would idle the pool).
+    let mut data = Vec::with_capacity(panels * k * MR);
+    data.spare_capacity_mut()[..panels * k * MR]
+        .par_chunks_mut(k * MR)
         .enumerate()
         .for_each(|(p, dst)| {
-            for r in 0..MR.min(n - p * MR) {
-                let src = &x[(p * MR + r) * k..(p * MR + r + 1) * k];
-                for (t, v) in src.iter().enumerate() {
-                    dst[t * MR + r] = *v;
+            let rows = MR.min(n - p * MR);
+            for r in 0..MR {
+                if r < rows {
+                    let src = &x[(p * MR + r) * k..(p * MR + r + 1) * k];
+                    for (t, v) in src.iter().enumerate() {
+                        dst[t * MR + r].write(*v);
+                    }
+                } else {
+                    for t in 0..k {
+                        dst[t * MR + r].write(0.0);
+                    }
                 }
             }
         });
+    // SAFETY: the tasks above wrote all `panels · k · MR` elements.
+    unsafe { data.set_len(panels * k * MR) };
     PackedAct { data, n, k }
 }
 

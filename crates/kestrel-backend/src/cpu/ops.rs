@@ -42,7 +42,7 @@ pub fn rms_norm(x: &CpuTensor, weight: &CpuWeight, eps: f32) -> Result<CpuTensor
         ));
     }
     let w = weight.to_f32_vec();
-    let mut out = x.clone();
+    let mut out = x.par_clone();
     out.data.par_chunks_mut(x.cols).for_each(|row| {
         for grp in row.chunks_exact_mut(g) {
             let ss: f32 = grp.iter().map(|v| v * v).sum::<f32>() / g as f32;
@@ -124,7 +124,7 @@ pub fn silu_mul(gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
         ));
     }
     let silu_mul = super::simd::kernels().silu_mul;
-    let mut out = gate.clone();
+    let mut out = gate.par_clone();
     out.data
         .par_chunks_mut(4096)
         .zip(up.data.par_chunks(4096))
