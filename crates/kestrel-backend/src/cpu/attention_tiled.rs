@@ -101,8 +101,14 @@ pub(super) unsafe fn attend_tile(
         let h = kv_head * group + r % group;
         let src = &inp.q[(tokens.start + r / group) * inp.q_cols + h * d..][..d];
         let dst = &mut s.qpack[(r / MR) * d * MR + r % MR..];
-        for (c, x) in src.iter().enumerate() {
-            dst[c * MR] = f16::from_f32(*x).to_f32();
+        let mut rounded = [0.0f32; 8];
+        for c in (0..d).step_by(8) {
+            let h =
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src[c..].as_ptr()));
+            _mm256_storeu_ps(rounded.as_mut_ptr(), _mm256_cvtph_ps(h));
+            for (l, v) in rounded.iter().enumerate() {
+                dst[(c + l) * MR] = *v;
+            }
         }
     }
 

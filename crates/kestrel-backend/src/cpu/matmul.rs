@@ -187,14 +187,14 @@ fn takes_packed(n: usize, w: &CpuWeight) -> bool {
 /// weight's output.
 #[cfg(target_arch = "x86_64")]
 fn packed(x: &CpuTensor, ws: &[&CpuWeight]) -> Vec<CpuTensor> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let (n, k) = (x.rows, x.cols);
     let a = gemm_packed::pack_act(&x.data, n, k);
     let threads = rayon::current_num_threads().max(1);
     // Left uninitialized: the tasks together write every element before `set_len` below.
     let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| Vec::with_capacity(n * w.rows)).collect();
-    // (weight, first row, rows) per task. Small tasks (16 per thread and weight, at most
-    // `TASK_ROWS` rows, whose widened weights and outputs stay in L2): the threads finish
-    // within a task's time of each other.
+    // (weight, first row, rows) per task: 16 per thread and weight, at most `TASK_ROWS` rows
+    // (whose widened weights and outputs stay in L2).
     let mut tasks = Vec::new();
     for (i, w) in ws.iter().enumerate() {
         let m = w.rows;
@@ -203,11 +203,22 @@ fn packed(x: &CpuTensor, ws: &[&CpuWeight]) -> Vec<CpuTensor> {
             * gemm_packed::NR;
         tasks.extend((0..m).step_by(chunk).map(|j0| (i, j0, chunk.min(m - j0))));
     }
+    // The last tasks cut into single 16-row groups: a thread that runs out of work then waits
+    // at most one such group's time for the others, not one whole task's.
+    let tail = tasks.len().saturating_sub(2 * threads);
+    let last: Vec<_> = tasks.drain(tail..).collect();
+    for (i, j0, rows) in last {
+        let nr = gemm_packed::NR;
+        tasks.extend(
+            (j0..j0 + rows)
+                .step_by(nr)
+                .map(|j| (i, j, nr.min(j0 + rows - j))),
+        );
+    }
     let out_ptrs: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut(o.as_mut_ptr())).collect();
-    tasks.into_par_iter().for_each(|(i, j0, rows)| {
+    let run = |&(i, j0, rows): &(usize, usize, usize)| {
         let w = ws[i];
         let rb = w.format.row_bytes(k);
-        let out_ptrs = &out_ptrs;
         // SAFETY: AVX2/FMA/F16C were checked by `takes_packed`; output `i` holds `n · m`
         // floats and each task writes only its own columns `j0..j0 + rows` of it.
         unsafe {
@@ -221,6 +232,14 @@ fn packed(x: &CpuTensor, ws: &[&CpuWeight]) -> Vec<CpuTensor> {
                 j0,
             )
         };
+    };
+    // Each thread takes the next task in list order from a shared counter (the small ones
+    // come last), rather than owning half of the list up front.
+    let taken = AtomicUsize::new(0);
+    (0..threads).into_par_iter().for_each(|_| {
+        while let Some(task) = tasks.get(taken.fetch_add(1, Ordering::Relaxed)) {
+            run(task);
+        }
     });
     for (o, w) in outs.iter_mut().zip(ws) {
         // SAFETY: the tasks' column runs cover `0..m` and `gemm_packed` writes every row of
