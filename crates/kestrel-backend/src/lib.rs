@@ -135,4 +135,15 @@ pub trait Backend: Send + Sync + 'static {
     fn add_assign(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
     /// Rows of `x` at the batch's `logits_indices` → `[num_logits, cols]`.
     fn gather_logit_rows(&self, x: &Self::Tensor, batch: &Self::Batch) -> Result<Self::Tensor>;
+
+    /// Runs one forward step's sequence of ops. The default calls `step` on this thread; the
+    /// CPU backend runs it on one of its compute threads, so that an op too small to split
+    /// (most of a decode step's) runs there inline instead of costing a round trip through
+    /// the pool's queue while the calling thread sleeps.
+    fn run_step<R: Send>(&self, step: impl FnOnce() -> R + Send) -> R
+    where
+        Self: Sized,
+    {
+        step()
+    }
 }

@@ -156,6 +156,10 @@ impl<B: Backend> QwenModel<B> {
     /// One forward step over a flat varlen batch; writes the batch's K/V into `kv` and returns
     /// logits for `batch.logits_indices`.
     pub fn forward(&self, backend: &B, batch: &BatchInput, kv: &mut KvCache<B>) -> Result<Logits> {
+        backend.run_step(|| self.forward_ops(backend, batch, kv))
+    }
+
+    fn forward_ops(&self, backend: &B, batch: &BatchInput, kv: &mut KvCache<B>) -> Result<Logits> {
         batch.validate(kv.layout.num_blocks)?;
         let c = &self.config;
         let shape = AttnShape {

@@ -132,4 +132,10 @@ impl Backend for CpuBackend {
         }
         Ok(out)
     }
+
+    fn run_step<R: Send>(&self, step: impl FnOnce() -> R + Send) -> R {
+        // From outside the pool, `scope` queues `step` to a worker and waits; inside it, the
+        // ops' parallel loops split through work stealing and single-task loops run inline.
+        rayon::scope(|_| step())
+    }
 }
