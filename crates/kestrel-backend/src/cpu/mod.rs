@@ -139,3 +139,21 @@ impl Backend for CpuBackend {
         rayon::scope(|_| step())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_runs_on_a_compute_thread_and_returns_its_value() {
+        let backend = CpuBackend::new();
+        assert!(rayon::current_thread_index().is_none());
+        let mut touched = Vec::new();
+        let (index, sum) = backend.run_step(|| {
+            touched.push(1);
+            (rayon::current_thread_index(), (1..=10).sum::<u32>())
+        });
+        assert!(index.is_some(), "the step ran on the calling thread");
+        assert_eq!((sum, touched), (55, vec![1]));
+    }
+}
