@@ -3,7 +3,9 @@
 //!
 //! - Batches (prefill) on AVX2: the packed f32 GEMM of `gemm_packed.rs`, floats from 6 rows
 //!   and quantized weights from 64; [`matmul_many`] packs the activations once for several
-//!   weights that read them (Q/K/V, gate/up) and runs them in one parallel loop.
+//!   weights that read them (Q/K/V, gate/up) and runs them in one parallel loop. Its tasks
+//!   (runs of up to 64 weight rows, the last few cut to 16) are taken in order from a shared
+//!   counter, so the threads finish within one small task of each other.
 //! - F32 / F16 / BF16 otherwise: the register-blocked f32 GEMM of `gemm.rs` (16-bit weights
 //!   widened in registers), f32 activations.
 //! - Quantized otherwise (decode): each activation row is quantized once to the format's dot
