@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use kestrel_backend::cpu::quant::quantize_row;
 use kestrel_backend::cpu::{CpuBackend, CpuTensor};
-use kestrel_backend::{Backend, HostBytes, HostWeight, WeightFormat};
+use kestrel_backend::{Backend, HostBytes, HostWeight, StepOptions, WeightFormat};
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -57,10 +57,19 @@ fn main() {
         })
         .expect("weight");
     let x = CpuTensor::from_vec(n, k, (0..n * k).map(|_| next()).collect()).expect("x");
+    let mut out = CpuTensor::with_capacity(n, m);
+    // `KESTREL_BATCH_INVARIANT=1`: the batch-invariant kernels.
+    let opts = StepOptions {
+        batch_invariant: std::env::var("KESTREL_BATCH_INVARIANT").is_ok_and(|v| v == "1"),
+        graph_tokens: None,
+    };
     let mut times = Vec::new();
     for _ in 0..reps + 1 {
         let t = Instant::now();
-        std::hint::black_box(backend.matmul(&x, &w).expect("matmul"));
+        backend
+            .run_step(opts, || backend.matmul(&x, &w, &mut out))
+            .expect("matmul");
+        std::hint::black_box(&out);
         times.push(t.elapsed().as_secs_f64());
     }
     times.remove(0);

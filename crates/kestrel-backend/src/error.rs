@@ -9,6 +9,9 @@ pub enum BackendError {
     Weight { name: String, detail: String },
     #[error("invalid batch: {0}")]
     Batch(String),
+    /// A device that cannot be opened or used, or memory that does not fit.
+    #[error("{0}")]
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, BackendError>;

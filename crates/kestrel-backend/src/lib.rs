@@ -2,18 +2,42 @@
 //!
 //! [`Backend`] is the set of operations the model forward needs, over buffers the model never
 //! looks inside: activations ([`Backend::Tensor`]), weights in any storage format
-//! ([`Backend::Weight`]), per-step batch metadata ([`Backend::Batch`]) and the paged KV cache
-//! ([`Backend::KvLayer`]). Model code is written once against this trait; the CPU backend is
-//! always built, accelerators live behind cargo features inside this crate only.
+//! ([`Backend::Weight`]), the step's batch ([`Backend::Batch`]), the paged KV cache
+//! ([`Backend::KvLayer`]) and the step's sampling buffers ([`Backend::Sampling`]). Model code is
+//! written once against this trait; the CPU backend is always built, accelerators live behind
+//! cargo features inside this crate only (see [`device`]).
+//!
+//! # The contract
+//! - **Start-up.** Every buffer a step touches is allocated once, sized for the largest step:
+//!   activation tensors (`alloc_tensor(max_rows, cols)`), the batch and sampling buffers, the KV
+//!   cache. Ops write into tensors given to them (`out`), which take the op's row count; nothing
+//!   inside a step allocates device memory.
+//! - **A step.** The host fills a [`BatchInput`] and a [`SamplingBatch`] and uploads them
+//!   (`upload_batch`, `upload_sampling`); then one [`Backend::run_step`] call runs the whole
+//!   forward and `sample` (on the device: logits never leave it) under [`StepOptions`]. A
+//!   device backend may enqueue the step and return before it finishes, and may capture a
+//!   decode step into a graph and replay it (`StepOptions::graph_tokens`).
+//! - **Synchronization.** The host reads a step's results with [`Backend::read_sampled`], which
+//!   waits for that step. Between `run_step` and `read_sampled` the host is free to schedule the
+//!   next step; steps run in the order they were launched, so the next step may read the
+//!   previous one's sampled ids on the device (placeholder input ids, see [`batch`]).
+//! - **Ownership.** The backend owns device memory and kernels; the model owns the order of ops
+//!   and the workspace; the engine owns scheduling, the KV block tables and the sampling state
+//!   of each sequence (history, seed, position), which it writes into the step's batches.
 
 pub mod batch;
 pub mod cpu;
+pub mod device;
 pub mod error;
+pub mod sampling;
+pub mod testing;
 pub mod weight;
 
-pub use batch::BatchInput;
+pub use batch::{BatchInput, PLACEHOLDER};
 pub use cpu::quant::WeightFormat;
+pub use device::{with_backend, BackendVisitor, DeviceChoice, DeviceKind, MemoryInfo};
 pub use error::{BackendError, Result};
+pub use sampling::{SampleOutput, SamplingBatch, SamplingParams, TokenLogprobs};
 pub use weight::{HostBytes, HostWeight};
 
 /// Element type of the KV cache.
@@ -65,42 +89,93 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
-/// Operations of one compute device. Every op that produces a tensor returns a new one;
-/// shapes are `[rows, cols]` row-major, described in each method's doc.
+/// The largest step a batch buffer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_tokens: usize,
+    pub max_seqs: usize,
+    /// Block-table entries of all sequences together.
+    pub max_blocks: usize,
+}
+
+/// How one step runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepOptions {
+    /// Batch-invariant kernels: every row's result is the same function of that row's inputs
+    /// whatever else is in the batch and however many rows there are (one reduction order for
+    /// every batch size). Deterministic (greedy or seeded) requests need it to reproduce.
+    pub batch_invariant: bool,
+    /// A decode-only step of this many tokens, which a graph-capturing backend may record once
+    /// per size and replay; `None` runs the step eagerly. Ignored by the CPU backend.
+    pub graph_tokens: Option<usize>,
+}
+
+/// Operations of one compute device. Shapes are `[rows, cols]` row-major; ops write their
+/// result into `out`, which takes the op's row count (and must have the capacity).
 pub trait Backend: Send + Sync + 'static {
-    /// Activations, f32, `[rows, cols]`.
+    /// Activations, f32, `[rows ≤ capacity, cols]`.
     type Tensor: Send + Sync;
     /// A weight matrix `[rows, cols]` or vector `[1, cols]` in its storage format.
     type Weight: Send + Sync;
-    /// One step's batch metadata (ids, positions, slot mapping, block tables), uploaded once.
+    /// The step's batch (ids, positions, slot mapping, block tables), persistent across steps.
     type Batch: Send + Sync;
     /// K and V storage of one layer, `[num_blocks, block_size, num_kv_heads, head_dim]` each.
     type KvLayer: Send + Sync;
+    /// The step's sampling parameters and sampled ids, persistent across steps.
+    type Sampling: Send + Sync;
 
     /// Human-readable device description, for logs.
     fn describe(&self) -> String;
+    fn kind(&self) -> DeviceKind;
+    /// Memory of the device (host RAM for the CPU), for sizing the KV cache.
+    fn memory_info(&self) -> MemoryInfo;
 
     /// Makes a host weight resident on the device (may keep a reference to mapped bytes).
     fn load_weight(&self, weight: HostWeight) -> Result<Self::Weight>;
-    /// Uploads one step's flat batch.
-    fn prepare_batch(&self, batch: &BatchInput) -> Result<Self::Batch>;
+    /// An activation buffer of up to `max_rows` rows (starts with 0 rows).
+    fn alloc_tensor(&self, max_rows: usize, cols: usize) -> Result<Self::Tensor>;
+    fn alloc_batch(&self, limits: BatchLimits) -> Result<Self::Batch>;
     /// Allocates one layer of zeroed KV cache.
     fn alloc_kv_layer(&self, layout: KvLayout) -> Result<Self::KvLayer>;
-    /// Copies a tensor to the host: `(rows, cols, data)`.
-    fn to_host(&self, x: &Self::Tensor) -> Result<(usize, usize, Vec<f32>)>;
+    /// Sampling buffers for up to `max_rows` logit rows over a vocabulary of `vocab`.
+    fn alloc_sampling(&self, max_rows: usize, vocab: usize) -> Result<Self::Sampling>;
 
-    /// `table [vocab, hidden]`, batch ids `[num_tokens]` → `[num_tokens, hidden]`.
-    fn embedding(&self, table: &Self::Weight, batch: &Self::Batch) -> Result<Self::Tensor>;
+    /// Copies the step's batch to the device (checked against the buffer's limits).
+    fn upload_batch(&self, host: &BatchInput, dev: &mut Self::Batch) -> Result<()>;
+    /// Copies the step's sampling parameters to the device.
+    fn upload_sampling(&self, host: &SamplingBatch, dev: &mut Self::Sampling) -> Result<()>;
+
+    /// Replaces the batch's placeholder ids by the ids `prev` sampled (the previous step).
+    fn resolve_placeholders(&self, batch: &mut Self::Batch, prev: &Self::Sampling) -> Result<()>;
+    /// `table [vocab, hidden]`, batch ids `[num_tokens]` → `out [num_tokens, hidden]`.
+    fn embedding(
+        &self,
+        table: &Self::Weight,
+        batch: &Self::Batch,
+        out: &mut Self::Tensor,
+    ) -> Result<()>;
     /// RMSNorm of every group of `weight.cols` values of `x [rows, cols]` (cols a multiple of
-    /// the weight's length: per-head norm when `cols = heads * head_dim`).
-    fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Weight, eps: f32) -> Result<Self::Tensor>;
-    /// `x [n, k] · wᵀ` with `w [m, k]` → `[n, m]`.
-    fn matmul(&self, x: &Self::Tensor, w: &Self::Weight) -> Result<Self::Tensor>;
-    /// `x · wᵢᵀ` for several weights that read the same input (Q/K/V, gate/up): one `[n, mᵢ]`
-    /// per weight. Backends may share work between them; the CPU packs `x` once.
-    fn matmul_many(&self, x: &Self::Tensor, ws: &[&Self::Weight]) -> Result<Vec<Self::Tensor>> {
-        ws.iter().map(|w| self.matmul(x, w)).collect()
-    }
+    /// the weight's length: per-head norm when `cols = heads * head_dim`) → `out [rows, cols]`.
+    fn rms_norm(
+        &self,
+        x: &Self::Tensor,
+        weight: &Self::Weight,
+        eps: f32,
+        out: &mut Self::Tensor,
+    ) -> Result<()>;
+    /// [`Backend::rms_norm`] in place.
+    fn rms_norm_inplace(&self, x: &mut Self::Tensor, weight: &Self::Weight, eps: f32)
+        -> Result<()>;
+    /// `x [n, k] · wᵀ` with `w [m, k]` → `out [n, m]`.
+    fn matmul(&self, x: &Self::Tensor, w: &Self::Weight, out: &mut Self::Tensor) -> Result<()>;
+    /// `x · wᵢᵀ → outᵢ` for several weights that read the same input (Q/K/V, gate/up).
+    /// Backends may share work between them; the CPU packs `x` once.
+    fn matmul_many(
+        &self,
+        x: &Self::Tensor,
+        ws: &[&Self::Weight],
+        outs: &mut [&mut Self::Tensor],
+    ) -> Result<()>;
     /// `x [n, m] += bias [1, m]` broadcast over rows.
     fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Weight) -> Result<()>;
     /// Rotary embedding, NeoX layout (halves rotated), in place on `x [num_tokens, heads * head_dim]`
@@ -121,29 +196,55 @@ pub trait Backend: Send + Sync + 'static {
         batch: &Self::Batch,
     ) -> Result<()>;
     /// Causal paged attention over the varlen batch: `q [num_tokens, num_heads * head_dim]` →
-    /// `[num_tokens, num_heads * head_dim]`. Each token sees its sequence's keys up to its position.
+    /// `out [num_tokens, num_heads * head_dim]`. Each token sees its sequence's keys up to its
+    /// position.
     fn attention(
         &self,
         q: &Self::Tensor,
         cache: &Self::KvLayer,
         batch: &Self::Batch,
         shape: AttnShape,
-    ) -> Result<Self::Tensor>;
-    /// `silu(gate) * up`, both `[n, m]` → `[n, m]`.
-    fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+        out: &mut Self::Tensor,
+    ) -> Result<()>;
+    /// `out = silu(gate) * up`, all `[n, m]`.
+    fn silu_mul(
+        &self,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+        out: &mut Self::Tensor,
+    ) -> Result<()>;
     /// `x += y`, same shape.
     fn add_assign(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
-    /// Rows of `x` at the batch's `logits_indices` → `[num_logits, cols]`.
-    fn gather_logit_rows(&self, x: &Self::Tensor, batch: &Self::Batch) -> Result<Self::Tensor>;
+    /// Rows of `x` at the batch's `logits_indices` → `out [num_logits, cols]`.
+    fn gather_logit_rows(
+        &self,
+        x: &Self::Tensor,
+        batch: &Self::Batch,
+        out: &mut Self::Tensor,
+    ) -> Result<()>;
+    /// Samples one token per row of `logits [rows, vocab]` with the uploaded parameters (see
+    /// [`sampling`] for the semantics); the ids (and requested logprobs) stay in `sampling`
+    /// until [`Backend::read_sampled`].
+    fn sample(&self, logits: &Self::Tensor, sampling: &mut Self::Sampling) -> Result<()>;
 
-    /// Runs one forward step's sequence of ops. The default calls `step` on this thread; the
-    /// CPU backend runs it on one of its compute threads, so that an op too small to split
-    /// (most of a decode step's) runs there inline instead of costing a round trip through
-    /// the pool's queue while the calling thread sleeps.
-    fn run_step<R: Send>(&self, step: impl FnOnce() -> R + Send) -> R
+    /// Waits for the step that sampled into `sampling` and copies its results to the host.
+    fn read_sampled(&self, sampling: &Self::Sampling, out: &mut SampleOutput) -> Result<()>;
+    /// Sets `out` to `data [rows, out's cols]` from the host. For tests and debugging.
+    fn from_host(&self, data: &[f32], rows: usize, out: &mut Self::Tensor) -> Result<()>;
+    /// Copies a tensor to the host (`out` is replaced): `(rows, cols)`. For tests and debugging.
+    fn to_host(&self, x: &Self::Tensor, out: &mut Vec<f32>) -> Result<(usize, usize)>;
+
+    /// Runs one forward step's sequence of ops. The CPU backend runs it on one of its compute
+    /// threads (an op too small to split runs there inline instead of a round trip through the
+    /// pool's queue) with the kernels `opts` asks for; a device backend enqueues it, or replays
+    /// a graph recorded for `opts.graph_tokens` without calling `step` (so `step` must issue
+    /// the same ops whenever the options are the same, reading everything else from the
+    /// persistent buffers).
+    fn run_step<E: Send>(
+        &self,
+        opts: StepOptions,
+        step: impl FnOnce() -> std::result::Result<(), E> + Send,
+    ) -> std::result::Result<(), E>
     where
-        Self: Sized,
-    {
-        step()
-    }
+        Self: Sized;
 }

@@ -1,8 +1,21 @@
-//! The engine thread: sole owner of the model, the KV cache and the scheduler (vLLM v1's
-//! `EngineCore`). Its loop: take commands (submit / abort; block on the channel when there is
-//! nothing to do) → drop sequences whose stream is gone → `schedule()` → one flat `BatchInput` →
-//! `model.forward` (logits only for sequences that reach their last token) → sample → append →
-//! emit events → free the blocks of finished sequences at once.
+//! The engine thread: sole owner of the model runner (model, KV cache, device buffers) and the
+//! scheduler (vLLM v1's `EngineCore`). Its loop: take commands (submit / abort; block on the
+//! channel when there is nothing to do) → drop sequences whose stream is gone → `schedule()` →
+//! fill the step's `BatchInput` and `SamplingBatch` (buffers reused every step) → launch the
+//! step on the runner (forward + sampling on the device; only ids come back) → apply the
+//! sampled ids → emit events → free the blocks of finished sequences at once.
+//!
+//! With async scheduling (on devices that run a step asynchronously) the next step is
+//! scheduled and launched before the previous one's ids are back: a sequence decoding in step
+//! N gets its step N+1 input from step N's samples on the device (a placeholder id), and
+//! step N's results are applied while step N+1 runs. Sequences whose next step needs their
+//! last token on the host (penalties) make the loop wait instead. On the CPU a step runs inside
+//! `launch`, so overlapping would only delay events: it is off unless asked for.
+//!
+//! Kernels: a step runs batch-invariant kernels when a sequence in it asks for reproducible
+//! output (greedy or seeded, by default), so such a sequence gets the same logits whatever
+//! shares its steps. Its prefix-cache blocks live in a namespace of their own, so a cache hit
+//! also reads KV computed by the same kernels.
 //!
 //! A panic or a model error in a step fails every in-flight sequence with
 //! [`EngineEvent::Error`], marks the engine unhealthy and ends the thread: nothing waits forever
@@ -14,17 +27,45 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kestrel_backend::{Backend, BatchInput, KvDtype};
-use kestrel_model::{KvCache, QwenModel};
+use kestrel_backend::{Backend, BatchInput, KvDtype, SampleOutput, SamplingBatch, StepOptions};
+use kestrel_model::{ModelRunner, QwenModel, RunnerConfig};
 use rand::Rng;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use crate::block_pool::BlockHash;
 use crate::handle::{Command, EngineHandle, Shared, Submission};
 use crate::metrics::EngineMetrics;
 use crate::request::{EngineEvent, FinishReason, Usage};
-use crate::sampler::{Sampler, SamplerScratch};
-use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput};
+use crate::sampling_state::SequenceSampling;
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput, TokenOutcome};
 use crate::sequence::{SeqId, Sequence};
+
+/// When steps use batch-invariant kernels (`--batch-invariant`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BatchInvariance {
+    /// For steps holding a greedy or seeded request, so that those reproduce in any batch and
+    /// on a prefix-cache hit; other steps take the fastest kernels.
+    #[default]
+    Auto,
+    /// Every step (vLLM's `VLLM_BATCH_INVARIANT=1`).
+    On,
+    /// Never: the fastest kernels; outputs may depend on the batch.
+    Off,
+}
+
+impl std::str::FromStr for BatchInvariance {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" | "true" | "1" => Ok(Self::On),
+            "off" | "false" | "0" => Ok(Self::Off),
+            other => Err(format!(
+                "unknown batch invariance {other:?} (auto, on or off)"
+            )),
+        }
+    }
+}
 
 /// Engine limits and cache geometry (the server's `--max-num-seqs` etc.).
 #[derive(Clone, Debug)]
@@ -48,6 +89,9 @@ pub struct EngineConfig {
     /// 0 is no cap beyond the budget. A small cap keeps a long newcomer from stalling the
     /// running decodes, at the cost of the newcomer's own time to first token.
     pub long_prefill_token_threshold: usize,
+    pub batch_invariance: BatchInvariance,
+    /// Schedule step N+1 while step N runs (vLLM's `--async-scheduling`).
+    pub async_scheduling: bool,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +106,8 @@ impl Default for EngineConfig {
             max_queued_requests: 1024,
             kv_dtype: KvDtype::F16,
             long_prefill_token_threshold: 0,
+            batch_invariance: BatchInvariance::Auto,
+            async_scheduling: false,
         }
     }
 }
@@ -76,7 +122,7 @@ pub enum EngineError {
     Spawn(#[from] std::io::Error),
 }
 
-/// Starts the engine thread, which owns model, KV cache and scheduler. Returns the handle.
+/// Starts the engine thread, which owns the runner (model, KV cache) and the scheduler.
 pub fn start_engine<B: Backend>(
     backend: B,
     model: QwenModel<B>,
@@ -109,12 +155,19 @@ pub fn start_engine<B: Backend>(
             c.max_model_len
         ));
     }
-    let kv = KvCache::new(
-        &backend,
-        &model.config,
-        c.num_blocks,
-        c.block_size,
-        c.kv_dtype,
+    let vocab_size = model.config.vocab_size;
+    let runner = ModelRunner::new(
+        backend,
+        model,
+        RunnerConfig {
+            max_num_tokens: c.max_num_batched_tokens,
+            max_num_seqs: c.max_num_seqs,
+            max_num_logits: c.max_num_seqs,
+            num_blocks: c.num_blocks,
+            block_size: c.block_size,
+            max_blocks_per_seq: c.max_model_len.div_ceil(c.block_size),
+            kv_dtype: c.kv_dtype,
+        },
     )?;
     let scheduler = Scheduler::new(SchedulerConfig {
         max_num_seqs: c.max_num_seqs,
@@ -127,8 +180,9 @@ pub fn start_engine<B: Backend>(
     let (commands, rx) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(EngineMetrics::default());
     metrics.set_kv_blocks(c.num_blocks, c.num_blocks);
+    let block_size = c.block_size;
     let shared = Arc::new(Shared {
-        vocab_size: model.config.vocab_size,
+        vocab_size,
         config,
         healthy: AtomicBool::new(true),
         num_queued: AtomicUsize::new(0),
@@ -136,15 +190,18 @@ pub fn start_engine<B: Backend>(
         metrics,
     });
     let core = EngineCore {
-        backend,
-        model,
-        kv,
+        runner,
         scheduler,
         clients: HashMap::new(),
         by_request_id: HashMap::new(),
         shared: shared.clone(),
         commands: rx,
-        scratch: SamplerScratch::default(),
+        batch: BatchInput::new(block_size),
+        sampling: SamplingBatch::default(),
+        sampled: SampleOutput::default(),
+        outcomes: Vec::new(),
+        in_flight: None,
+        prev_rows: HashMap::new(),
     };
     std::thread::Builder::new()
         .name("kestrel-engine".into())
@@ -161,16 +218,31 @@ struct Client {
     last_token: Option<Instant>,
 }
 
+/// A launched step whose results are not applied yet.
+struct InFlight {
+    plan: SchedulerOutput,
+    /// The step's sampling parameters (for reading requested logprobs).
+    sampling: SamplingBatch,
+}
+
+/// Namespace of the prefix-cache blocks computed by batch-invariant kernels.
+const INVARIANT_NAMESPACE: BlockHash = BlockHash(0x6b65_7374_7265_6c01);
+
 struct EngineCore<B: Backend> {
-    backend: B,
-    model: QwenModel<B>,
-    kv: KvCache<B>,
+    runner: ModelRunner<B>,
     scheduler: Scheduler,
     clients: HashMap<SeqId, Client>,
     by_request_id: HashMap<String, Vec<SeqId>>,
     shared: Arc<Shared>,
     commands: UnboundedReceiver<Command>,
-    scratch: SamplerScratch,
+    /// The step being built; reused every step.
+    batch: BatchInput,
+    sampling: SamplingBatch,
+    sampled: SampleOutput,
+    outcomes: Vec<TokenOutcome>,
+    in_flight: Option<InFlight>,
+    /// Sampling row of each sequence in the step in flight (placeholders read it).
+    prev_rows: HashMap<SeqId, u32>,
 }
 
 /// Marks the engine unhealthy when the thread ends, however it ends.
@@ -193,7 +265,7 @@ impl<B: Backend> EngineCore<B> {
     fn run(mut self) {
         let _guard = HealthGuard(self.shared.clone());
         loop {
-            if self.scheduler.is_idle() {
+            if self.scheduler.is_idle() && self.in_flight.is_none() {
                 // Nothing to compute: sleep on the channel. `None`: every handle and stream is gone.
                 match self.commands.blocking_recv() {
                     Some(cmd) => self.handle(cmd),
@@ -204,7 +276,7 @@ impl<B: Backend> EngineCore<B> {
                 self.handle(cmd);
             }
             self.abort_disconnected();
-            if self.scheduler.is_idle() {
+            if self.scheduler.is_idle() && self.in_flight.is_none() {
                 self.update_gauges();
                 continue;
             }
@@ -242,30 +314,34 @@ impl<B: Backend> EngineCore<B> {
             events,
             arrival,
         } = s;
-        let engine_seed = rand::thread_rng().gen();
-        let sampler = match Sampler::new(
+        let invariant = match self.shared.config.batch_invariance {
+            BatchInvariance::On => true,
+            BatchInvariance::Off => false,
+            BatchInvariance::Auto => request.sampling.is_deterministic(),
+        };
+        // Requests without a seed draw one here (Philox is keyed by it).
+        let sampling = SequenceSampling::new(
             request.sampling.clone(),
             &request.prompt_ids,
-            self.shared.vocab_size,
-            engine_seed,
-        ) {
-            Ok(sampler) => sampler,
-            Err(e) => {
-                self.shared.num_queued.fetch_sub(1, Ordering::AcqRel);
-                let _ = events.send(EngineEvent::Error { message: e.message });
-                return;
-            }
-        };
+            rand::thread_rng().gen(),
+        );
         self.by_request_id
             .entry(request.request_id.clone())
             .or_default()
             .push(seq_id);
-        self.scheduler.add(Sequence::new(
-            seq_id,
-            request,
-            sampler,
-            self.shared.config.max_model_len,
-        ));
+        // Under `Auto`, the two kinds of kernels compute different KV for the same tokens.
+        let namespace = (self.shared.config.batch_invariance == BatchInvariance::Auto && invariant)
+            .then_some(INVARIANT_NAMESPACE);
+        self.scheduler.add_in_namespace(
+            Sequence::new(
+                seq_id,
+                request,
+                sampling,
+                self.shared.config.max_model_len,
+                invariant,
+            ),
+            namespace,
+        );
         self.clients.insert(
             seq_id,
             Client {
@@ -363,60 +439,107 @@ impl<B: Backend> EngineCore<B> {
         m.set_kv_blocks(kv.num_blocks(), kv.num_free_blocks());
     }
 
-    /// One engine step.
+    /// Whether the next step may be scheduled before the one in flight returns: every running
+    /// sequence's next step must be buildable without its last token on the host.
+    fn may_overlap(&self) -> bool {
+        self.shared.config.async_scheduling
+            && self
+                .scheduler
+                .running()
+                .all(|seq| !seq.sampling.params.has_penalties())
+    }
+
+    /// One engine iteration: schedule and launch a step, and apply the previous one's results
+    /// (before the launch unless the two may overlap).
     fn step(&mut self) -> Result<(), kestrel_model::ModelError> {
+        if self.in_flight.is_some() && !self.may_overlap() {
+            self.complete_in_flight()?;
+        }
         let out = self.scheduler.schedule();
         self.record_schedule(&out);
-        if out.scheduled.is_empty() {
-            // Cannot happen while the cache holds `max_model_len` tokens (checked at start), but
-            // never spin: fail the head of the queue instead.
-            let head = self.scheduler.seq_ids().next();
-            if let Some(id) = head {
-                let client = self
-                    .clients
-                    .remove(&id)
-                    .expect("every sequence has a client");
-                let seq = self.scheduler.finish(id).expect("listed above");
-                self.forget(&seq.request_id, id, &client);
-                let message = "the sequence does not fit in the KV cache".to_string();
-                let _ = client.events.send(EngineEvent::Error { message });
-            }
-            self.update_gauges();
-            return Ok(());
+        let launched = if out.scheduled.is_empty() {
+            None
+        } else {
+            self.build_step(&out);
+            let invariant = out.scheduled.iter().any(|s| {
+                self.scheduler
+                    .seq(s.seq_id)
+                    .is_some_and(|seq| seq.batch_invariant)
+            });
+            let decode_only = self.batch.num_tokens() == self.batch.num_seqs();
+            let opts = StepOptions {
+                batch_invariant: invariant,
+                graph_tokens: decode_only.then_some(self.batch.num_tokens()),
+            };
+            self.runner.launch(&self.batch, &self.sampling, opts)?;
+            Some(InFlight {
+                plan: out,
+                sampling: std::mem::take(&mut self.sampling),
+            })
+        };
+        // The previous step's results, while this one runs.
+        let had_in_flight = self.in_flight.is_some();
+        if had_in_flight {
+            self.complete_in_flight()?;
         }
-        let batch = self.build_batch(&out);
-        let mut logits = self.model.forward(&self.backend, &batch, &mut self.kv)?;
-
-        // Sample, one row per sequence that reached its last token, in batch order.
-        let vocab = logits.vocab;
-        let mut sampled = Vec::with_capacity(logits.rows);
-        for (row, s) in out.scheduled.iter().filter(|s| s.sample).enumerate() {
-            let seq = self
-                .scheduler
-                .seq_mut(s.seq_id)
-                .expect("scheduled sequences exist");
-            let row = &mut logits.data[row * vocab..(row + 1) * vocab];
-            if seq.stop_tokens_masked() {
-                // vLLM's min_tokens: stop tokens cannot be sampled yet.
-                for &t in &seq.stop_token_ids {
-                    row[t as usize] = f32::NEG_INFINITY;
+        match launched {
+            Some(step) => {
+                self.prev_rows.clear();
+                let sampling_ids = step.plan.scheduled.iter().filter(|s| s.sample);
+                for (row, s) in sampling_ids.enumerate() {
+                    self.prev_rows.insert(s.seq_id, row as u32);
+                }
+                self.in_flight = Some(step);
+                if !self.shared.config.async_scheduling {
+                    self.complete_in_flight()?;
                 }
             }
-            sampled.push(seq.sampler.sample(row, &mut self.scratch));
+            // With a step in flight, an empty plan only waited for its results.
+            None if !had_in_flight => self.fail_unschedulable(),
+            None => {}
         }
-        let ids: Vec<u32> = sampled.iter().map(|s| s.token).collect();
-        let outcomes = self.scheduler.update_from_output(&out, &ids);
+        self.update_gauges();
+        Ok(())
+    }
 
-        let now = Instant::now();
-        let m = self.shared.metrics.clone();
-        let mut logprobs: HashMap<SeqId, _> = out
+    /// Nothing could be scheduled with nothing in flight. Cannot happen while the cache holds
+    /// `max_model_len` tokens (checked at start), but never spin: fail the head of the queue.
+    fn fail_unschedulable(&mut self) {
+        let head = self.scheduler.seq_ids().next();
+        if let Some(id) = head {
+            let client = self
+                .clients
+                .remove(&id)
+                .expect("every sequence has a client");
+            let seq = self.scheduler.finish(id).expect("listed above");
+            self.forget(&seq.request_id, id, &client);
+            let message = "the sequence does not fit in the KV cache".to_string();
+            let _ = client.events.send(EngineEvent::Error { message });
+        }
+    }
+
+    /// Waits for the step in flight and applies its sampled ids: appends, events, finishes.
+    fn complete_in_flight(&mut self) -> Result<(), kestrel_model::ModelError> {
+        let Some(step) = self.in_flight.take() else {
+            return Ok(());
+        };
+        self.runner.wait(&mut self.sampled)?;
+        self.scheduler
+            .update_from_output(&step.plan, &self.sampled.tokens, &mut self.outcomes);
+
+        // Sampling row of each outcome, for its logprobs.
+        let rows: HashMap<SeqId, usize> = step
+            .plan
             .scheduled
             .iter()
             .filter(|s| s.sample)
-            .map(|s| s.seq_id)
-            .zip(sampled.into_iter().map(|s| s.logprobs))
+            .enumerate()
+            .map(|(row, s)| (s.seq_id, row))
             .collect();
-        for o in outcomes {
+        let now = Instant::now();
+        let m = self.shared.metrics.clone();
+        let outcomes = std::mem::take(&mut self.outcomes);
+        for o in &outcomes {
             m.generation_tokens.fetch_add(1, Ordering::Relaxed);
             let client = self
                 .clients
@@ -428,9 +551,10 @@ impl<B: Backend> EngineCore<B> {
             }
             client.last_token = Some(now);
             if o.appended {
+                let row = rows[&o.seq_id];
                 let event = EngineEvent::Token {
                     id: o.token,
-                    logprobs: logprobs.remove(&o.seq_id).flatten(),
+                    logprobs: self.sampled.token_logprobs(row, &step.sampling.rows[row]),
                 };
                 if client.events.send(event).is_err() {
                     self.finish(o.seq_id, FinishReason::Abort);
@@ -441,7 +565,9 @@ impl<B: Backend> EngineCore<B> {
                 self.finish(o.seq_id, reason);
             }
         }
-        self.update_gauges();
+        self.outcomes = outcomes;
+        // The step's sampling buffers come back for reuse.
+        self.sampling = step.sampling;
         Ok(())
     }
 
@@ -470,42 +596,58 @@ impl<B: Backend> EngineCore<B> {
         }
     }
 
-    /// The flat batch of a step: each scheduled sequence's new tokens, positions and slots;
-    /// logits only for the sequences that sample.
-    fn build_batch(&self, out: &SchedulerOutput) -> BatchInput {
+    /// Fills the step's batch and sampling rows: each scheduled sequence's new tokens (the
+    /// pending one as a placeholder for the step in flight's sample), positions and slots, and
+    /// a sampling row for the sequences that sample.
+    fn build_step(&mut self, out: &SchedulerOutput) {
         let bs = self.shared.config.block_size;
-        let mut b = BatchInput {
-            block_size: bs,
-            query_start_loc: vec![0],
-            ..Default::default()
-        };
+        self.batch.clear();
+        self.batch.block_size = bs;
+        self.sampling.clear();
+        let mut table: Vec<u32> = Vec::new();
         for s in &out.scheduled {
             let seq = self
                 .scheduler
                 .seq(s.seq_id)
                 .expect("scheduled sequences exist");
-            // [num_blocks_of_seq]
-            let table: Vec<u32> = self
-                .scheduler
-                .kv()
-                .block_table(s.seq_id)
-                .iter()
-                .map(|b| b.0)
-                .collect();
+            table.clear();
+            table.extend(
+                self.scheduler
+                    .kv()
+                    .block_table(s.seq_id)
+                    .iter()
+                    .map(|b| b.0),
+            );
             let start = s.num_computed_tokens;
-            for (pos, &tok) in (start..).zip(&seq.tokens[start..start + s.num_new_tokens]) {
-                b.input_ids.push(tok);
-                b.positions.push(pos as u32);
-                b.slot_mapping
-                    .push((table[pos / bs] as usize * bs + pos % bs) as u32);
+            let end = start + s.num_new_tokens;
+            let known = seq.num_tokens();
+            let first_token = self.batch.num_tokens();
+            let tokens = (start..end).map(|p| seq.tokens.get(p).copied().unwrap_or(0));
+            self.batch.push_seq(tokens, start, &table, s.sample);
+            if end > known {
+                // The token a launched step is sampling: its id comes from that step's row.
+                debug_assert_eq!(end, known + 1, "at most one pending token per sequence");
+                let row = *self
+                    .prev_rows
+                    .get(&s.seq_id)
+                    .expect("a pending token comes from the step in flight");
+                self.batch
+                    .set_prev_sampled(first_token + (known - start), row as usize);
             }
-            b.query_start_loc.push(b.input_ids.len() as u32);
-            b.seq_lens.push((start + s.num_new_tokens) as u32);
-            b.block_tables.push(table);
             if s.sample {
-                b.logits_indices.push(b.input_ids.len() as u32 - 1);
+                let banned: &[u32] = if seq.stop_tokens_masked() {
+                    &seq.stop_token_ids
+                } else {
+                    &[]
+                };
+                self.sampling.push(
+                    &seq.sampling.params,
+                    seq.sampling.seed,
+                    end as u64,
+                    seq.sampling.history().iter().copied(),
+                    banned,
+                );
             }
         }
-        b
     }
 }

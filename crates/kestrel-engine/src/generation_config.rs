@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::sampler::SamplingParams;
+use kestrel_backend::SamplingParams;
 
 type TokenId = u32;
 

@@ -147,7 +147,7 @@ impl EngineHandle {
             )));
         }
         r.sampling
-            .validate()
+            .validate_for_vocab(vocab)
             .map_err(|e| SubmitError::Invalid(e.message))
     }
 

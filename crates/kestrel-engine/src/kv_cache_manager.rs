@@ -25,6 +25,9 @@ pub struct ComputedBlocks {
 
 #[derive(Debug, Default)]
 struct SeqBlocks {
+    /// Parent of the first block's hash: keeps apart sequences whose KV must not be shared
+    /// (computed with other kernels).
+    root: Option<BlockHash>,
     /// The block table, in position order.
     blocks: Vec<BlockId>,
     /// Hashes of the sequence's full blocks computed so far (prefix of the block table).
@@ -77,12 +80,18 @@ impl KvCacheManager {
         let num_full = tokens.len() / block_size;
         while e.hashes.len() < num_full {
             let i = e.hashes.len();
-            let h = BlockHash::chain(
-                e.hashes.last().copied(),
-                &tokens[i * block_size..(i + 1) * block_size],
-            );
+            let parent = e.hashes.last().copied().or(e.root);
+            let h = BlockHash::chain(parent, &tokens[i * block_size..(i + 1) * block_size]);
             e.hashes.push(h);
         }
+    }
+
+    /// Puts `seq`'s blocks in the prefix-cache namespace `root` (before it holds blocks):
+    /// it only shares blocks with sequences of the same namespace.
+    pub fn set_namespace(&mut self, seq: SeqId, root: Option<BlockHash>) {
+        let e = self.seqs.entry(seq).or_default();
+        debug_assert!(e.blocks.is_empty() && e.hashes.is_empty());
+        e.root = root;
     }
 
     /// The longest cached prefix of `tokens` (all tokens of a sequence not yet holding blocks),
@@ -109,7 +118,9 @@ impl KvCacheManager {
 
     /// Makes room for `num_new_tokens` more tokens of `seq` after `num_computed_tokens`
     /// (counting `computed`, a prefix hit from [`Self::get_computed_blocks`] when the sequence
-    /// holds no blocks yet). `tokens` are all the sequence's known tokens (prompt + output).
+    /// holds no blocks yet). `tokens` are all the sequence's known tokens (prompt + output);
+    /// the new tokens may run past them by tokens still being sampled, whose blocks are
+    /// registered in the cache by a later call, once their ids are known.
     /// Returns false, changing nothing, when the free blocks do not suffice.
     pub fn allocate_slots(
         &mut self,
@@ -121,10 +132,6 @@ impl KvCacheManager {
     ) -> bool {
         let bs = self.block_size;
         let end = num_computed_tokens + num_new_tokens;
-        assert!(
-            end <= tokens.len(),
-            "scheduling tokens that do not exist yet"
-        );
         let e = self.seqs.entry(seq).or_default();
         let num_needed = end.div_ceil(bs);
         let num_have = e.blocks.len() + computed.blocks.len();
@@ -146,8 +153,8 @@ impl KvCacheManager {
                 .expect("checked free blocks above"),
         );
         if self.enable_caching {
-            // Register the blocks this step fills completely.
-            let num_full = end / bs;
+            // Register the blocks this step fills completely, as far as their ids are known.
+            let num_full = end.min(tokens.len()) / bs;
             Self::hash_full_blocks(bs, e, &tokens[..num_full * bs]);
             for i in e.num_cached..num_full {
                 self.pool.cache_block(e.blocks[i], e.hashes[i]);
@@ -167,6 +174,15 @@ impl KvCacheManager {
     pub fn free(&mut self, seq: SeqId) {
         if let Some(e) = self.seqs.remove(&seq) {
             self.pool.free(e.blocks.into_iter().rev());
+        }
+    }
+
+    /// Releases `seq`'s blocks but keeps its namespace (a preempted sequence comes back).
+    pub fn free_blocks(&mut self, seq: SeqId) {
+        let root = self.seqs.get(&seq).and_then(|e| e.root);
+        self.free(seq);
+        if root.is_some() {
+            self.set_namespace(seq, root);
         }
     }
 }
@@ -201,6 +217,37 @@ mod tests {
         let hit = kv.get_computed_blocks(SeqId(3), &prompt);
         assert_eq!(hit.num_tokens, 8);
         kv.pool().check_invariants();
+    }
+
+    #[test]
+    fn namespaces_do_not_share_blocks() {
+        let mut kv = KvCacheManager::new(16, 4, true);
+        let prompt: Vec<u32> = (0..10).collect();
+        let hit = kv.get_computed_blocks(SeqId(0), &prompt);
+        assert!(kv.allocate_slots(SeqId(0), &prompt, 0, 10, &hit));
+        kv.set_namespace(SeqId(1), Some(BlockHash(7)));
+        assert_eq!(kv.get_computed_blocks(SeqId(1), &prompt).num_tokens, 0);
+        let hit = kv.get_computed_blocks(SeqId(2), &prompt);
+        assert_eq!(hit.num_tokens, 8, "the default namespace still hits");
+    }
+
+    #[test]
+    fn tokens_being_sampled_get_slots_and_are_registered_later() {
+        let mut kv = KvCacheManager::new(16, 4, true);
+        let mut tokens: Vec<u32> = (0..7).collect();
+        let none = ComputedBlocks::default();
+        assert!(kv.allocate_slots(SeqId(0), &tokens, 0, 7, &none));
+        // The 8th token is still being sampled: it gets its slot, its block is not cached.
+        assert!(kv.allocate_slots(SeqId(0), &tokens, 7, 1, &none));
+        assert_eq!(
+            kv.get_computed_blocks(SeqId(1), &[tokens.clone(), vec![0; 2]].concat())
+                .num_tokens,
+            4
+        );
+        tokens.push(99);
+        assert!(kv.allocate_slots(SeqId(0), &[tokens.clone(), vec![5]].concat(), 8, 1, &none));
+        let probe = [tokens.clone(), vec![1]].concat();
+        assert_eq!(kv.get_computed_blocks(SeqId(2), &probe).num_tokens, 8);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! ([`EngineEvent`]s, ending with [`EngineEvent::Finished`] or [`EngineEvent::Error`]).
 //! `Request` is the API side; the engine's own state for it is a `Sequence`.
 
-use crate::sampler::{SamplingParams, TokenLogprobs};
+use kestrel_backend::{SamplingParams, TokenLogprobs};
 
 /// One sequence to generate. For `n > 1` the server submits one request per choice, with ids
 /// `"<id>-<choice index>"`; identical prompts then share their KV blocks through the prefix cache.

@@ -7,11 +7,16 @@
 //! preempted by recompute (its blocks freed, `num_computed_tokens` back to 0, front of the queue).
 //!
 //! The output is plain data ([`SchedulerOutput`]); `engine.rs` turns it into a `BatchInput`.
+//! As in vLLM, `num_computed_tokens` advances when a step is *scheduled*, and a sampling step
+//! leaves a pending token on the sequence until [`Scheduler::update_from_output`] appends it;
+//! so the next step can be scheduled while this one runs (async scheduling): a sequence's
+//! pending token is then the input of its next decode, read from the previous step's samples.
 //! Invariants: a step's tokens ≤ `max_num_batched_tokens`; running sequences ≤ `max_num_seqs`;
 //! every sequence is in exactly one of `waiting` / `running` until [`Scheduler::finish`].
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::block_pool::BlockHash;
 use crate::kv_cache_manager::{ComputedBlocks, KvCacheManager};
 use crate::request::FinishReason;
 use crate::sequence::{SeqId, SeqStatus, Sequence};
@@ -47,8 +52,10 @@ pub struct ScheduledSeq {
     /// Tokens with KV before this step.
     pub num_computed_tokens: usize,
     pub num_new_tokens: usize,
-    /// The step reaches the sequence's last known token, so its logits give the next token.
+    /// The step reaches the sequence's last token, so its logits give the next token.
     pub sample: bool,
+    /// The sequence's epoch when scheduled (a preemption since voids the sample).
+    pub epoch: u32,
 }
 
 /// What one step computes, plus what changed in the queues.
@@ -127,13 +134,27 @@ impl Scheduler {
         self.seqs.get_mut(&id)
     }
 
+    /// The running sequences, oldest first.
+    pub fn running(&self) -> impl Iterator<Item = &Sequence> + '_ {
+        self.running.iter().map(|id| &self.seqs[id])
+    }
+
     pub fn seq_ids(&self) -> impl Iterator<Item = SeqId> + '_ {
         self.seqs.keys().copied()
     }
 
     /// Queues a new sequence at the back (FCFS).
     pub fn add(&mut self, seq: Sequence) {
+        self.add_in_namespace(seq, None);
+    }
+
+    /// Queues a new sequence whose blocks live in the prefix-cache namespace `ns` (shared only
+    /// with sequences of the same namespace).
+    pub fn add_in_namespace(&mut self, seq: Sequence, ns: Option<BlockHash>) {
         assert!(!self.seqs.contains_key(&seq.id), "sequence id reused");
+        if ns.is_some() {
+            self.kv.set_namespace(seq.id, ns);
+        }
         self.waiting.push_back(seq.id);
         self.seqs.insert(seq.id, seq);
     }
@@ -151,12 +172,33 @@ impl Scheduler {
 
     fn preempt_newest(&mut self) -> SeqId {
         let id = self.running.pop().expect("preempting with nothing running");
-        self.kv.free(id);
+        self.kv.free_blocks(id);
         let seq = self.seqs.get_mut(&id).expect("running sequences exist");
         seq.status = SeqStatus::Waiting;
         seq.num_computed_tokens = 0;
+        // The samples of launched steps are void; the sequence resumes from its known tokens.
+        seq.num_pending = 0;
+        seq.epoch += 1;
         self.waiting.push_front(id);
         id
+    }
+
+    /// Records a scheduled share of a step: `num_computed_tokens` advances now, and a
+    /// sampling share leaves a pending token.
+    fn commit(&mut self, out: &mut SchedulerOutput, id: SeqId, num_new: usize) {
+        let seq = self.seqs.get_mut(&id).expect("scheduled sequences exist");
+        let sample = seq.num_computed_tokens + num_new == seq.num_tokens_with_pending();
+        out.scheduled.push(ScheduledSeq {
+            seq_id: id,
+            num_computed_tokens: seq.num_computed_tokens,
+            num_new_tokens: num_new,
+            sample,
+            epoch: seq.epoch,
+        });
+        seq.num_computed_tokens += num_new;
+        if sample {
+            seq.num_pending += 1;
+        }
     }
 
     /// Plans one step.
@@ -169,9 +211,15 @@ impl Scheduler {
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
             let seq = &self.seqs[&id];
-            let num_new = self
-                .config
-                .num_new_tokens(seq.num_tokens() - seq.num_computed_tokens, budget);
+            // A sequence whose pending token ends it needs no further step.
+            let num_new = if seq.done_by_length_when_pending_land() {
+                0
+            } else {
+                self.config.num_new_tokens(
+                    seq.num_tokens_with_pending() - seq.num_computed_tokens,
+                    budget,
+                )
+            };
             if num_new == 0 {
                 i += 1;
                 continue;
@@ -198,13 +246,7 @@ impl Scheduler {
             if !scheduled {
                 break;
             }
-            let seq = &self.seqs[&id];
-            out.scheduled.push(ScheduledSeq {
-                seq_id: id,
-                num_computed_tokens: seq.num_computed_tokens,
-                num_new_tokens: num_new,
-                sample: seq.num_computed_tokens + num_new == seq.num_tokens(),
-            });
+            self.commit(&mut out, id, num_new);
             budget -= num_new;
             i += 1;
         }
@@ -236,55 +278,45 @@ impl Scheduler {
             seq.num_computed_tokens = num_computed;
             seq.num_cached_tokens.get_or_insert(num_computed);
             out.admitted.push((id, num_computed));
-            out.scheduled.push(ScheduledSeq {
-                seq_id: id,
-                num_computed_tokens: num_computed,
-                num_new_tokens: num_new,
-                sample: num_computed + num_new == seq.num_tokens(),
-            });
+            self.commit(&mut out, id, num_new);
             budget -= num_new;
         }
         out.num_batched_tokens = self.config.max_num_batched_tokens - budget;
         out
     }
 
-    /// Applies a finished step: every scheduled sequence's `num_computed_tokens` advances, and
-    /// `sampled` (one token per `sample` entry of `out.scheduled`, in order) are appended.
+    /// Applies a finished step: `sampled` (one token per `sample` entry of `out.scheduled`, in
+    /// order) are appended, each replacing its sequence's pending token, into `outcomes`.
     /// Finished sequences stay until [`Scheduler::finish`].
     pub fn update_from_output(
         &mut self,
         out: &SchedulerOutput,
         sampled: &[u32],
-    ) -> Vec<TokenOutcome> {
+        outcomes: &mut Vec<TokenOutcome>,
+    ) {
+        outcomes.clear();
         let mut tokens = sampled.iter();
-        let mut outcomes = Vec::with_capacity(sampled.len());
-        for s in &out.scheduled {
+        for s in out.scheduled.iter().filter(|s| s.sample) {
+            let &token = tokens
+                .next()
+                .expect("one sampled token per sampling sequence");
             let Some(seq) = self.seqs.get_mut(&s.seq_id) else {
+                // Finished or aborted since it was scheduled: the sample is void.
                 continue;
             };
-            if seq.status != SeqStatus::Running || seq.num_computed_tokens != s.num_computed_tokens
-            {
-                // Finished or preempted since it was scheduled; its sample (if any) is void.
-                if s.sample {
-                    tokens.next();
-                }
+            if seq.epoch != s.epoch {
+                // Preempted since it was scheduled: the sample is void.
                 continue;
             }
-            seq.num_computed_tokens += s.num_new_tokens;
-            if s.sample {
-                let &token = tokens
-                    .next()
-                    .expect("one sampled token per sampling sequence");
-                let (appended, finish) = seq.append_sampled(token);
-                outcomes.push(TokenOutcome {
-                    seq_id: s.seq_id,
-                    token,
-                    appended,
-                    finish,
-                });
-            }
+            seq.num_pending -= 1;
+            let (appended, finish) = seq.append_sampled(token);
+            outcomes.push(TokenOutcome {
+                seq_id: s.seq_id,
+                token,
+                appended,
+                finish,
+            });
         }
-        outcomes
     }
 }
 
@@ -292,14 +324,15 @@ impl Scheduler {
 mod tests {
     use super::*;
     use crate::request::EngineRequest;
-    use crate::sampler::{Sampler, SamplingParams};
+    use crate::sampling_state::SequenceSampling;
+    use kestrel_backend::SamplingParams;
     use proptest::prelude::*;
 
     fn seq(id: u64, prompt_len: usize, max_tokens: usize, stop: Vec<u32>) -> Sequence {
         let prompt: Vec<u32> = (0..prompt_len as u32)
             .map(|t| t % 7 + id as u32 % 3)
             .collect();
-        let sampler = Sampler::new(SamplingParams::greedy(), &prompt, 64, 0).unwrap();
+        let sampling = SequenceSampling::new(SamplingParams::greedy(), &prompt, 0);
         let req = EngineRequest {
             request_id: format!("r{id}"),
             prompt_ids: prompt,
@@ -308,7 +341,7 @@ mod tests {
             min_tokens: 0,
             stop_token_ids: stop,
         };
-        Sequence::new(SeqId(id), req, sampler, 1 << 20)
+        Sequence::new(SeqId(id), req, sampling, 1 << 20, false)
     }
 
     fn config(max_num_seqs: usize, budget: usize, num_blocks: usize) -> SchedulerConfig {
@@ -332,7 +365,9 @@ mod tests {
             .map(|_| token)
             .collect();
         let mut done = Vec::new();
-        for o in s.update_from_output(&out, &sampled) {
+        let mut outcomes = Vec::new();
+        s.update_from_output(&out, &sampled, &mut outcomes);
+        for o in outcomes {
             if o.finish.is_some() {
                 s.finish(o.seq_id);
                 done.push(o.seq_id);

@@ -1,13 +1,15 @@
 //! Engine-side state of one sequence: its tokens (prompt + output), how many of them have KV in
-//! the cache (`num_computed_tokens`, which catches up with `num_tokens()` step by step), its
-//! sampler and its status. Its block table lives in the KV cache manager, keyed by [`SeqId`].
+//! the cache or are being computed by a launched step (`num_computed_tokens`, which catches up
+//! with the tokens step by step), tokens sampled by a launched step but not back yet
+//! (`num_pending`), its sampling state and its status. Its block table lives in the KV cache
+//! manager, keyed by [`SeqId`].
 
 /// Engine-internal id of one submitted sequence (unique for the engine's lifetime).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeqId(pub u64);
 
 use crate::request::{EngineRequest, FinishReason};
-use crate::sampler::Sampler;
+use crate::sampling_state::SequenceSampling;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeqStatus {
@@ -23,14 +25,22 @@ pub struct Sequence {
     /// Prompt followed by the generated tokens.
     pub tokens: Vec<u32>,
     pub num_prompt_tokens: usize,
-    /// Leading tokens whose KV is in the cache (or being written by the current step).
+    /// Leading positions whose KV is in the cache or written by a launched step; may run one
+    /// past `tokens` by the pending tokens.
     pub num_computed_tokens: usize,
+    /// Tokens a launched step samples that are not appended yet (0, or 1 with two steps in
+    /// flight).
+    pub num_pending: usize,
+    /// Incremented by each preemption: a launched step's sample for an older epoch is void.
+    pub epoch: u32,
     pub max_tokens: usize,
     pub min_tokens: usize,
     pub stop_token_ids: Vec<u32>,
     /// Prompt + output limit.
     pub max_model_len: usize,
-    pub sampler: Sampler,
+    pub sampling: SequenceSampling,
+    /// Steps that compute this sequence use batch-invariant kernels.
+    pub batch_invariant: bool,
     pub status: SeqStatus,
     /// Prefix-cache hit of the first admission (`usage.cached_tokens`); `None` before it.
     pub num_cached_tokens: Option<usize>,
@@ -39,19 +49,28 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    /// A waiting sequence for `request` (its sampler built from `request.sampling` already).
-    pub fn new(id: SeqId, request: EngineRequest, sampler: Sampler, max_model_len: usize) -> Self {
+    /// A waiting sequence for `request`.
+    pub fn new(
+        id: SeqId,
+        request: EngineRequest,
+        sampling: SequenceSampling,
+        max_model_len: usize,
+        batch_invariant: bool,
+    ) -> Self {
         Self {
             id,
             request_id: request.request_id,
             num_prompt_tokens: request.prompt_ids.len(),
             tokens: request.prompt_ids,
             num_computed_tokens: 0,
+            num_pending: 0,
+            epoch: 0,
             max_tokens: request.max_tokens,
             min_tokens: request.min_tokens,
             stop_token_ids: request.stop_token_ids,
             max_model_len,
-            sampler,
+            sampling,
+            batch_invariant,
             status: SeqStatus::Waiting,
             num_cached_tokens: None,
             stopped_by_token: false,
@@ -62,6 +81,11 @@ impl Sequence {
         self.tokens.len()
     }
 
+    /// Tokens once the pending ones are back.
+    pub fn num_tokens_with_pending(&self) -> usize {
+        self.tokens.len() + self.num_pending
+    }
+
     pub fn output(&self) -> &[u32] {
         &self.tokens[self.num_prompt_tokens..]
     }
@@ -70,21 +94,30 @@ impl Sequence {
         self.tokens.len() - self.num_prompt_tokens
     }
 
-    /// Stop tokens are masked until `min_tokens` were generated.
+    /// Whether the pending tokens already end the sequence by length, so it needs no more
+    /// steps.
+    pub fn done_by_length_when_pending_land(&self) -> bool {
+        self.num_pending > 0
+            && (self.num_output_tokens() + self.num_pending >= self.max_tokens
+                || self.num_tokens_with_pending() >= self.max_model_len)
+    }
+
+    /// Whether stop tokens are masked for the token the latest scheduled step samples (the
+    /// last of the pending ones): they are while fewer than `min_tokens` come before it.
     pub fn stop_tokens_masked(&self) -> bool {
-        self.num_output_tokens() < self.min_tokens
+        self.num_output_tokens() + self.num_pending.saturating_sub(1) < self.min_tokens
     }
 
     /// Takes a sampled token: a stop token ends the sequence without being appended; any other
-    /// is appended (and recorded by the sampler), and may end it by length.
+    /// is appended (and recorded for the penalties), and may end it by length.
     /// Returns `(appended, finish)`.
     pub fn append_sampled(&mut self, token: u32) -> (bool, Option<FinishReason>) {
-        if !self.stop_tokens_masked() && self.stop_token_ids.contains(&token) {
+        if self.num_output_tokens() >= self.min_tokens && self.stop_token_ids.contains(&token) {
             self.stopped_by_token = true;
             return (false, Some(FinishReason::Stop { token: Some(token) }));
         }
         self.tokens.push(token);
-        self.sampler.push_output_token(token);
+        self.sampling.push_output(token);
         let done =
             self.num_output_tokens() >= self.max_tokens || self.num_tokens() >= self.max_model_len;
         (true, done.then_some(FinishReason::Length))

@@ -19,6 +19,9 @@ pub enum ModelError {
     },
     #[error("model `{model_id}`: {detail}")]
     Hub { model_id: String, detail: String },
+    /// A step the runner cannot take (a caller's bug, reported rather than run).
+    #[error("model step: {0}")]
+    Step(String),
     #[error(transparent)]
     Backend(#[from] kestrel_backend::BackendError),
 }

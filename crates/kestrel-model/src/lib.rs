@@ -1,7 +1,8 @@
 //! Qwen3 / Qwen2 models: configuration, weight sources (safetensors directories, GGUF files,
-//! the Hugging Face Hub), the paged KV cache and the forward pass, written once over the
-//! [`kestrel_backend::Backend`] trait. Quantization is a property of each weight, never a
-//! second copy of the model.
+//! the Hugging Face Hub), the paged KV cache, the forward pass written once over the
+//! [`kestrel_backend::Backend`] trait, its workspace, and the runner that owns all of them on
+//! the device and turns a step's batch into sampled ids. Quantization is a property of each
+//! weight, never a second copy of the model.
 
 pub mod config;
 pub mod error;
@@ -11,12 +12,16 @@ pub mod hub;
 pub mod kv_cache;
 pub mod quantize;
 pub mod qwen;
+pub mod runner;
 pub mod safetensors_source;
 pub mod source;
 pub mod synth;
+pub mod workspace;
 
 pub use config::{Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
-pub use qwen::{Logits, QwenModel};
+pub use qwen::QwenModel;
+pub use runner::{ModelRunner, RunnerConfig};
 pub use source::{ModelFiles, WeightSource};
+pub use workspace::Workspace;

@@ -5,12 +5,13 @@
 //! before rotary embedding, Qwen2 adds bias to the q, k and v projections. Logits are computed
 //! only for the batch's `logits_indices` rows.
 
-use kestrel_backend::{AttnShape, Backend, BatchInput};
+use kestrel_backend::{AttnShape, Backend};
 
 use crate::config::{Arch, ModelConfig};
 use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::source::WeightSource;
+use crate::workspace::Workspace;
 
 struct Layer<B: Backend> {
     /// `[1, hidden]`
@@ -37,20 +38,6 @@ struct Layer<B: Backend> {
     gate_proj: B::Weight,
     up_proj: B::Weight,
     down_proj: B::Weight,
-}
-
-/// Logits for the requested rows: `[rows, vocab]` row-major on the host.
-#[derive(Clone, Debug)]
-pub struct Logits {
-    pub rows: usize,
-    pub vocab: usize,
-    pub data: Vec<f32>,
-}
-
-impl Logits {
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.vocab..(i + 1) * self.vocab]
-    }
 }
 
 pub struct QwenModel<B: Backend> {
@@ -153,14 +140,15 @@ impl<B: Backend> QwenModel<B> {
         })
     }
 
-    /// One forward step over a flat varlen batch; writes the batch's K/V into `kv` and returns
-    /// logits for `batch.logits_indices`.
-    pub fn forward(&self, backend: &B, batch: &BatchInput, kv: &mut KvCache<B>) -> Result<Logits> {
-        backend.run_step(|| self.forward_ops(backend, batch, kv))
-    }
-
-    fn forward_ops(&self, backend: &B, batch: &BatchInput, kv: &mut KvCache<B>) -> Result<Logits> {
-        batch.validate(kv.layout.num_blocks)?;
+    /// One forward step over the uploaded batch: writes the batch's K/V into `kv` and leaves
+    /// the logits of its `logits_indices` rows in `ws.logits` (`[num_logits, vocab]`).
+    pub fn forward(
+        &self,
+        backend: &B,
+        ws: &mut Workspace<B>,
+        batch: &B::Batch,
+        kv: &mut KvCache<B>,
+    ) -> Result<()> {
         let c = &self.config;
         let shape = AttnShape {
             num_heads: c.num_heads,
@@ -168,63 +156,77 @@ impl<B: Backend> QwenModel<B> {
             head_dim: c.head_dim,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
         };
-        let b = backend.prepare_batch(batch)?;
+        let eps = c.rms_norm_eps;
+        let Workspace {
+            x,
+            h,
+            q,
+            k,
+            v,
+            attn,
+            o,
+            gate,
+            up,
+            act,
+            last,
+            logits,
+            ..
+        } = ws;
         // [num_tokens, hidden]
-        let mut x = backend.embedding(&self.embed_tokens, &b)?;
+        backend.embedding(&self.embed_tokens, batch, x)?;
         for (layer, cache) in self.layers.iter().zip(kv.layers.iter_mut()) {
             // [num_tokens, hidden]
-            let h = backend.rms_norm(&x, &layer.input_layernorm, c.rms_norm_eps)?;
+            backend.rms_norm(x, &layer.input_layernorm, eps, h)?;
             // [num_tokens, num_heads * head_dim], [num_tokens, kv_dim], [num_tokens, kv_dim]
-            let [mut q, mut k, mut v] =
-                many(backend.matmul_many(&h, &[&layer.q_proj, &layer.k_proj, &layer.v_proj])?)?;
+            backend.matmul_many(
+                h,
+                &[&layer.q_proj, &layer.k_proj, &layer.v_proj],
+                &mut [&mut *q, &mut *k, &mut *v],
+            )?;
             if let Some(bias) = &layer.q_bias {
-                backend.add_bias(&mut q, bias)?;
+                backend.add_bias(q, bias)?;
             }
             if let Some(bias) = &layer.k_bias {
-                backend.add_bias(&mut k, bias)?;
+                backend.add_bias(k, bias)?;
             }
             if let Some(bias) = &layer.v_bias {
-                backend.add_bias(&mut v, bias)?;
+                backend.add_bias(v, bias)?;
             }
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                q = backend.rms_norm(&q, qn, c.rms_norm_eps)?;
-                k = backend.rms_norm(&k, kn, c.rms_norm_eps)?;
+                backend.rms_norm_inplace(q, qn, eps)?;
+                backend.rms_norm_inplace(k, kn, eps)?;
             }
-            backend.rope(&mut q, &b, c.head_dim, c.rope_theta)?;
-            backend.rope(&mut k, &b, c.head_dim, c.rope_theta)?;
-            backend.write_kv(cache, &k, &v, &b)?;
+            backend.rope(q, batch, c.head_dim, c.rope_theta)?;
+            backend.rope(k, batch, c.head_dim, c.rope_theta)?;
+            backend.write_kv(cache, k, v, batch)?;
             // [num_tokens, num_heads * head_dim]
-            let attn = backend.attention(&q, cache, &b, shape)?;
+            backend.attention(q, cache, batch, shape, attn)?;
             // [num_tokens, hidden]
-            let mut o = backend.matmul(&attn, &layer.o_proj)?;
+            backend.matmul(attn, &layer.o_proj, o)?;
             if let Some(bias) = &layer.o_bias {
-                backend.add_bias(&mut o, bias)?;
+                backend.add_bias(o, bias)?;
             }
-            backend.add_assign(&mut x, &o)?;
-            let h = backend.rms_norm(&x, &layer.post_attention_layernorm, c.rms_norm_eps)?;
+            backend.add_assign(x, o)?;
+            backend.rms_norm(x, &layer.post_attention_layernorm, eps, h)?;
             // [num_tokens, intermediate]
-            let [gate, up] = many(backend.matmul_many(&h, &[&layer.gate_proj, &layer.up_proj])?)?;
-            let act = backend.silu_mul(&gate, &up)?;
+            backend.matmul_many(
+                h,
+                &[&layer.gate_proj, &layer.up_proj],
+                &mut [&mut *gate, &mut *up],
+            )?;
+            backend.silu_mul(gate, up, act)?;
             // [num_tokens, hidden]
-            let down = backend.matmul(&act, &layer.down_proj)?;
-            backend.add_assign(&mut x, &down)?;
+            backend.matmul(act, &layer.down_proj, o)?;
+            backend.add_assign(x, o)?;
         }
         // [num_logits, hidden] → [num_logits, vocab]
-        let last = backend.gather_logit_rows(&x, &b)?;
-        let last = backend.rms_norm(&last, &self.norm, c.rms_norm_eps)?;
-        let logits = backend.matmul(&last, self.lm_head.as_ref().unwrap_or(&self.embed_tokens))?;
-        let (rows, vocab, data) = backend.to_host(&logits)?;
-        Ok(Logits { rows, vocab, data })
+        backend.gather_logit_rows(x, batch, last)?;
+        backend.rms_norm_inplace(last, &self.norm, eps)?;
+        backend.matmul(
+            last,
+            self.lm_head.as_ref().unwrap_or(&self.embed_tokens),
+            logits,
+        )?;
+        Ok(())
     }
-}
-
-/// The outputs of [`Backend::matmul_many`] as an array, one per weight asked for.
-fn many<T, const N: usize>(outs: Vec<T>) -> Result<[T; N]> {
-    outs.try_into().map_err(|v: Vec<T>| {
-        kestrel_backend::BackendError::Shape {
-            op: "matmul_many",
-            detail: format!("{} outputs for {N} weights", v.len()),
-        }
-        .into()
-    })
 }

@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use kestrel_backend::cpu::CpuBackend;
-use kestrel_backend::{BatchInput, KvDtype, WeightFormat};
+use kestrel_backend::{BatchInput, KvDtype, StepOptions, WeightFormat};
 use kestrel_model::quantize::{write_quantized_gguf, QuantizedSource};
 use kestrel_model::synth::{qwen3_config, tensor_shapes, write_safetensors_dir};
-use kestrel_model::{KvCache, ModelFiles, QwenModel, WeightSource};
+use kestrel_model::{ModelFiles, ModelRunner, QwenModel, RunnerConfig, WeightSource};
 
 const BLOCK: usize = 16;
 
@@ -19,10 +19,15 @@ fn logits(files: &ModelFiles, weights: &dyn WeightSource, prompt: &[u32]) -> Vec
     let model = QwenModel::load(&backend, files.config().clone(), weights).unwrap();
     let blocks = prompt.len().div_ceil(BLOCK);
     let table: Vec<u32> = (0..blocks as u32).collect();
-    let mut kv = KvCache::new(&backend, &model.config, blocks, BLOCK, KvDtype::F32).unwrap();
+    let config = RunnerConfig::sized(prompt.len(), blocks, KvDtype::F32);
+    let mut runner = ModelRunner::new(backend, model, config).unwrap();
     let mut batch = BatchInput::from_sequences(&[(prompt, 0, &table)], BLOCK);
     batch.logits_indices = (0..prompt.len() as u32).collect();
-    model.forward(&backend, &batch, &mut kv).unwrap().data
+    let mut out = Vec::new();
+    runner
+        .logits(&batch, StepOptions::default(), &mut out)
+        .unwrap();
+    out
 }
 
 /// A random f32 Qwen3 whose rows are whole Q4_K super-blocks (256 columns).

@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kestrel_engine::sampler::SamplingError;
+use kestrel_engine::SamplingError;
 use kestrel_engine::SubmitError;
 use kestrel_protocol::{ErrorBody, ParseError};
 

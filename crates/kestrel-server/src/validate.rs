@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use kestrel_engine::sampler::MAX_TOP_LOGPROBS;
 use kestrel_engine::SamplingParams;
+use kestrel_engine::MAX_TOP_LOGPROBS;
 use kestrel_protocol::{
     ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, Stop, Tool,
 };

@@ -1,19 +1,17 @@
 //! What clients see when the engine fails: a stream already under way ends with an in-band SSE
 //! error event (the 200 status is already sent), `/health` turns 503, and new requests get a
 //! 503 in OpenAI's error shape instead of hanging. The failure is injected by a backend that
-//! wraps the CPU backend and fails its N-th step on demand.
+//! wraps the CPU backend, forwards every op, and fails its N-th step on demand.
 
 mod common;
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use kestrel_backend::cpu::CpuBackend;
-use kestrel_backend::{AttnShape, Backend, BackendError, BatchInput, HostWeight, KvLayout};
+use kestrel_backend::testing::{Fault, FaultyBackend};
 use kestrel_engine::{start_engine, EngineConfig, SamplingParams};
 use kestrel_model::{ModelFiles, QwenModel};
 use kestrel_server::{router, AppState, Model, ServerConfig};
@@ -21,95 +19,12 @@ use kestrel_text::Tokenizer;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-type Result<T> = std::result::Result<T, BackendError>;
-
-/// The CPU backend, except that the step `fail_at` counts down to fails (negative: never).
-struct FaultyBackend {
-    inner: CpuBackend,
-    fail_at: Arc<AtomicI64>,
-}
-
-impl Backend for FaultyBackend {
-    type Tensor = <CpuBackend as Backend>::Tensor;
-    type Weight = <CpuBackend as Backend>::Weight;
-    type Batch = <CpuBackend as Backend>::Batch;
-    type KvLayer = <CpuBackend as Backend>::KvLayer;
-
-    fn describe(&self) -> String {
-        format!("faulty {}", self.inner.describe())
-    }
-    fn load_weight(&self, weight: HostWeight) -> Result<Self::Weight> {
-        self.inner.load_weight(weight)
-    }
-    fn prepare_batch(&self, batch: &BatchInput) -> Result<Self::Batch> {
-        if self.fail_at.fetch_sub(1, Ordering::AcqRel) == 0 {
-            return Err(BackendError::Batch("injected device failure".into()));
-        }
-        self.inner.prepare_batch(batch)
-    }
-    fn alloc_kv_layer(&self, layout: KvLayout) -> Result<Self::KvLayer> {
-        self.inner.alloc_kv_layer(layout)
-    }
-    fn to_host(&self, x: &Self::Tensor) -> Result<(usize, usize, Vec<f32>)> {
-        self.inner.to_host(x)
-    }
-    fn embedding(&self, table: &Self::Weight, batch: &Self::Batch) -> Result<Self::Tensor> {
-        self.inner.embedding(table, batch)
-    }
-    fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Weight, eps: f32) -> Result<Self::Tensor> {
-        self.inner.rms_norm(x, weight, eps)
-    }
-    fn matmul(&self, x: &Self::Tensor, w: &Self::Weight) -> Result<Self::Tensor> {
-        self.inner.matmul(x, w)
-    }
-    fn add_bias(&self, x: &mut Self::Tensor, bias: &Self::Weight) -> Result<()> {
-        self.inner.add_bias(x, bias)
-    }
-    fn rope(
-        &self,
-        x: &mut Self::Tensor,
-        batch: &Self::Batch,
-        head_dim: usize,
-        theta: f64,
-    ) -> Result<()> {
-        self.inner.rope(x, batch, head_dim, theta)
-    }
-    fn write_kv(
-        &self,
-        cache: &mut Self::KvLayer,
-        k: &Self::Tensor,
-        v: &Self::Tensor,
-        batch: &Self::Batch,
-    ) -> Result<()> {
-        self.inner.write_kv(cache, k, v, batch)
-    }
-    fn attention(
-        &self,
-        q: &Self::Tensor,
-        cache: &Self::KvLayer,
-        batch: &Self::Batch,
-        shape: AttnShape,
-    ) -> Result<Self::Tensor> {
-        self.inner.attention(q, cache, batch, shape)
-    }
-    fn silu_mul(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor> {
-        self.inner.silu_mul(gate, up)
-    }
-    fn add_assign(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()> {
-        self.inner.add_assign(x, y)
-    }
-    fn gather_logit_rows(&self, x: &Self::Tensor, batch: &Self::Batch) -> Result<Self::Tensor> {
-        self.inner.gather_logit_rows(x, batch)
-    }
-}
-
-fn app(fail_at: Arc<AtomicI64>) -> axum::Router {
+/// The tiny model on a CPU backend whose step can be made to fail.
+fn app() -> (axum::Router, FaultyBackend<CpuBackend>) {
     let dir = common::tiny_model_dir();
     let files = ModelFiles::open(dir).expect("open tiny model");
-    let backend = FaultyBackend {
-        inner: CpuBackend::new(),
-        fail_at,
-    };
+    let backend = FaultyBackend::new(CpuBackend::new(), Fault::Error);
+    let control = backend.clone();
     let model = QwenModel::load(&backend, files.config().clone(), files.weights())
         .expect("load tiny model");
     let engine = start_engine(
@@ -132,7 +47,7 @@ fn app(fail_at: Arc<AtomicI64>) -> axum::Router {
         SamplingParams::default(),
         &[],
     ));
-    router(state)
+    (router(state), control)
 }
 
 async fn call(app: &axum::Router, request: Request<Body>) -> (StatusCode, Vec<u8>) {
@@ -164,15 +79,14 @@ fn chat(stream: bool) -> Request<Body> {
 
 #[tokio::test]
 async fn engine_failure_mid_stream_is_an_sse_error_then_health_is_503() {
-    let fail_at = Arc::new(AtomicI64::new(-1));
-    let app = app(fail_at.clone());
+    let (app, backend) = app();
 
     // A healthy engine first.
     let (status, _) = call(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
 
     // Steps 0 (prefill) .. 5 succeed, step 6 fails: six tokens are streamed, then the error.
-    fail_at.store(6, Ordering::Release);
+    backend.fail_after(6);
     let (status, body) = call(&app, chat(true)).await;
     assert_eq!(status, StatusCode::OK, "the stream had started");
     let text = String::from_utf8(body).expect("UTF-8");

@@ -1,21 +1,21 @@
 //! From `--model` to a ready model and tokenizer: resolves the spec (directory, `.gguf`, or a
-//! Hugging Face id), opens the files, loads weights onto the backend and builds the tokenizer
-//! from `tokenizer.json` or from the GGUF's own vocabulary.
+//! Hugging Face id), opens the files, loads weights onto the chosen backend and builds the
+//! tokenizer from `tokenizer.json` or from the GGUF's own vocabulary; and from the memory
+//! flags to a KV cache size that fits the device, or a clear error.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use kestrel_backend::cpu::CpuBackend;
-use kestrel_backend::WeightFormat;
+use kestrel_backend::{Backend, WeightFormat};
 use kestrel_model::gguf::GgufFile;
 use kestrel_model::quantize::QuantizedSource;
 use kestrel_model::{ModelFiles, QwenModel, WeightSource};
 use kestrel_text::{GgufVocab, Tokenizer};
 
-pub struct LoadedModel {
-    pub backend: CpuBackend,
-    pub model: QwenModel<CpuBackend>,
+pub struct LoadedModel<B: Backend> {
+    pub backend: B,
+    pub model: QwenModel<B>,
     /// `None` for weight-only directories (use `--prompt-ids`).
     pub tokenizer: Option<Tokenizer>,
     /// The directory holding `generation_config.json`, when there is one.
@@ -23,6 +23,8 @@ pub struct LoadedModel {
     /// The KV cache type matching the checkpoint.
     pub kv_dtype: kestrel_backend::KvDtype,
     pub load_time: Duration,
+    /// Bytes of the weight files.
+    pub weights_bytes: usize,
 }
 
 /// Sizes the compute thread pool once per process: `--threads`, else one thread per core the
@@ -58,11 +60,15 @@ pub fn init_allocator() {
 
 /// Loads a model (a local directory or GGUF file, or a hub id) with its tokenizer; with
 /// `quantization`, float matrices are quantized to that format on the way in.
-pub fn load(spec: &str, quantization: Option<WeightFormat>) -> Result<LoadedModel> {
+pub fn load<B: Backend>(
+    backend: B,
+    spec: &str,
+    quantization: Option<WeightFormat>,
+) -> Result<LoadedModel<B>> {
     let start = Instant::now();
     let path = kestrel_model::hub::resolve(spec)?;
     let files = ModelFiles::open(&path)?;
-    let backend = CpuBackend::new();
+    check_weights_fit(&backend, &path)?;
     let quantized = quantization.map(|q| QuantizedSource::new(files.weights(), q));
     let weights: &dyn WeightSource = match &quantized {
         Some(q) => q,
@@ -92,7 +98,115 @@ pub fn load(spec: &str, quantization: Option<WeightFormat>) -> Result<LoadedMode
         dir,
         kv_dtype,
         load_time: start.elapsed(),
+        weights_bytes: weight_file_bytes(&path),
     })
+}
+
+/// Bytes of the model's weight files (a `.gguf`, or a directory's safetensors).
+fn weight_file_bytes(path: &Path) -> usize {
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len() as usize);
+    if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                    .map(|p| size(&p))
+                    .sum()
+            })
+            .unwrap_or(0)
+    } else {
+        size(path)
+    }
+}
+
+/// Fails early when the weights cannot fit: on an accelerator they must fit in its free
+/// memory; on the CPU (memory-mapped) in the machine's memory.
+fn check_weights_fit<B: Backend>(backend: &B, path: &Path) -> Result<()> {
+    let bytes = weight_file_bytes(path);
+    let mem = backend.memory_info();
+    let (limit, what) = if backend.kind().is_accelerator() {
+        (mem.free, "free memory of")
+    } else {
+        (mem.total, "memory of")
+    };
+    if limit > 0 && bytes > limit {
+        anyhow::bail!(
+            "the weights of {} ({}) do not fit in the {what} {} ({})",
+            path.display(),
+            gib(bytes),
+            backend.describe(),
+            gib(limit)
+        );
+    }
+    Ok(())
+}
+
+pub fn gib(bytes: usize) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// How the KV cache is sized (vLLM's flags).
+pub struct KvBudget {
+    /// `--kv-cache-memory`: exactly this many bytes.
+    pub kv_cache_memory: Option<usize>,
+    /// `--gpu-memory-utilization`: on an accelerator, the fraction of its memory that the
+    /// weights, the activations and the KV cache may take together.
+    pub gpu_memory_utilization: f64,
+    /// The CPU's default when `--kv-cache-memory` is not given (vLLM's CPU backend: 4 GiB).
+    pub cpu_default: usize,
+}
+
+/// Bytes for the KV cache: `--kv-cache-memory`, else on an accelerator what
+/// `--gpu-memory-utilization` leaves after the weights and the workspace, else the CPU default.
+/// Fails, naming the flags, when that does not fit in the device's available memory.
+pub fn kv_cache_bytes<B: Backend>(
+    backend: &B,
+    weights_bytes: usize,
+    workspace_bytes: usize,
+    budget: &KvBudget,
+) -> Result<usize> {
+    let mem = backend.memory_info();
+    let accelerator = backend.kind().is_accelerator();
+    if !(budget.gpu_memory_utilization > 0.0 && budget.gpu_memory_utilization <= 1.0) {
+        anyhow::bail!(
+            "--gpu-memory-utilization must be in (0, 1], got {}",
+            budget.gpu_memory_utilization
+        );
+    }
+    let bytes = match budget.kv_cache_memory {
+        Some(b) => b,
+        None if accelerator => {
+            let allowed = (mem.total as f64 * budget.gpu_memory_utilization) as usize;
+            let used = weights_bytes + workspace_bytes;
+            if used >= allowed {
+                anyhow::bail!(
+                    "the weights ({}) and activations ({}) leave no room for a KV cache in {} of {} (--gpu-memory-utilization {}); raise it or lower --max-num-batched-tokens",
+                    gib(weights_bytes),
+                    gib(workspace_bytes),
+                    gib(allowed),
+                    backend.describe(),
+                    budget.gpu_memory_utilization
+                );
+            }
+            allowed - used
+        }
+        None => budget.cpu_default,
+    };
+    // On the CPU the weights are mapped from the file (page cache); what must be available is
+    // the cache and the activations.
+    let needed = bytes + workspace_bytes + if accelerator { weights_bytes } else { 0 };
+    if mem.free > 0 && needed > mem.free {
+        anyhow::bail!(
+            "a KV cache of {} plus {} of activations does not fit in the {} available on {}; lower --kv-cache-memory (or --max-num-batched-tokens)",
+            gib(bytes),
+            gib(workspace_bytes),
+            gib(mem.free),
+            backend.describe()
+        );
+    }
+    Ok(bytes)
 }
 
 /// The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata, if any.

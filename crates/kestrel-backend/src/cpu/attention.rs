@@ -7,14 +7,17 @@
 //! - f32 cache: one online-softmax pass (exact up to f32 rounding), for `transformers` parity.
 //! - f16 cache: ggml's CPU attention arithmetic (`kq = k·f16(q)`, softmax in f32 with an f64
 //!   sum, probabilities rounded to f16 before `v`), so GGUF models follow llama.cpp.
-
-use std::ops::Range;
+//!
+//! The per-token pass computes a token's output from its own query and its sequence's cache
+//! alone, in one order, so it is batch-invariant; the query tiles sum `q·k` and `p·V` in
+//! another order, so a batch-invariant step sends every token through the per-token pass.
 
 use half::f16;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
-use super::attention_tiled::{self, attend_tile, TileInput, TileScratch};
+use super::attention_tiled::{self, attend_tile, TileInput};
+use super::scratch::{with_task_scratch, StepScratch};
 use super::simd::kernels;
 use super::tensor::{check_slot, CpuBatch, CpuKvLayer, CpuTensor, KvStore, SharedOut};
 use crate::error::{shape_err, Result};
@@ -33,9 +36,11 @@ pub fn write_kv(cache: &mut CpuKvLayer, k: &CpuTensor, v: &CpuTensor, slots: &[u
         ));
     }
     let num_slots = cache.num_slots();
+    for &slot in slots {
+        check_slot(slot as usize, num_slots)?;
+    }
     for (t, &slot) in slots.iter().enumerate() {
         let slot = slot as usize;
-        check_slot(slot, num_slots)?;
         cache.k.write(slot * w, k.row(t));
         cache.v.write(slot * w, v.row(t));
     }
@@ -61,20 +66,16 @@ const TILED_MIN_TOKENS: usize = 3;
 /// Tokens per query tile: with 2 query heads per KV head, 24 rows = 4 micro-panels.
 const TILE_TOKENS: usize = 12;
 
-/// Per-task scratch rows.
-#[derive(Default)]
-struct Scratch {
-    scores: Vec<f32>,
-    q: Vec<f32>,
-}
-
-/// `q [num_tokens, num_heads * head_dim]` → `[num_tokens, num_heads * head_dim]`.
+/// `q [num_tokens, num_heads * head_dim]` → `out [num_tokens, num_heads * head_dim]`.
 pub fn paged_attention(
     q: &CpuTensor,
     cache: &CpuKvLayer,
     batch: &CpuBatch,
     shape: AttnShape,
-) -> Result<CpuTensor> {
+    out: &mut CpuTensor,
+    scratch: &mut StepScratch,
+    invariant: bool,
+) -> Result<()> {
     let AttnShape {
         num_heads,
         num_kv_heads,
@@ -84,6 +85,7 @@ pub fn paged_attention(
     let input = &batch.input;
     if q.cols != num_heads * head_dim
         || q.rows != input.num_tokens()
+        || out.cols != q.cols
         || num_kv_heads == 0
         || num_heads % num_kv_heads != 0
         || cache.layout.head_dim != head_dim
@@ -102,7 +104,8 @@ pub fn paged_attention(
     let w = cache.slot_width();
     let num_slots = cache.num_slots();
     // Every slot a token may read must exist; checking once here keeps the inner loop free of it.
-    for (s, table) in input.block_tables.iter().enumerate() {
+    for s in 0..input.num_seqs() {
+        let table = input.block_table(s);
         let needed = (input.seq_lens[s] as usize).div_ceil(bs);
         if table.len() < needed {
             return Err(shape_err(
@@ -115,13 +118,17 @@ pub fn paged_attention(
         }
     }
     let kern = kernels();
-    let mut out = CpuTensor::zeros(q.rows, q.cols);
-    let out_ptr = SharedOut(out.data.as_mut_ptr());
+    out.set_rows("attention", q.rows)?;
+    let out_ptr = SharedOut(out.as_mut_slice().as_mut_ptr());
     // Prompt chunks over the f16 cache go through query tiles; the other tokens (decodes, and
-    // everything on the f32 cache or without AVX2) take one pass per (token, head).
-    let mut tiles: Vec<(usize, Range<usize>)> = Vec::new();
-    let mut row_tokens: Vec<usize> = Vec::new();
-    let tiled = matches!(cache.k, KvStore::F16(_)) && tiled_available(head_dim);
+    // everything on the f32 cache, without AVX2, or in batch-invariant steps) take one pass
+    // per (token, head).
+    let StepScratch {
+        tiles, row_tokens, ..
+    } = scratch;
+    tiles.clear();
+    row_tokens.clear();
+    let tiled = !invariant && matches!(cache.k, KvStore::F16(_)) && tiled_available(head_dim);
     for seq in 0..input.num_seqs() {
         let span = input.query_start_loc[seq] as usize..input.query_start_loc[seq + 1] as usize;
         if tiled && span.len() >= TILED_MIN_TOKENS {
@@ -134,38 +141,41 @@ pub fn paged_attention(
     }
     #[cfg(target_arch = "x86_64")]
     if let (KvStore::F16(k), KvStore::F16(v)) = (&cache.k, &cache.v) {
+        let tiles = &tiles[..];
         // KV-head-major order: a thread's run of tiles reads the same heads' keys and values.
         (0..num_kv_heads * tiles.len())
             .into_par_iter()
-            .for_each_init(TileScratch::default, |scratch, idx| {
+            .for_each(|idx| {
                 let (g, (seq, span)) = (idx / tiles.len(), &tiles[idx % tiles.len()]);
                 let out_ptr = &out_ptr;
                 let inp = TileInput {
-                    q: &q.data,
+                    q: q.as_slice(),
                     q_cols: q.cols,
                     k,
                     v,
                     slot_width: w,
                     block_size: bs,
-                    table: &input.block_tables[*seq],
+                    table: input.block_table(*seq),
                     positions: &input.positions,
                     group,
                     head_dim,
                     scale,
                 };
-                // SAFETY: tiles exist only when `tiled_available` saw AVX2; the tile is the
-                // only writer of its tokens' columns of KV head `g`'s query heads; every slot
-                // up to the sequence's length was checked above.
-                unsafe { attend_tile(&inp, span.clone(), g, scratch, out_ptr.0) };
+                with_task_scratch(|s| {
+                    // SAFETY: tiles exist only when `tiled_available` saw AVX2; the tile is the
+                    // only writer of its tokens' columns of KV head `g`'s query heads; every slot
+                    // up to the sequence's length was checked above.
+                    unsafe { attend_tile(&inp, span.clone(), g, &mut s.tile, out_ptr.0) };
+                });
             });
     }
     let tokens = row_tokens.len();
+    let row_tokens = &row_tokens[..];
     // Head-major task order: a thread takes runs of tokens of one head, whose keys and values
     // stay in its cache from one token to the next (token-major order cycled through every KV
     // head and re-read a long prompt's cache from L3 for each token).
-    (0..num_heads * tokens)
-        .into_par_iter()
-        .for_each_init(Scratch::default, |scratch, idx| {
+    (0..num_heads * tokens).into_par_iter().for_each(|idx| {
+        with_task_scratch(|scratch| {
             let (h, t) = (idx / tokens, row_tokens[idx % tokens]);
             let out_ptr = &out_ptr;
             // SAFETY: task (t, h) is the only writer of `out[t][h·d..(h+1)·d]`, in bounds of
@@ -173,9 +183,11 @@ pub fn paged_attention(
             let o = unsafe {
                 std::slice::from_raw_parts_mut(out_ptr.0.add(t * q.cols + h * head_dim), head_dim)
             };
+            // The buffer holds the previous step's values.
+            o.fill(0.0);
             let kv_off = (h / group) * head_dim;
             let qh = &q.row(t)[h * head_dim..(h + 1) * head_dim];
-            let table = &input.block_tables[batch.token_seq[t] as usize];
+            let table = input.block_table(batch.token_seq[t] as usize);
             let num_keys = input.positions[t] as usize + 1;
             let base = |j: usize| (table[j / bs] as usize * bs + j % bs) * w + kv_off;
             match (&cache.k, &cache.v) {
@@ -198,7 +210,7 @@ pub fn paged_attention(
                     o.iter_mut().for_each(|x| *x *= inv);
                 }
                 (KvStore::F16(k), KvStore::F16(v)) => {
-                    let Scratch { scores, q: q16 } = scratch;
+                    let (scores, q16) = (&mut scratch.scores, &mut scratch.q16);
                     q16.clear();
                     q16.extend(qh.iter().map(|x| f16::from_f32(*x).to_f32()));
                     scores.clear();
@@ -242,42 +254,47 @@ pub fn paged_attention(
                 }
                 _ => unreachable!("K and V share one dtype"),
             }
-        });
-    Ok(out)
+        })
+    });
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::scratch::StepScratch;
     use super::*;
     use crate::{BatchInput, KvDtype, KvLayout};
     use rand::{Rng, SeedableRng};
 
     /// One batch entry per `(block table, positions)`; every token's query is its own row.
     fn batch(seqs: &[(Vec<u32>, std::ops::Range<u32>)], block_size: usize) -> CpuBatch {
-        let mut input = BatchInput {
-            input_ids: Vec::new(),
-            positions: Vec::new(),
-            slot_mapping: Vec::new(),
-            query_start_loc: vec![0],
-            seq_lens: Vec::new(),
-            block_tables: Vec::new(),
-            logits_indices: Vec::new(),
-            block_size,
-        };
+        let mut input = BatchInput::new(block_size);
         for (table, pos) in seqs {
-            for p in pos.clone() {
-                input.input_ids.push(0);
-                input.positions.push(p);
-                let b = table[p as usize / block_size];
-                input
-                    .slot_mapping
-                    .push(b * block_size as u32 + p % block_size as u32);
-            }
-            input.query_start_loc.push(input.positions.len() as u32);
-            input.seq_lens.push(pos.end);
-            input.block_tables.push(table.clone());
+            input.push_seq(pos.clone().map(|_| 0), pos.start as usize, table, false);
         }
         CpuBatch::new(&input)
+    }
+
+    fn attend(
+        q: &CpuTensor,
+        cache: &CpuKvLayer,
+        batch: &CpuBatch,
+        shape: AttnShape,
+        invariant: bool,
+    ) -> CpuTensor {
+        // A reused buffer full of garbage: every output element must be written.
+        let mut out = CpuTensor::from_vec(q.rows, q.cols, vec![f32::NAN; q.rows * q.cols]).unwrap();
+        paged_attention(
+            q,
+            cache,
+            batch,
+            shape,
+            &mut out,
+            &mut StepScratch::default(),
+            invariant,
+        )
+        .unwrap();
+        out
     }
 
     /// Prompt chunks (query tiles on AVX2) give what the same tokens give one by one, each as
@@ -323,19 +340,27 @@ mod tests {
             head_dim,
             scale: 1.0 / (head_dim as f32).sqrt(),
         };
-        let tiled = paged_attention(&q, &cache, &batch(&seqs, block_size), shape).unwrap();
-        let rows = paged_attention(&q, &cache, &batch(&singles, block_size), shape).unwrap();
-        let max_diff = tiled
-            .data
+        let tiled = attend(&q, &cache, &batch(&seqs, block_size), shape, false);
+        let rows = attend(&q, &cache, &batch(&singles, block_size), shape, false);
+        // Batch-invariant steps send the chunks through the per-token pass: the same bits as
+        // the tokens one by one.
+        let invariant = attend(&q, &cache, &batch(&seqs, block_size), shape, true);
+        assert!(invariant
+            .as_slice()
             .iter()
-            .zip(&rows.data)
+            .zip(rows.as_slice())
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let max_diff = tiled
+            .as_slice()
+            .iter()
+            .zip(rows.as_slice())
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         // Both round probabilities to f16; a different summation order inside q·k may move
         // one of them by an f16 step (2⁻¹¹ relative).
         assert!(max_diff < 2e-3, "tiled vs per-token: max |diff| {max_diff}");
         assert!(
-            tiled.data.iter().any(|x| x.abs() > 0.05),
+            tiled.as_slice().iter().any(|x| x.abs() > 0.05),
             "output is not trivially zero"
         );
     }

@@ -10,59 +10,81 @@
 //! in L2 while a task's weight rows pass over them.
 //!
 //! Decode (`n = 1`) is a matrix-vector product bound by weight bandwidth: the `R × 1` tile
-//! uses two accumulators per row to hide FMA latency and prefetches the weight stream ahead.
+//! prefetches the weight stream ahead.
 //!
-//! Summation order differs from a sequential dot product (8 lanes, then a lane reduction and a
-//! scalar tail); results agree with the scalar reference to f32 rounding.
+//! Every output is the same reduction whatever the tile: 8 lanes over `k` (one accumulator,
+//! sequential fused multiply-adds), a fixed lane reduction, then a scalar tail. So a row's
+//! result does not depend on how many rows the batch has (batch invariance). The order differs
+//! from a sequential dot product; results agree with the scalar reference to f32 rounding.
 
 use super::quant::WeightFormat;
 
 /// Activation rows per block: 64 rows of a 2,048-wide model are 512 KiB of f32.
 const ROW_BLOCK: usize = 64;
 
-/// Computes `dst [rows, n] = w[rows, k] · x[n, k]ᵀ` for `rows` consecutive weight rows stored
-/// in `w` (`rows · k` elements of `format`, which must be F32, F16 or BF16).
-pub(super) fn gemm_rows(
+/// Computes `dst[i · ldo + j] = Σₜ w[j][t] · x[i][t]` for the `rows` consecutive weight rows
+/// stored in `w` (`rows · k` elements of `format`, which must be F32, F16 or BF16) and the `n`
+/// activation rows of `x`.
+///
+/// # Safety
+/// `dst` must be valid for writing `dst[i · ldo + j]` for `i < n`, `j < rows`, and no other
+/// thread may write those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_rows(
     format: WeightFormat,
     w: &[u8],
     rows: usize,
     x: &[f32],
     n: usize,
     k: usize,
-    dst: &mut [f32],
+    dst: *mut f32,
+    ldo: usize,
 ) {
     assert!(
-        w.len() == rows * format.row_bytes(k) && x.len() == n * k && dst.len() == rows * n,
+        w.len() == rows * format.row_bytes(k) && x.len() >= n * k && (n <= 1 || ldo >= rows),
         "gemm_rows: bad sizes"
     );
     #[cfg(target_arch = "x86_64")]
     if super::isa::avx2() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above); sizes were checked above.
-        unsafe { avx2::gemm_rows(format, w, rows, x, n, k, dst) };
+        avx2::gemm_rows(format, w, rows, x, n, k, dst, ldo);
         return;
     }
-    scalar::gemm_rows(format, w, rows, x, n, k, dst);
+    scalar::gemm_rows(format, w, rows, x, n, k, dst, ldo);
 }
 
 pub(super) mod scalar {
     use super::super::quant::{dequantize_row, WeightFormat};
 
-    /// The portable path and the reference the SIMD path is tested against.
-    pub(in super::super) fn gemm_rows(
+    /// The portable path and the reference the SIMD path is tested against. Each output is
+    /// the same dot product of one row pair whatever `n` is.
+    ///
+    /// # Safety
+    /// As [`super::gemm_rows`].
+    #[allow(clippy::too_many_arguments)]
+    pub(in super::super) unsafe fn gemm_rows(
         format: WeightFormat,
         w: &[u8],
         rows: usize,
         x: &[f32],
         n: usize,
         k: usize,
-        dst: &mut [f32],
+        dst: *mut f32,
+        ldo: usize,
     ) {
         let rb = format.row_bytes(k);
-        let mut wrow = vec![0.0f32; k];
+        let mut buf = [0.0f32; 1024];
+        let mut heap = Vec::new();
+        let wrow: &mut [f32] = if k <= buf.len() {
+            &mut buf[..k]
+        } else {
+            heap.resize(k, 0.0);
+            &mut heap
+        };
         for j in 0..rows {
-            dequantize_row(format, &w[j * rb..(j + 1) * rb], &mut wrow);
+            dequantize_row(format, &w[j * rb..(j + 1) * rb], wrow);
             for i in 0..n {
-                dst[j * n + i] = super::super::ops::dot_f32(&x[i * k..(i + 1) * k], &wrow);
+                *dst.add(i * ldo + j) = super::super::ops::dot_f32(&x[i * k..(i + 1) * k], wrow);
             }
         }
     }
@@ -126,6 +148,7 @@ mod avx2 {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn gemm_rows(
         format: WeightFormat,
@@ -134,16 +157,18 @@ mod avx2 {
         x: &[f32],
         n: usize,
         k: usize,
-        dst: &mut [f32],
+        dst: *mut f32,
+        ldo: usize,
     ) {
         match format {
-            WeightFormat::F32 => rows_of::<F32>(w, rows, x, n, k, dst),
-            WeightFormat::F16 => rows_of::<F16>(w, rows, x, n, k, dst),
-            WeightFormat::BF16 => rows_of::<Bf16>(w, rows, x, n, k, dst),
+            WeightFormat::F32 => rows_of::<F32>(w, rows, x, n, k, dst, ldo),
+            WeightFormat::F16 => rows_of::<F16>(w, rows, x, n, k, dst, ldo),
+            WeightFormat::BF16 => rows_of::<Bf16>(w, rows, x, n, k, dst, ldo),
             other => unreachable!("gemm_rows on {other:?}"),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn rows_of<L: Load>(
         w: &[u8],
@@ -151,7 +176,8 @@ mod avx2 {
         x: &[f32],
         n: usize,
         k: usize,
-        dst: &mut [f32],
+        dst: *mut f32,
+        ldo: usize,
     ) {
         let wp = w.as_ptr();
         let xp = x.as_ptr();
@@ -159,30 +185,12 @@ mod avx2 {
         if n == 1 {
             let mut j = 0;
             while j + 3 <= rows {
-                matvec::<L, 3>(
-                    wp.add(j * row_bytes),
-                    row_bytes,
-                    xp,
-                    k,
-                    dst.as_mut_ptr().add(j),
-                );
+                matvec::<L, 3>(wp.add(j * row_bytes), row_bytes, xp, k, dst.add(j));
                 j += 3;
             }
             match rows - j {
-                2 => matvec::<L, 2>(
-                    wp.add(j * row_bytes),
-                    row_bytes,
-                    xp,
-                    k,
-                    dst.as_mut_ptr().add(j),
-                ),
-                1 => matvec::<L, 1>(
-                    wp.add(j * row_bytes),
-                    row_bytes,
-                    xp,
-                    k,
-                    dst.as_mut_ptr().add(j),
-                ),
+                2 => matvec::<L, 2>(wp.add(j * row_bytes), row_bytes, xp, k, dst.add(j)),
+                1 => matvec::<L, 1>(wp.add(j * row_bytes), row_bytes, xp, k, dst.add(j)),
                 _ => {}
             }
             return;
@@ -192,12 +200,12 @@ mod avx2 {
             let nb = ROW_BLOCK.min(n - i0);
             let mut j = 0;
             while j + 3 <= rows {
-                panel::<L, 3>(wp.add(j * row_bytes), row_bytes, xp, k, i0, nb, dst, j, n);
+                panel::<L, 3>(wp.add(j * row_bytes), row_bytes, xp, k, i0, nb, dst, j, ldo);
                 j += 3;
             }
             match rows - j {
-                2 => panel::<L, 2>(wp.add(j * row_bytes), row_bytes, xp, k, i0, nb, dst, j, n),
-                1 => panel::<L, 1>(wp.add(j * row_bytes), row_bytes, xp, k, i0, nb, dst, j, n),
+                2 => panel::<L, 2>(wp.add(j * row_bytes), row_bytes, xp, k, i0, nb, dst, j, ldo),
+                1 => panel::<L, 1>(wp.add(j * row_bytes), row_bytes, xp, k, i0, nb, dst, j, ldo),
                 _ => {}
             }
             i0 += nb;
@@ -215,15 +223,15 @@ mod avx2 {
         k: usize,
         i0: usize,
         nb: usize,
-        dst: &mut [f32],
+        dst: *mut f32,
         j: usize,
-        n: usize,
+        ldo: usize,
     ) {
         let mut i = i0;
         let end = i0 + nb;
         while i + 4 <= end {
             let out = tile::<L, R, 4>(w, row_bytes, x.add(i * k), k);
-            store(dst, &out, j, i, n);
+            store(dst, &out, j, i, ldo);
             i += 4;
         }
         match end - i {
@@ -232,36 +240,38 @@ mod avx2 {
                 &tile::<L, R, 3>(w, row_bytes, x.add(i * k), k),
                 j,
                 i,
-                n,
+                ldo,
             ),
             2 => store(
                 dst,
                 &tile::<L, R, 2>(w, row_bytes, x.add(i * k), k),
                 j,
                 i,
-                n,
+                ldo,
             ),
             1 => store(
                 dst,
                 &tile::<L, R, 1>(w, row_bytes, x.add(i * k), k),
                 j,
                 i,
-                n,
+                ldo,
             ),
             _ => {}
         }
     }
 
     #[inline(always)]
-    fn store<const R: usize, const C: usize>(
-        dst: &mut [f32],
+    unsafe fn store<const R: usize, const C: usize>(
+        dst: *mut f32,
         out: &[[f32; C]; R],
         j: usize,
         i: usize,
-        n: usize,
+        ldo: usize,
     ) {
         for (r, row) in out.iter().enumerate() {
-            dst[(j + r) * n + i..(j + r) * n + i + C].copy_from_slice(row);
+            for (c, v) in row.iter().enumerate() {
+                *dst.add((i + c) * ldo + j + r) = *v;
+            }
         }
     }
 
@@ -302,7 +312,9 @@ mod avx2 {
         out
     }
 
-    /// `R` weight rows × one activation row, two accumulators per row.
+    /// `R` weight rows × one activation row: one accumulator per row, in the order of
+    /// [`tile`] (so a row's result is the same bits alone as in a batch), with the weight
+    /// stream prefetched ahead; the `R` rows' chains hide the FMA latency.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn matvec<L: Load, const R: usize>(
@@ -312,8 +324,7 @@ mod avx2 {
         k: usize,
         dst: *mut f32,
     ) {
-        let mut a0 = [_mm256_setzero_ps(); R];
-        let mut a1 = [_mm256_setzero_ps(); R];
+        let mut acc = [_mm256_setzero_ps(); R];
         let mut t = 0;
         while t + 16 <= k {
             let x0 = _mm256_loadu_ps(x.add(t));
@@ -323,20 +334,20 @@ mod avx2 {
                 _mm_prefetch::<_MM_HINT_T0>(
                     p.wrapping_add(t * L::BYTES + STREAM_PREFETCH_BYTES) as *const i8
                 );
-                a0[r] = _mm256_fmadd_ps(L::load8(p, t), x0, a0[r]);
-                a1[r] = _mm256_fmadd_ps(L::load8(p, t + 8), x1, a1[r]);
+                acc[r] = _mm256_fmadd_ps(L::load8(p, t), x0, acc[r]);
+                acc[r] = _mm256_fmadd_ps(L::load8(p, t + 8), x1, acc[r]);
             }
             t += 16;
         }
         if t + 8 <= k {
             let x0 = _mm256_loadu_ps(x.add(t));
             for r in 0..R {
-                a0[r] = _mm256_fmadd_ps(L::load8(w.add(r * row_bytes), t), x0, a0[r]);
+                acc[r] = _mm256_fmadd_ps(L::load8(w.add(r * row_bytes), t), x0, acc[r]);
             }
             t += 8;
         }
         for r in 0..R {
-            let mut s = hsum(_mm256_add_ps(a0[r], a1[r]));
+            let mut s = hsum(acc[r]);
             for u in t..k {
                 s += L::load1(w.add(r * row_bytes), u) * *x.add(u);
             }
@@ -375,11 +386,22 @@ mod tests {
                 for (r, d) in w.chunks_exact_mut(rb).enumerate() {
                     quantize_row(format, &wv[r * k..(r + 1) * k], d);
                 }
-                let mut got = vec![f32::NAN; rows * n];
-                let mut want = vec![f32::NAN; rows * n];
-                gemm_rows(format, &w, rows, &x, n, k, &mut got);
-                scalar::gemm_rows(format, &w, rows, &x, n, k, &mut want);
+                // `[n, rows + 3]`: a row stride wider than the run of columns written.
+                let ldo = rows + 3;
+                let mut got = vec![f32::NAN; n * ldo];
+                let mut want = vec![f32::NAN; n * ldo];
+                // SAFETY: both buffers hold `n` rows of `ldo ≥ rows` floats.
+                unsafe {
+                    gemm_rows(format, &w, rows, &x, n, k, got.as_mut_ptr(), ldo);
+                    scalar::gemm_rows(format, &w, rows, &x, n, k, want.as_mut_ptr(), ldo);
+                }
+                assert!(got
+                    .chunks(ldo)
+                    .all(|r| r[rows..].iter().all(|v| v.is_nan())));
                 for (idx, (g, e)) in got.iter().zip(&want).enumerate() {
+                    if idx % ldo >= rows {
+                        continue;
+                    }
                     assert!(
                         (g - e).abs() <= 1e-5 * (k as f32).sqrt() * 4.0,
                         "{format:?} rows={rows} n={n} k={k} [{idx}]: {g} vs {e}"

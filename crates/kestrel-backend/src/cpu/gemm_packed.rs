@@ -29,6 +29,7 @@
 use std::arch::x86_64::*;
 
 use super::quant::{dequantize_row, WeightFormat};
+use super::scratch::{prefix, put_task_scratch, take_task_scratch};
 
 /// Activation rows per micro-tile.
 pub(super) const MR: usize = 6;
@@ -45,13 +46,13 @@ pub(super) const TASK_ROWS: usize = 64;
 
 /// Activations packed for the micro-kernel: `[n.div_ceil(MR)][k][MR]` f32, the rows past `n`
 /// zero.
-pub(super) struct PackedAct {
-    pub data: Vec<f32>,
+pub(super) struct PackedAct<'a> {
+    pub data: &'a [f32],
     pub n: usize,
     pub k: usize,
 }
 
-impl PackedAct {
+impl PackedAct<'_> {
     pub(super) fn panels(&self) -> usize {
         self.n.div_ceil(MR)
     }
@@ -63,12 +64,14 @@ impl PackedAct {
     }
 }
 
-/// Packs `x [n, k]`, one panel per task of the thread pool.
-pub(super) fn pack_act(x: &[f32], n: usize, k: usize) -> PackedAct {
+/// Packs `x [n, k]` into `buf` (reused from call to call), one panel per task of the pool.
+pub(super) fn pack_act<'a>(x: &[f32], n: usize, k: usize, buf: &'a mut Vec<f32>) -> PackedAct<'a> {
     use rayon::prelude::*;
     let panels = n.div_ceil(MR);
     // Filled by the tasks (a serial zero fill of megabytes would idle the pool).
-    let mut data = Vec::with_capacity(panels * k * MR);
+    let data = buf;
+    data.clear();
+    data.reserve(panels * k * MR);
     data.spare_capacity_mut()[..panels * k * MR]
         .par_chunks_mut(k * MR)
         .enumerate()
@@ -115,13 +118,16 @@ pub(super) unsafe fn gemm_packed(
     let block = format.block_len();
     let panels = a.panels();
     let groups = rows.div_ceil(NR);
+    let mut scratch = take_task_scratch();
+    let s = &mut *scratch;
     // The task's weight slice, widened: `[group][KC][NR]` (16 KiB per group).
-    let mut bpack = vec![0.0f32; groups * KC * NR];
-    let mut widened = vec![0.0f32; NR * KC];
-    // The task's output tiles, contiguous (`[group][panel][MR][NV]`): rows of `out` lie `ldo`
-    // floats apart, a stride that maps them onto a few cache sets, so partial sums live here
-    // until the last `KC` slice.
-    let mut acc = vec![_mm256_setzero_ps(); groups * panels * MR * NV];
+    let bpack = prefix(&mut s.bpack, groups * KC * NR);
+    let widened = prefix(&mut s.widened, NR * KC);
+    // The task's output tiles, contiguous (`[group][panel][MR][NR]` f32): rows of `out` lie
+    // `ldo` floats apart, a stride that maps them onto a few cache sets, so partial sums live
+    // here until the last `KC` slice.
+    let acc = prefix(&mut s.acc, groups * panels * MR * NR);
+    let accp = acc.as_mut_ptr();
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         // Bytes of columns k0..k0+kc within a row (KC is a multiple of every block length).
@@ -135,7 +141,7 @@ pub(super) unsafe fn gemm_packed(
                 let src = &w[(jg + r) * row_bytes..(jg + r + 1) * row_bytes];
                 widen(format, &src[b0..b1], &mut widened[r * KC..r * KC + kc]);
             }
-            transpose_panel(&widened, nr, kc, dst);
+            transpose_panel(widened, nr, kc, dst);
         }
         let first = k0 == 0;
         let mut next = NextSlice::new(format, w, rows, k0 + KC, k);
@@ -160,25 +166,28 @@ pub(super) unsafe fn gemm_packed(
                         pe.min(panels - 1)
                     };
                     let c = micro_kernel(a.panel(p, k0), b, kc, NR, a.panel(pn, k0));
-                    let tile = &mut acc[(g * panels + p) * MR * NV..][..MR * NV];
-                    for (dst, src) in tile.iter_mut().zip(c.iter().flatten()) {
-                        *dst = if first {
+                    let tile = accp.add((g * panels + p) * MR * NR);
+                    for (v, src) in c.iter().flatten().enumerate() {
+                        let dst = tile.add(8 * v);
+                        let sum = if first {
                             *src
                         } else {
-                            _mm256_add_ps(*dst, *src)
+                            _mm256_add_ps(_mm256_loadu_ps(dst), *src)
                         };
+                        _mm256_storeu_ps(dst, sum);
                     }
                 }
             }
         }
     }
-    for (g, tiles) in acc.chunks_exact(panels * MR * NV).enumerate() {
+    for (g, tiles) in acc.chunks_exact(panels * MR * NR).enumerate() {
         let nr = NR.min(rows - g * NR);
-        for (p, tile) in tiles.chunks_exact(MR * NV).enumerate() {
+        for (p, tile) in tiles.chunks_exact(MR * NR).enumerate() {
             let mr = MR.min(a.n - p * MR);
             store_tile(tile, out.add(p * MR * ldo + j0 + g * NR), ldo, mr, nr);
         }
     }
+    put_task_scratch(scratch);
 }
 
 /// The weight bytes of one `KC` slice of every row of a task, walked one cache line at a time
@@ -406,23 +415,11 @@ pub(super) unsafe fn micro_kernel(
     c
 }
 
-/// `out[i][j] = c[i][j]` (`c` is `[MR][NV]` vectors) for the first `mr` rows and `nr` columns.
+/// `out[i][j] = c[i][j]` (`c` is `[MR][NR]` f32) for the first `mr` rows and `nr` columns.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn store_tile(c: &[__m256], out: *mut f32, ldo: usize, mr: usize, nr: usize) {
-    for (i, ci) in c.chunks_exact(NV).enumerate().take(mr) {
-        let o = out.add(i * ldo);
-        if nr == NR {
-            for (v, cv) in ci.iter().enumerate() {
-                let p = o.add(8 * v);
-                _mm256_storeu_ps(p, *cv);
-            }
-        } else {
-            let mut tmp = [0.0f32; NR];
-            for (v, cv) in ci.iter().enumerate() {
-                _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * v), *cv);
-            }
-            std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, nr);
-        }
+unsafe fn store_tile(c: &[f32], out: *mut f32, ldo: usize, mr: usize, nr: usize) {
+    for (i, ci) in c.chunks_exact(NR).enumerate().take(mr) {
+        std::ptr::copy_nonoverlapping(ci.as_ptr(), out.add(i * ldo), nr);
     }
 }

@@ -2,17 +2,38 @@
 //! layer of paged KV cache.
 
 use crate::error::{shape_err, BackendError, Result};
-use crate::{BatchInput, HostBytes, HostWeight, KvDtype, KvLayout, WeightFormat};
+use crate::{BatchInput, BatchLimits, HostBytes, HostWeight, KvDtype, KvLayout, WeightFormat};
 
-/// Activations `[rows, cols]`, row-major f32.
-#[derive(Clone, Debug, PartialEq)]
+/// Activations `[rows, cols]`, row-major f32, in a buffer with room for more rows.
+///
+/// `data` never shrinks: its length is the largest row count the tensor has held (grown with
+/// zeros, within the capacity reserved at allocation, so it never moves), and `rows` says how
+/// many rows the current step uses. Reusing the same buffer step after step costs no
+/// allocation and no re-zeroing.
+#[derive(Clone, Debug)]
 pub struct CpuTensor {
     pub rows: usize,
     pub cols: usize,
-    pub data: Vec<f32>,
+    data: Vec<f32>,
+}
+
+impl PartialEq for CpuTensor {
+    fn eq(&self, other: &Self) -> bool {
+        (self.rows, self.cols) == (other.rows, other.cols) && self.as_slice() == other.as_slice()
+    }
 }
 
 impl CpuTensor {
+    /// An empty tensor with room for `max_rows` rows (address space only: pages are committed
+    /// as rows are first used).
+    pub fn with_capacity(max_rows: usize, cols: usize) -> Self {
+        Self {
+            rows: 0,
+            cols,
+            data: Vec::with_capacity(max_rows * cols),
+        }
+    }
+
     pub fn zeros(rows: usize, cols: usize) -> Self {
         Self {
             rows,
@@ -31,21 +52,70 @@ impl CpuTensor {
         Ok(Self { rows, cols, data })
     }
 
+    /// Most rows this tensor can hold.
+    pub fn max_rows(&self) -> usize {
+        self.data.capacity().checked_div(self.cols).unwrap_or(0)
+    }
+
+    /// Makes the tensor `rows` rows long; new rows hold unspecified values.
+    pub fn set_rows(&mut self, op: &'static str, rows: usize) -> Result<()> {
+        let len = rows * self.cols;
+        if len > self.data.capacity() {
+            return Err(shape_err(
+                op,
+                format!(
+                    "output of {rows} rows x {} columns exceeds its capacity of {} rows",
+                    self.cols,
+                    self.max_rows()
+                ),
+            ));
+        }
+        if len > self.data.len() {
+            self.data.resize(len, 0.0);
+        }
+        self.rows = rows;
+        Ok(())
+    }
+
+    /// Sets the shape to `[rows, cols]` (a workspace buffer reused with another width).
+    pub fn reshape(&mut self, op: &'static str, rows: usize, cols: usize) -> Result<()> {
+        let len = rows * cols;
+        if len > self.data.capacity() {
+            return Err(shape_err(
+                op,
+                format!(
+                    "{rows}x{cols} exceeds a capacity of {}",
+                    self.data.capacity()
+                ),
+            ));
+        }
+        if len > self.data.len() {
+            self.data.resize(len, 0.0);
+        }
+        self.rows = rows;
+        self.cols = cols;
+        Ok(())
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data[..self.rows * self.cols]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.data[..self.rows * self.cols]
+    }
+
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
 
-    /// A copy made by the thread pool: ops that compute in place on a copy of their input
-    /// would otherwise spend a serial `memcpy` of megabytes per call while the pool waits.
-    pub fn par_clone(&self) -> Self {
-        use rayon::prelude::*;
-        let mut data = Vec::with_capacity(self.data.len());
-        self.data.par_iter().copied().collect_into_vec(&mut data);
-        Self {
-            rows: self.rows,
-            cols: self.cols,
-            data,
-        }
+    pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// The values as a new vector (tests).
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.as_slice().to_vec()
     }
 }
 
@@ -65,6 +135,8 @@ pub struct CpuWeight {
     pub bytes: HostBytes,
     /// `[rows * cols]` for F32 weights only.
     pub f32_data: Option<Vec<f32>>,
+    /// `[cols]` f32 values of a one-row weight (norms, biases), converted once at load.
+    vector: Option<Vec<f32>>,
 }
 
 impl CpuWeight {
@@ -77,14 +149,24 @@ impl CpuWeight {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect()
         });
-        Ok(Self {
+        let mut weight = Self {
             name: w.name,
             format: w.format,
             rows: w.rows,
             cols: w.cols,
             bytes: w.bytes,
             f32_data,
-        })
+            vector: None,
+        };
+        if weight.rows == 1 {
+            weight.vector = Some(weight.to_f32_vec());
+        }
+        Ok(weight)
+    }
+
+    /// The f32 values of a one-row weight (norm scales, biases).
+    pub fn vector(&self) -> Option<&[f32]> {
+        self.vector.as_deref()
     }
 
     /// All rows in storage format, from the aligned f32 copy for F32 weights.
@@ -116,24 +198,85 @@ impl CpuWeight {
     }
 }
 
-/// One step's batch with a per-token sequence index precomputed.
+/// The step's batch on the CPU: a copy of the host batch with a per-token sequence index,
+/// refilled in place every step.
 pub struct CpuBatch {
     pub input: BatchInput,
     /// `[num_tokens]` index of the sequence each token belongs to.
     pub token_seq: Vec<u32>,
+    pub limits: BatchLimits,
 }
 
 impl CpuBatch {
-    pub fn new(input: &BatchInput) -> Self {
-        let mut token_seq = Vec::with_capacity(input.num_tokens());
-        for s in 0..input.num_seqs() {
-            let n = input.query_start_loc[s + 1].saturating_sub(input.query_start_loc[s]);
-            token_seq.extend(std::iter::repeat_n(s as u32, n as usize));
-        }
+    pub fn with_limits(limits: BatchLimits, block_size: usize) -> Self {
+        let mut input = BatchInput::new(block_size);
+        input.input_ids.reserve(limits.max_tokens);
+        input.positions.reserve(limits.max_tokens);
+        input.slot_mapping.reserve(limits.max_tokens);
+        input.query_start_loc.reserve(limits.max_seqs + 1);
+        input.seq_lens.reserve(limits.max_seqs);
+        input.block_tables.reserve(limits.max_blocks);
+        input.block_table_start.reserve(limits.max_seqs + 1);
+        input.logits_indices.reserve(limits.max_tokens);
+        input.prev_sampled.reserve(limits.max_seqs);
         Self {
-            input: input.clone(),
-            token_seq,
+            input,
+            token_seq: Vec::with_capacity(limits.max_tokens),
+            limits,
         }
+    }
+
+    /// A batch holding `input` (tests and one-off steps).
+    pub fn new(input: &BatchInput) -> Self {
+        let mut b = Self::with_limits(
+            BatchLimits {
+                max_tokens: input.num_tokens(),
+                max_seqs: input.num_seqs(),
+                max_blocks: input.block_tables.len(),
+            },
+            input.block_size,
+        );
+        b.fill(input).expect("limits taken from the batch");
+        b
+    }
+
+    /// Copies `src` in, keeping capacity.
+    pub fn fill(&mut self, src: &BatchInput) -> Result<()> {
+        let l = self.limits;
+        if src.num_tokens() > l.max_tokens
+            || src.num_seqs() > l.max_seqs
+            || src.block_tables.len() > l.max_blocks
+        {
+            return Err(BackendError::Batch(format!(
+                "{} tokens, {} sequences and {} blocks exceed the step limits {l:?}",
+                src.num_tokens(),
+                src.num_seqs(),
+                src.block_tables.len()
+            )));
+        }
+        let d = &mut self.input;
+        let copy = |dst: &mut Vec<u32>, s: &[u32]| {
+            dst.clear();
+            dst.extend_from_slice(s);
+        };
+        copy(&mut d.input_ids, &src.input_ids);
+        copy(&mut d.positions, &src.positions);
+        copy(&mut d.slot_mapping, &src.slot_mapping);
+        copy(&mut d.query_start_loc, &src.query_start_loc);
+        copy(&mut d.seq_lens, &src.seq_lens);
+        copy(&mut d.block_tables, &src.block_tables);
+        copy(&mut d.block_table_start, &src.block_table_start);
+        copy(&mut d.logits_indices, &src.logits_indices);
+        d.prev_sampled.clear();
+        d.prev_sampled.extend_from_slice(&src.prev_sampled);
+        d.block_size = src.block_size;
+        self.token_seq.clear();
+        for s in 0..d.num_seqs() {
+            let n = d.query_start_loc[s + 1].saturating_sub(d.query_start_loc[s]);
+            self.token_seq
+                .extend(std::iter::repeat_n(s as u32, n as usize));
+        }
+        Ok(())
     }
 }
 
@@ -227,11 +370,5 @@ mod tests {
         for (h, s) in v[3..].iter().zip(&src) {
             assert_eq!(h.to_bits(), half::f16::from_f32(*s).to_bits(), "value {s}");
         }
-    }
-
-    #[test]
-    fn par_clone_is_a_copy() {
-        let x = CpuTensor::from_vec(3, 5, (0..15).map(|i| i as f32 * 0.5).collect()).unwrap();
-        assert_eq!(x.par_clone(), x);
     }
 }

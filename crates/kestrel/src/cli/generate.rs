@@ -1,13 +1,18 @@
 //! `kestrel generate`: one prompt in, text (or ids, or JSON) out, streamed as it is produced.
 //! The chat template is applied by default (`--raw` sends the prompt as is); speeds go to
-//! stderr so stdout stays clean for scripts.
+//! stderr so stdout stays clean for scripts. The request runs through the same engine as the
+//! server's (one sequence, prefill in chunks of `--prefill-chunk`), so it gets the tokens the
+//! server would give it.
 
 use std::io::Write;
-use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use kestrel_engine::generate::{generate, GenerateOptions};
+use kestrel_backend::{with_backend, Backend, BackendVisitor, DeviceChoice};
+use kestrel_engine::{
+    start_engine, BatchInvariance, EngineConfig, EngineEvent, EngineRequest, FinishReason,
+};
 use kestrel_text::{ChatTemplate, Detokenizer, TemplateInput};
 use serde_json::{json, Value};
 
@@ -76,6 +81,12 @@ pub struct GenerateArgs {
     /// KV cache element type; `auto` follows the checkpoint (f16 for GGUF and 16-bit weights).
     #[arg(long, value_enum, default_value = "auto")]
     pub kv_cache_dtype: KvCacheDtype,
+    /// The compute device: cpu, cuda, or auto (the best compiled in and present).
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Batch-invariant kernels: auto (for greedy and seeded sampling, as the server), on, off.
+    #[arg(long, default_value = "auto")]
+    pub batch_invariant: BatchInvariance,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,13 +98,51 @@ pub enum KvCacheDtype {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     crate::load::init_threads(args.threads)?;
-    let loaded = load(&args.model, args.quantization.map(super::QuantType::format))?;
+    with_backend(args.device, Generate(&args))?
+}
+
+struct Generate<'a>(&'a GenerateArgs);
+
+impl BackendVisitor for Generate<'_> {
+    type Output = Result<()>;
+    fn visit<B: Backend + Clone>(self, backend: B) -> Result<()> {
+        generate(self.0, backend)
+    }
+}
+
+/// What one run measured.
+struct Stats {
+    prompt_tokens: usize,
+    generated_tokens: usize,
+    /// Submission to the first token.
+    prefill_time: Duration,
+    /// First token to the last.
+    decode_time: Duration,
+    finish_reason: &'static str,
+}
+
+impl Stats {
+    fn prefill_tokens_per_s(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    }
+    /// Decode speed over the tokens produced by decode steps (the first comes from prefill).
+    fn decode_tokens_per_s(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+}
+
+fn generate<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
+    let loaded = load(
+        backend,
+        &args.model,
+        args.quantization.map(super::QuantType::format),
+    )?;
     eprintln!(
         "loaded {} ({:?}, {} layers) on {} in {:.2}s",
         args.model,
         loaded.model.config.arch,
         loaded.model.config.num_layers,
-        kestrel_backend::Backend::describe(&loaded.backend),
+        loaded.backend.describe(),
         loaded.load_time.as_secs_f64()
     );
     let tokenizer = loaded.tokenizer.map(std::sync::Arc::new);
@@ -129,65 +178,106 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         (None, None) => bail!("pass --prompt or --prompt-ids"),
     };
+    let config = &loaded.model.config;
     if let Some(&bad) = prompt_ids
         .iter()
-        .find(|&&id| id as usize >= loaded.model.config.vocab_size)
+        .find(|&&id| id as usize >= config.vocab_size)
     {
         bail!(
             "--prompt-ids: token id {bad} is outside the vocabulary of {}",
-            loaded.model.config.vocab_size
+            config.vocab_size
         );
+    }
+    if prompt_ids.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let context = config.max_position_embeddings;
+    let total = prompt_ids.len() + args.max_tokens;
+    if total > context {
+        bail!(
+            "prompt ({}) + max_tokens ({}) exceeds the model's context of {context} tokens",
+            prompt_ids.len(),
+            args.max_tokens
+        );
+    }
+    if args.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
     }
 
     let defaults = match generation_config_path(loaded.dir.as_deref()) {
         Some(p) => kestrel_engine::generation_config::GenerationDefaults::from_file(&p)?,
         None => Default::default(),
     };
-    let params = crate::cli::sampling::params(&args, &defaults);
-    let mut sample =
-        crate::cli::sampling::build(params, &prompt_ids, loaded.model.config.vocab_size)?;
+    let sampling = crate::cli::sampling::params(args, &defaults);
+    sampling
+        .validate_for_vocab(config.vocab_size)
+        .map_err(|e| anyhow::anyhow!("--{}: {e}", e.param.replace('_', "-")))?;
 
     let mut stop_ids = defaults.eos_token_ids.clone();
     if let Some(tok) = &tokenizer {
         stop_ids.extend(tok.eos_token_ids());
     }
-    let opts = GenerateOptions {
-        max_tokens: args.max_tokens,
-        stop_token_ids: stop_ids,
-        ignore_eos: args.ignore_eos,
-        prefill_chunk: args.prefill_chunk,
-        kv_dtype: match args.kv_cache_dtype {
-            KvCacheDtype::Auto => loaded.kv_dtype,
-            KvCacheDtype::F32 => kestrel_backend::KvDtype::F32,
-            KvCacheDtype::F16 => kestrel_backend::KvDtype::F16,
+    if args.ignore_eos {
+        stop_ids.clear();
+    }
+    let block_size = 16;
+    let engine = start_engine(
+        loaded.backend,
+        loaded.model,
+        EngineConfig {
+            max_num_seqs: 1,
+            max_num_batched_tokens: args.prefill_chunk.max(1),
+            max_model_len: total,
+            block_size,
+            num_blocks: total.div_ceil(block_size),
+            enable_prefix_caching: false,
+            max_queued_requests: 1,
+            kv_dtype: match args.kv_cache_dtype {
+                KvCacheDtype::Auto => loaded.kv_dtype,
+                KvCacheDtype::F32 => kestrel_backend::KvDtype::F32,
+                KvCacheDtype::F16 => kestrel_backend::KvDtype::F16,
+            },
+            long_prefill_token_threshold: 0,
+            batch_invariance: args.batch_invariant,
+            async_scheduling: false,
         },
-    };
+    )
+    .context("starting the engine")?;
 
     let mut detok = tokenizer
         .as_ref()
         .map(|t| Detokenizer::new(t.clone(), true));
     let mut text = String::new();
-    let stream = args.output == OutputFormat::Text;
+    let stream_text = args.output == OutputFormat::Text;
     let mut stdout = std::io::stdout().lock();
-    let mut io_error = None;
-    let (out_ids, stats) = generate(
-        &loaded.backend,
-        &loaded.model,
-        &prompt_ids,
-        &opts,
-        |logits, generated| sample(logits, generated),
-        |id| {
-            if let Some(d) = detok.as_mut() {
+    let submitted = Instant::now();
+    let mut stream = engine
+        .submit(EngineRequest {
+            request_id: "generate".into(),
+            prompt_ids: prompt_ids.clone(),
+            sampling,
+            max_tokens: args.max_tokens,
+            min_tokens: 0,
+            stop_token_ids: stop_ids,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out_ids = Vec::new();
+    let (mut first, mut last) = (None, submitted);
+    let finish = loop {
+        match stream.blocking_recv() {
+            Some(EngineEvent::Token { id, .. }) => {
+                last = Instant::now();
+                first.get_or_insert(last);
+                out_ids.push(id);
+                let Some(d) = detok.as_mut() else { continue };
                 match d.push(id) {
                     Ok(Some(delta)) => {
-                        if stream {
-                            if let Err(e) = stdout
+                        if stream_text {
+                            // A closed stdout ends the run; dropping the stream aborts it.
+                            stdout
                                 .write_all(delta.as_bytes())
                                 .and_then(|_| stdout.flush())
-                            {
-                                io_error = Some(e);
-                                return ControlFlow::Break(());
-                            }
+                                .context("writing to stdout")?;
                         }
                         text.push_str(&delta);
                     }
@@ -195,14 +285,24 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                     Err(e) => eprintln!("warning: detokenizing token {id}: {e}"),
                 }
             }
-            ControlFlow::Continue(())
+            Some(EngineEvent::Finished { reason, .. }) => break reason,
+            Some(EngineEvent::Error { message }) => bail!("{message}"),
+            None => bail!("the engine stopped"),
+        }
+    };
+    let first = first.unwrap_or(last);
+    let stats = Stats {
+        prompt_tokens: prompt_ids.len(),
+        generated_tokens: out_ids.len(),
+        prefill_time: first - submitted,
+        decode_time: last - first,
+        finish_reason: match finish {
+            FinishReason::Length => "length",
+            _ => "stop",
         },
-    )?;
-    if let Some(e) = io_error {
-        return Err(e).context("writing to stdout");
-    }
+    };
     if let Some(Ok(Some(rest))) = detok.as_mut().map(|d| d.flush()) {
-        if stream {
+        if stream_text {
             stdout.write_all(rest.as_bytes())?;
         }
         text.push_str(&rest);

@@ -2,9 +2,8 @@
 //! `generation_config.json`, else llama.cpp's command-line defaults (temperature 0.8,
 //! top_k 40, top_p 0.95) so a bare GGUF file does not sample from the raw distribution.
 
-use anyhow::Result;
 use kestrel_engine::generation_config::GenerationDefaults;
-use kestrel_engine::sampler::{Sampler, SamplerScratch, SamplingParams};
+use kestrel_engine::SamplingParams;
 
 use super::generate::GenerateArgs;
 
@@ -31,27 +30,4 @@ pub fn params(args: &GenerateArgs, defaults: &GenerationDefaults) -> SamplingPar
         seed: args.seed,
         ..base
     }
-}
-
-/// A `(logits, generated_so_far) -> next token` closure over one [`Sampler`].
-pub fn build(
-    params: SamplingParams,
-    prompt_ids: &[u32],
-    vocab_size: usize,
-) -> Result<impl FnMut(&[f32], &[u32]) -> u32> {
-    let engine_seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut sampler = Sampler::new(params, prompt_ids, vocab_size, engine_seed)
-        .map_err(|e| anyhow::anyhow!("--{}: {e}", e.param.replace('_', "-")))?;
-    let mut scratch = SamplerScratch::default();
-    let mut pushed = 0;
-    Ok(move |logits: &[f32], generated: &[u32]| {
-        for &id in &generated[pushed..] {
-            sampler.push_output_token(id);
-        }
-        pushed = generated.len();
-        sampler.sample(logits, &mut scratch).token
-    })
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use kestrel_backend::{with_backend, Backend, BackendVisitor, DeviceChoice};
 use kestrel_engine::generation_config::GenerationDefaults;
-use kestrel_engine::{start_engine, EngineConfig};
-use kestrel_model::KvCache;
+use kestrel_engine::{start_engine, BatchInvariance, EngineConfig};
+use kestrel_model::{KvCache, Workspace};
 use kestrel_server::{AppState, Model, ReasoningField, ServerConfig};
 
-use crate::load::{generation_config_path, load};
+use crate::load::{generation_config_path, kv_cache_bytes, load, KvBudget};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -48,9 +49,23 @@ pub struct ServeArgs {
     /// Token budget of one engine step (prefill chunks + decode tokens).
     #[arg(long, default_value_t = 2048)]
     pub max_num_batched_tokens: usize,
-    /// Memory for the KV cache (e.g. 4GiB, 512MiB).
-    #[arg(long, default_value = "4GiB", value_parser = parse_bytes)]
-    pub kv_cache_memory: usize,
+    /// The compute device: cpu, cuda, or auto (the best compiled in and present).
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Memory for the KV cache (e.g. 4GiB, 512MiB). Default: 4GiB on the CPU; on a GPU what
+    /// --gpu-memory-utilization leaves after the weights and activations.
+    #[arg(long, value_parser = parse_bytes)]
+    pub kv_cache_memory: Option<usize>,
+    /// Fraction of a GPU's memory for weights, activations and KV cache together.
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
+    /// Batch-invariant kernels (a request's output independent of what shares its steps):
+    /// auto (for greedy and seeded requests), on, or off.
+    #[arg(long, default_value = "auto")]
+    pub batch_invariant: BatchInvariance,
+    /// Schedule the next step while the device runs the current one (default: on for GPUs).
+    #[arg(long)]
+    pub async_scheduling: Option<bool>,
     /// Requests waiting for their first step beyond this are answered 503 with Retry-After.
     #[arg(
         long = "max-queued-requests",
@@ -136,18 +151,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let loader_state = Arc::clone(&state);
     std::thread::Builder::new()
         .name("kestrel-load".into())
-        .spawn(move || match load_model(&args) {
-            Ok(model) => {
-                eprintln!(
-                    "kestrel: model ready (max_model_len {})",
-                    model.max_model_len
-                );
-                loader_state.set_model(model);
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                loader_state.set_load_error(format!("{e:#}"));
-                std::process::exit(1);
+        .spawn(move || {
+            match with_backend(args.device, Load(&args))
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+            {
+                Ok(model) => {
+                    eprintln!(
+                        "kestrel: model ready (max_model_len {})",
+                        model.max_model_len
+                    );
+                    loader_state.set_model(model);
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    loader_state.set_load_error(format!("{e:#}"));
+                    std::process::exit(1);
+                }
             }
         })
         .context("spawning the loader thread")?;
@@ -161,13 +181,27 @@ pub fn run(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_model(args: &ServeArgs) -> Result<Model> {
-    let loaded = load(&args.model, args.quantization.map(super::QuantType::format))?;
+/// Loads the model on the chosen backend and starts its engine.
+struct Load<'a>(&'a ServeArgs);
+
+impl BackendVisitor for Load<'_> {
+    type Output = Result<Model>;
+    fn visit<B: Backend + Clone>(self, backend: B) -> Result<Model> {
+        load_model(self.0, backend)
+    }
+}
+
+fn load_model<B: Backend>(args: &ServeArgs, backend: B) -> Result<Model> {
+    let loaded = load(
+        backend,
+        &args.model,
+        args.quantization.map(super::QuantType::format),
+    )?;
     eprintln!(
         "kestrel: {} loaded in {:.2}s on {}",
         args.model,
         loaded.load_time.as_secs_f64(),
-        kestrel_backend::Backend::describe(&loaded.backend)
+        loaded.backend.describe()
     );
     let Some(tokenizer) = loaded.tokenizer else {
         bail!(
@@ -181,12 +215,22 @@ fn load_model(args: &ServeArgs) -> Result<Model> {
     };
     let model_config = loaded.model.config.clone();
     let block_size = 16;
-    let num_blocks = KvCache::<kestrel_backend::cpu::CpuBackend>::blocks_for_budget(
-        &model_config,
-        block_size,
-        loaded.kv_dtype,
-        args.kv_cache_memory,
-    );
+    let kv_bytes = kv_cache_bytes(
+        &loaded.backend,
+        loaded.weights_bytes,
+        Workspace::<B>::bytes(
+            &model_config,
+            args.max_num_batched_tokens,
+            args.max_num_seqs,
+        ),
+        &KvBudget {
+            kv_cache_memory: args.kv_cache_memory,
+            gpu_memory_utilization: args.gpu_memory_utilization,
+            cpu_default: 4 << 30,
+        },
+    )?;
+    let num_blocks =
+        KvCache::<B>::blocks_for_budget(&model_config, block_size, loaded.kv_dtype, kv_bytes);
     let cache_tokens = num_blocks * block_size;
     let max_model_len = match args.max_model_len {
         Some(len) if len > cache_tokens => {
@@ -195,8 +239,6 @@ fn load_model(args: &ServeArgs) -> Result<Model> {
         Some(len) => len,
         None => model_config.max_position_embeddings.min(cache_tokens),
     };
-    // Fields the server has no flag for keep the engine's defaults as the engine grows.
-    #[allow(clippy::needless_update)]
     let engine_config = EngineConfig {
         max_num_seqs: args.max_num_seqs,
         max_num_batched_tokens: args.max_num_batched_tokens,
@@ -207,6 +249,10 @@ fn load_model(args: &ServeArgs) -> Result<Model> {
         max_queued_requests: args.max_queued_requests,
         kv_dtype: loaded.kv_dtype,
         long_prefill_token_threshold: args.long_prefill_token_threshold,
+        batch_invariance: args.batch_invariant,
+        async_scheduling: args
+            .async_scheduling
+            .unwrap_or(loaded.backend.kind().is_accelerator()),
     };
     let engine =
         start_engine(loaded.backend, loaded.model, engine_config).context("starting the engine")?;
