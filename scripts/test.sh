@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-fixtures.sh >/dev/null
 cargo test --workspace --locked "$@"
-# The model parity tests again on the portable kernels (the run above used this CPU's SIMD ones).
-KESTREL_CPU_ISA=scalar cargo test --locked -p kestrel-model --test hf_parity --test llamacpp_parity
+# The conformance suite again on the portable kernels (the run above used this CPU's SIMD ones):
+# ops and sampler, then model parity and invariance.
+KESTREL_CPU_ISA=scalar cargo test --locked -p kestrel-backend --test ops --test sampling
+KESTREL_CPU_ISA=scalar cargo test --locked -p kestrel-engine --test conformance
 # `cargo test` built the binary with the optimised test profile; serve with it.
 KESTREL_BIN="$PWD/target/debug/kestrel" ./tests/e2e/run.sh
 KESTREL_BIN="$PWD/target/debug/kestrel" ./tests/browser/run.sh

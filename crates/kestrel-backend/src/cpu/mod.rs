@@ -131,10 +131,17 @@ impl Backend for CpuBackend {
     }
 
     fn alloc_kv_layer(&self, layout: KvLayout) -> Result<CpuKvLayer> {
+        // The per-token attention pass keeps one score per key of the longest sequence.
+        let slots = layout.num_blocks * layout.block_size;
+        scratch::on_every_thread(|s| {
+            s.scores.reserve(slots.saturating_sub(s.scores.len()));
+            s.q16.reserve(layout.head_dim.saturating_sub(s.q16.len()));
+        });
         Ok(CpuKvLayer::zeros(layout))
     }
 
     fn alloc_sampling(&self, max_rows: usize, vocab: usize) -> Result<CpuSampling> {
+        scratch::on_every_thread(|s| s.sample.reserve(vocab));
         Ok(CpuSampling::new(max_rows, vocab))
     }
 

@@ -56,6 +56,12 @@ pub(super) fn with_task_scratch<R>(f: impl FnOnce(&mut TaskScratch) -> R) -> R {
     r
 }
 
+/// Runs `f` on every thread of the pool with its task buffers, so that the buffers a step needs
+/// are grown at start-up rather than by whichever thread first steals a big task.
+pub(super) fn on_every_thread(f: impl Fn(&mut TaskScratch) + Sync) {
+    rayon::broadcast(|_| with_task_scratch(&f));
+}
+
 /// This thread's task buffers (a fresh set if they are out); give them back with
 /// [`put_task_scratch`]. For kernels whose body must not sit in a closure (a closure does not
 /// inherit its function's `target_feature`s).

@@ -29,6 +29,17 @@ pub struct RowScratch {
     pairs: Vec<(f32, u32)>,
 }
 
+impl RowScratch {
+    /// Room for a vocabulary of `vocab` tokens, so that no row ever grows a buffer.
+    pub fn reserve(&mut self, vocab: usize) {
+        self.logits.reserve(vocab.saturating_sub(self.logits.len()));
+        self.weights
+            .reserve(vocab.saturating_sub(self.weights.len()));
+        self.idx.reserve(vocab.saturating_sub(self.idx.len()));
+        self.pairs.reserve(vocab.saturating_sub(self.pairs.len()));
+    }
+}
+
 /// Which tokens survived the truncations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Candidates {
