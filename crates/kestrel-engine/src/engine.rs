@@ -20,7 +20,7 @@ use rand::Rng;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::handle::{Command, EngineHandle, Shared, Submission};
-use crate::metrics::EngineMetrics;
+use crate::metrics::{EngineMetrics, RequestTimes};
 use crate::request::{EngineEvent, FinishReason, Usage};
 use crate::sampler::{Sampler, SamplerScratch};
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput};
@@ -125,7 +125,7 @@ pub fn start_engine<B: Backend>(
         long_prefill_token_threshold: c.long_prefill_token_threshold,
     });
     let (commands, rx) = tokio::sync::mpsc::unbounded_channel();
-    let metrics = Arc::new(EngineMetrics::default());
+    let metrics = Arc::new(EngineMetrics::new(&config));
     metrics.set_kv_blocks(c.num_blocks, c.num_blocks);
     let shared = Arc::new(Shared {
         vocab_size: model.config.vocab_size,
@@ -158,6 +158,9 @@ struct Client {
     arrival: Instant,
     /// Still counted in `Shared::num_queued` (never scheduled yet).
     queued: bool,
+    /// First scheduled, and first token: the phase times of its metrics.
+    scheduled: Option<Instant>,
+    first_token: Option<Instant>,
     last_token: Option<Instant>,
 }
 
@@ -272,6 +275,8 @@ impl<B: Backend> EngineCore<B> {
                 events,
                 arrival,
                 queued: true,
+                scheduled: None,
+                first_token: None,
                 last_token: None,
             },
         );
@@ -306,8 +311,13 @@ impl<B: Backend> EngineCore<B> {
             cached_tokens: seq.num_cached_tokens.unwrap_or(0),
         };
         let m = &self.shared.metrics;
-        m.count_finished(reason);
-        m.e2e_request_latency.observe(client.arrival.elapsed());
+        let times = RequestTimes {
+            arrival: client.arrival,
+            scheduled: client.scheduled,
+            first_token: client.first_token,
+            last_token: client.last_token,
+        };
+        m.record_finished(reason, usage.prompt_tokens, usage.completion_tokens, times);
         // Gauges first, so that whoever sees the last event also sees the freed blocks.
         self.update_gauges();
         let _ = client.events.send(EngineEvent::Finished { reason, usage });
@@ -385,6 +395,7 @@ impl<B: Backend> EngineCore<B> {
             return Ok(());
         }
         let batch = self.build_batch(&out);
+        self.shared.metrics.record_iteration(batch.input_ids.len());
         let mut logits = self.model.forward(&self.backend, &batch, &mut self.kv)?;
 
         // Sample, one row per sequence that reached its last token, in batch order.
@@ -422,6 +433,7 @@ impl<B: Backend> EngineCore<B> {
                 .clients
                 .get_mut(&o.seq_id)
                 .expect("every sequence has a client");
+            client.first_token.get_or_insert(now);
             match client.last_token {
                 None => m.time_to_first_token.observe(now - client.arrival),
                 Some(t) => m.inter_token_latency.observe(now - t),
@@ -462,6 +474,7 @@ impl<B: Backend> EngineCore<B> {
                 .expect("every sequence has a client");
             if client.queued {
                 client.queued = false;
+                client.scheduled = Some(now);
                 self.shared.num_queued.fetch_sub(1, Ordering::AcqRel);
                 m.request_queue_time.observe(now - client.arrival);
                 m.prompt_tokens
