@@ -192,7 +192,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                         text.push_str(&delta);
                     }
                     Ok(None) => {}
-                    Err(e) => eprintln!("warning: detokenizing token {id}: {e}"),
+                    Err(e) => tracing::warn!("detokenizing token {id}: {e}"),
                 }
             }
             ControlFlow::Continue(())
