@@ -11,6 +11,7 @@ avoids the server that failed), so the client never sees the 503.
 
 import csv
 import io
+import json
 import shutil
 import subprocess
 import threading
@@ -156,8 +157,15 @@ def test_two_replicas_behind_haproxy_survive_a_drain(replicas, work_dir):
 
         # The drained replica exits by itself, with status 0.
         assert r1.proc.wait(timeout=150) == 0, r1.log_path.read_text()
-        log = r1.log_path.read_text()
-        assert "drained: every request finished" in log, log
+        # --log-format json: one JSON object a line; each request's access line has its id.
+        lines = [json.loads(line) for line in r1.log_path.read_text().splitlines()]
+        assert any(line["message"] == "drained: every request finished" for line in lines), lines
+        access = [line for line in lines if line.get("target") == "kestrel::access"
+                  and line["path"] == "/v1/chat/completions"]
+        assert {line["status"] for line in access} <= {200, 503}, access
+        done = [line for line in access if line["status"] == 200 and line["completion_tokens"] == MAX_TOKENS]
+        assert len(done) >= len(drained), access
+        assert all(len(line["span"]["request_id"]) == 32 and line["ttft_ms"] > 0 for line in done), done
         wait_until(lambda: lb.server_status().get("r1") == "DOWN", "HAProxy to mark r1 down", timeout=10)
         assert r2.ready()
     finally:
