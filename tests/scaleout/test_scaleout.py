@@ -91,12 +91,13 @@ class HAProxy:
         self.log.close()
 
 
-def running(replica) -> float:
+def metric(replica, name: str) -> float:
+    """One unlabelled-by-reason series of a replica's /metrics (0 when it does not answer)."""
     r = http_get(replica.port, "/metrics")
     if r is None or r[0] != 200:
         return 0.0
     for line in r[2].splitlines():
-        if line.startswith("vllm:num_requests_running{"):
+        if line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -128,10 +129,15 @@ def test_two_replicas_behind_haproxy_survive_a_drain(replicas, work_dir):
         again = stream_chat(lb.port, 1, on_r1[0])
         assert again["served_by"] == "r1", again
 
-        # 64 concurrent streams; SIGTERM to r1 once it is generating.
+        # 64 concurrent streams; SIGTERM to r1 a quarter of the way through its share.
         pool = ThreadPoolExecutor(NUM_REQUESTS + NUM_LATE)
+        started = time.monotonic()
         first = [pool.submit(stream_chat, lb.port, MAX_TOKENS, s) for s in sessions]
-        wait_until(lambda: running(r1) > 0, "r1 to be generating", timeout=60)
+        base = metric(r1, "vllm:generation_tokens_total")
+        quarter = base + len(on_r1) * MAX_TOKENS / 4
+        wait_until(lambda: metric(r1, "vllm:generation_tokens_total") >= quarter,
+                   "r1 to be a quarter through its streams", timeout=120)
+        assert metric(r1, "vllm:num_requests_running") > 0
         sigterm_at = time.monotonic()
         r1.terminate()
 
@@ -150,6 +156,9 @@ def test_two_replicas_behind_haproxy_survive_a_drain(replicas, work_dir):
             assert r["finish"] == "length" and r["usage"]["completion_tokens"] == MAX_TOKENS, r
         # r1's streams that were running at SIGTERM finished on r1, after the signal.
         drained = [r for r in results if r["served_by"] == "r1" and r["end"] > sigterm_at]
+        print(f"SIGTERM after {sigterm_at - started:.2f} s; r1 streams ended up to "
+              f"{max(r['end'] for r in results if r['served_by'] == 'r1') - started:.2f} s; "
+              f"{len(drained)} finished after the signal")
         assert drained, "no request was in flight on r1 when it got SIGTERM"
         # Every new request went to r2, including those of sessions whose home was r1.
         assert {r["served_by"] for r in late_results} == {"r2"}, late_results
