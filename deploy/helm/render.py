@@ -51,6 +51,14 @@ HEADER = (f"# Rendered from deploy/helm/kestrel by deploy/helm/render.py (releas
           f"# {NAMESPACE!r}); edit the chart and re-render, not this file.\n")
 
 
+PASSED = []
+
+
+def ok(what: str):
+    PASSED.append(what)
+    print(f"ok  {what}")
+
+
 def render(values: dict | None) -> str:
     chart = helm.Chart.load(str(CHART))
     manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
@@ -90,6 +98,7 @@ def strict(schema):
 
 
 def validate(text: str, label: str) -> list[str]:
+    """Errors of every manifest in `text`; prints one `ok` line per manifest that passes."""
     errors = []
     docs = [d for d in yaml.safe_load_all(text) if d]
     if not docs:
@@ -104,8 +113,9 @@ def validate(text: str, label: str) -> list[str]:
             except jsonschema.ValidationError as e:
                 errors.append(f"{name}: {'.'.join(map(str, e.path))}: {e.message}")
             else:
-                print(f"ok  {name} (CRD schema)")
+                ok(f"{name} (CRD schema)")
             continue
+        before = len(errors)
         for version in KUBERNETES_VERSIONS:
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
@@ -113,7 +123,8 @@ def validate(text: str, label: str) -> list[str]:
                 errors.append(f"{name}: no Kubernetes {version} schema for {key}")
             except kubernetes_validate.ValidationError as e:
                 errors.append(f"{name} (Kubernetes {version}): {'.'.join(map(str, e.path))}: {e.message}")
-        print(f"ok  {name}")
+        if len(errors) == before:
+            ok(f"{name} (Kubernetes {', '.join(KUBERNETES_VERSIONS)})")
     return errors
 
 
@@ -122,12 +133,16 @@ def check() -> int:
     lint = helm.lint(str(CHART), strict=True)
     errors += [f"helm lint: {m['path']}: {m['error']}" for m in lint["messages"] if m["severity"] >= 2]
     errors += [f"helm lint: {e}" for e in lint["errors"]]
+    if not errors:
+        ok("helm lint --strict")
     for out, values_path in RENDERED.items():
         text = render(load_values(values_path))
         errors += validate(text, out)
         committed = OUT / out
         if not committed.exists() or committed.read_text() != HEADER + text:
             errors.append(f"{committed} is not what the chart renders: run `python {Path(__file__).name}`")
+        else:
+            ok(f"deploy/kubernetes/{out} is what the chart renders")
     for values_path in CHECKED:
         errors += validate(render(load_values(values_path)), values_path.name)
     for values, message in INVALID:
@@ -137,9 +152,12 @@ def check() -> int:
         except helm.HelmError as e:
             if message not in str(e):
                 errors.append(f"values {values} failed with {e}, not {message!r}")
+            else:
+                ok(f"values {json.dumps(values)} refused: {message}")
     for e in errors:
         print(f"FAIL {e}", file=sys.stderr)
-    print(f"chart check: {len(errors)} problems")
+    sys.stdout.flush()
+    print(f"chart: {len(PASSED)} passed, {len(errors)} failed")
     return 1 if errors else 0
 
 
