@@ -3,7 +3,10 @@
 # (sha256-checked, cached in ${KESTREL_FIXTURES:-~/.cache/kestrel/fixtures}), runs the whole
 # workspace's tests, then the end-to-end client tests (`openai`, `langchain-openai` from PyPI)
 # against the real binary serving the real GGUF, then the built-in chat page in headless Chromium
-# (`playwright-core` from npm; Chromium from apt-get if missing). Extra arguments go to `cargo test`.
+# (`playwright-core` from npm; Chromium from apt-get if missing), then the scale-out tests (two
+# replicas behind HAProxy from apt-get, /metrics parsed by the Prometheus Python client) and the
+# Helm chart (rendered with Helm's Go SDK from PyPI, validated against the Kubernetes schemas).
+# Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-fixtures.sh >/dev/null
@@ -15,3 +18,5 @@ KESTREL_CPU_ISA=scalar cargo test --locked -p kestrel-engine --test conformance
 # `cargo test` built the binary with the optimised test profile; serve with it.
 KESTREL_BIN="$PWD/target/debug/kestrel" ./tests/e2e/run.sh
 KESTREL_BIN="$PWD/target/debug/kestrel" ./tests/browser/run.sh
+KESTREL_BIN="$PWD/target/debug/kestrel" ./tests/scaleout/run.sh
+./deploy/helm/check.sh

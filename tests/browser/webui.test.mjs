@@ -117,10 +117,12 @@ async function waitIdle(page) {
 
 const lastAnswer = (page) => page.locator(".msg.assistant").last();
 
-/** `kestrel:request_success_total{finished_reason="abort",...}` from the server's /metrics. */
+/** `vllm:request_success_total{...,finished_reason="abort"}` from the server's /metrics. */
 async function abortedCount() {
   const text = await (await fetch(new URL("metrics", BASE))).text();
-  const line = text.split("\n").find((l) => l.startsWith('kestrel:request_success_total{finished_reason="abort"'));
+  const line = text
+    .split("\n")
+    .find((l) => l.startsWith("vllm:request_success_total{") && l.includes('finished_reason="abort"'));
   assert.ok(line, `no abort counter in /metrics:\n${text}`);
   return Number(line.trim().split(/\s+/).pop());
 }

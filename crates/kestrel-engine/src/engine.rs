@@ -34,7 +34,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::block_pool::BlockHash;
 use crate::handle::{Command, EngineHandle, Shared, Submission};
-use crate::metrics::EngineMetrics;
+use crate::metrics::{EngineMetrics, RequestTimes};
 use crate::request::{EngineEvent, FinishReason, Usage};
 use crate::sampling_state::SequenceSampling;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput, TokenOutcome};
@@ -178,7 +178,7 @@ pub fn start_engine<B: Backend>(
         long_prefill_token_threshold: c.long_prefill_token_threshold,
     });
     let (commands, rx) = tokio::sync::mpsc::unbounded_channel();
-    let metrics = Arc::new(EngineMetrics::default());
+    let metrics = Arc::new(EngineMetrics::new(&config));
     metrics.set_kv_blocks(c.num_blocks, c.num_blocks);
     let block_size = c.block_size;
     let shared = Arc::new(Shared {
@@ -215,6 +215,9 @@ struct Client {
     arrival: Instant,
     /// Still counted in `Shared::num_queued` (never scheduled yet).
     queued: bool,
+    /// First scheduled, and first token: the phase times of its metrics.
+    scheduled: Option<Instant>,
+    first_token: Option<Instant>,
     last_token: Option<Instant>,
 }
 
@@ -348,6 +351,8 @@ impl<B: Backend> EngineCore<B> {
                 events,
                 arrival,
                 queued: true,
+                scheduled: None,
+                first_token: None,
                 last_token: None,
             },
         );
@@ -382,8 +387,13 @@ impl<B: Backend> EngineCore<B> {
             cached_tokens: seq.num_cached_tokens.unwrap_or(0),
         };
         let m = &self.shared.metrics;
-        m.count_finished(reason);
-        m.e2e_request_latency.observe(client.arrival.elapsed());
+        let times = RequestTimes {
+            arrival: client.arrival,
+            scheduled: client.scheduled,
+            first_token: client.first_token,
+            last_token: client.last_token,
+        };
+        m.record_finished(reason, usage.prompt_tokens, usage.completion_tokens, times);
         // Gauges first, so that whoever sees the last event also sees the freed blocks.
         self.update_gauges();
         let _ = client.events.send(EngineEvent::Finished { reason, usage });
@@ -472,6 +482,9 @@ impl<B: Backend> EngineCore<B> {
                 graph_tokens: decode_only.then_some(self.batch.num_tokens()),
             };
             self.runner.launch(&self.batch, &self.sampling, opts)?;
+            self.shared
+                .metrics
+                .record_iteration(self.batch.num_tokens());
             Some(InFlight {
                 plan: out,
                 sampling: std::mem::take(&mut self.sampling),
@@ -545,6 +558,7 @@ impl<B: Backend> EngineCore<B> {
                 .clients
                 .get_mut(&o.seq_id)
                 .expect("every sequence has a client");
+            client.first_token.get_or_insert(now);
             match client.last_token {
                 None => m.time_to_first_token.observe(now - client.arrival),
                 Some(t) => m.inter_token_latency.observe(now - t),
@@ -588,6 +602,7 @@ impl<B: Backend> EngineCore<B> {
                 .expect("every sequence has a client");
             if client.queued {
                 client.queued = false;
+                client.scheduled = Some(now);
                 self.shared.num_queued.fetch_sub(1, Ordering::AcqRel);
                 m.request_queue_time.observe(now - client.arrival);
                 m.prompt_tokens

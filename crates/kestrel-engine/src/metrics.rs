@@ -1,68 +1,27 @@
-//! Engine metrics: gauges, counters and histograms kept in atomics (written by the engine
-//! thread, read by anyone through [`crate::handle::EngineHandle::metrics`]) and rendered as
-//! Prometheus text. Names are vLLM's (`vllm:num_requests_running` → `kestrel:num_requests_running`,
-//! same suffixes and labels), so vLLM dashboards and HPA rules carry over by changing the prefix.
+//! Engine metrics: gauges, counters and histograms kept in atomics, written by the engine
+//! thread where the events happen and read by anyone through
+//! [`crate::handle::EngineHandle::metrics`]. [`EngineMetrics::families`] exposes them under
+//! vLLM v1's names, types and labels (`vllm/v1/metrics/loggers.py`, `PrometheusStatLogger`),
+//! so the routers and autoscalers that read vLLM (the Gateway API Inference Extension's and
+//! llm-d's endpoint pickers, vLLM's production-stack router, KEDA) read Kestrel unchanged;
+//! Kestrel's own series are named `kestrel_*`.
+//!
+//! Per-request timings follow vLLM's `RequestStateStats`: queued = scheduled − arrival,
+//! prefill = first token − scheduled, decode = last token − first token, inference = last
+//! token − scheduled, e2e = finish − arrival.
 
-use std::fmt::Write as _;
+mod exposition;
+mod histogram;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::Instant;
 
+pub use histogram::{buckets_1_2_5, Histogram};
+
+use crate::engine::EngineConfig;
 use crate::request::FinishReason;
 
-/// A Prometheus histogram with fixed bucket bounds (seconds); sum kept in microseconds.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// `[bounds.len() + 1]` non-cumulative counts; the last is `+Inf`.
-    counts: Vec<AtomicU64>,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_us: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = self
-            .bounds
-            .iter()
-            .position(|&b| s <= b)
-            .unwrap_or(self.bounds.len());
-        self.counts[i].fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Relaxed)).sum()
-    }
-
-    pub fn sum_secs(&self) -> f64 {
-        self.sum_us.load(Relaxed) as f64 * 1e-6
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            cumulative += c.load(Relaxed);
-            let le = self
-                .bounds
-                .get(i)
-                .map_or("+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-        }
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_secs());
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
-    }
-}
-
-// Bucket bounds as vLLM's `metrics/loggers.py`.
+// Bucket bounds as vLLM's `PrometheusStatLogger`.
 const TTFT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
     20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
@@ -75,10 +34,35 @@ const REQUEST_BUCKETS: &[f64] = &[
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
     480.0, 960.0, 1920.0, 7680.0,
 ];
+const ITERATION_TOKEN_BUCKETS: &[f64] = &[
+    1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0,
+];
+
+/// The KV cache's geometry, for `vllm:cache_config_info` (routers size prefix-aware routing
+/// from `block_size` and `num_gpu_blocks`).
+#[derive(Clone, Debug, Default)]
+pub struct CacheInfo {
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub enable_prefix_caching: bool,
+    /// vLLM's `cache_dtype` spelling (`auto`, `fp16`, `fp32`).
+    pub cache_dtype: String,
+}
+
+/// When one request reached each phase (vLLM's `RequestStateStats`).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestTimes {
+    pub arrival: Instant,
+    /// First scheduled (left the waiting queue).
+    pub scheduled: Option<Instant>,
+    pub first_token: Option<Instant>,
+    pub last_token: Option<Instant>,
+}
 
 /// All engine metrics. Gauges are set by the engine after every step.
 #[derive(Debug)]
 pub struct EngineMetrics {
+    pub cache_info: CacheInfo,
     pub num_requests_running: AtomicU64,
     pub num_requests_waiting: AtomicU64,
     /// Fraction of KV blocks in use, `f64` bits (0.0 ..= 1.0).
@@ -100,11 +84,35 @@ pub struct EngineMetrics {
     pub inter_token_latency: Histogram,
     pub e2e_request_latency: Histogram,
     pub request_queue_time: Histogram,
+    pub request_prefill_time: Histogram,
+    pub request_decode_time: Histogram,
+    pub request_inference_time: Histogram,
+    pub request_prompt_tokens: Histogram,
+    pub request_generation_tokens: Histogram,
+    /// Tokens computed per engine step (prefill chunks + decode tokens).
+    pub iteration_tokens: Histogram,
 }
 
 impl Default for EngineMetrics {
     fn default() -> Self {
+        Self::new(&EngineConfig::default())
+    }
+}
+
+impl EngineMetrics {
+    pub fn new(config: &EngineConfig) -> Self {
+        let token_buckets = buckets_1_2_5(config.max_model_len);
         Self {
+            cache_info: CacheInfo {
+                block_size: config.block_size,
+                num_blocks: config.num_blocks,
+                enable_prefix_caching: config.enable_prefix_caching,
+                cache_dtype: match config.kv_dtype {
+                    kestrel_backend::KvDtype::F16 => "fp16",
+                    kestrel_backend::KvDtype::F32 => "fp32",
+                }
+                .into(),
+            },
             num_requests_running: AtomicU64::new(0),
             num_requests_waiting: AtomicU64::new(0),
             kv_cache_usage_bits: AtomicU64::new(0f64.to_bits()),
@@ -123,11 +131,15 @@ impl Default for EngineMetrics {
             inter_token_latency: Histogram::new(ITL_BUCKETS),
             e2e_request_latency: Histogram::new(REQUEST_BUCKETS),
             request_queue_time: Histogram::new(REQUEST_BUCKETS),
+            request_prefill_time: Histogram::new(REQUEST_BUCKETS),
+            request_decode_time: Histogram::new(REQUEST_BUCKETS),
+            request_inference_time: Histogram::new(REQUEST_BUCKETS),
+            request_prompt_tokens: Histogram::new(&token_buckets),
+            request_generation_tokens: Histogram::new(&token_buckets),
+            iteration_tokens: Histogram::new(ITERATION_TOKEN_BUCKETS),
         }
     }
-}
 
-impl EngineMetrics {
     /// Fraction of KV cache blocks in use (0.0 ..= 1.0).
     pub fn kv_cache_usage(&self) -> f64 {
         f64::from_bits(self.kv_cache_usage_bits.load(Relaxed))
@@ -139,7 +151,7 @@ impl EngineMetrics {
         let usage = if total == 0 {
             0.0
         } else {
-            1.0 - free as f64 / total as f64
+            (1.0 - free as f64 / total as f64).clamp(0.0, 1.0)
         };
         self.kv_cache_usage_bits.store(usage.to_bits(), Relaxed);
     }
@@ -153,147 +165,83 @@ impl EngineMetrics {
         .fetch_add(1, Relaxed);
     }
 
-    /// Prometheus text exposition format (0.0.4), every series labelled `model_name`.
-    pub fn render_prometheus(&self, model_name: &str) -> String {
-        let model = model_name.replace('\\', "\\\\").replace('"', "\\\"");
-        let labels = format!("model_name=\"{model}\"");
-        let mut out = String::new();
-        let mut scalar = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP kestrel:{name} {help}\n# TYPE kestrel:{name} {kind}"
-            );
-            let _ = writeln!(out, "kestrel:{name}{{{labels}}} {value}");
-        };
-        let get = |a: &AtomicU64| a.load(Relaxed).to_string();
-        scalar(
-            "num_requests_running",
-            "gauge",
-            "Number of requests in model execution batches.",
-            get(&self.num_requests_running),
-        );
-        scalar(
-            "num_requests_waiting",
-            "gauge",
-            "Number of requests waiting to be processed.",
-            get(&self.num_requests_waiting),
-        );
-        scalar(
-            "kv_cache_usage_perc",
-            "gauge",
-            "KV-cache usage. 1 means 100 percent usage.",
-            self.kv_cache_usage().to_string(),
-        );
-        scalar(
-            "num_kv_cache_blocks",
-            "gauge",
-            "Total KV-cache blocks.",
-            get(&self.num_kv_blocks_total),
-        );
-        scalar(
-            "num_free_kv_cache_blocks",
-            "gauge",
-            "Free KV-cache blocks (including cached, evictable ones).",
-            get(&self.num_kv_blocks_free),
-        );
-        scalar(
-            "prefix_cache_queries_total",
-            "counter",
-            "Prefix cache queries, in terms of number of queried tokens.",
-            get(&self.prefix_cache_queries),
-        );
-        scalar(
-            "prefix_cache_hits_total",
-            "counter",
-            "Prefix cache hits, in terms of number of cached tokens.",
-            get(&self.prefix_cache_hits),
-        );
-        scalar(
-            "num_preemptions_total",
-            "counter",
-            "Cumulative number of preemptions from the engine.",
-            get(&self.num_preemptions),
-        );
-        scalar(
-            "prompt_tokens_total",
-            "counter",
-            "Number of prefill tokens processed.",
-            get(&self.prompt_tokens),
-        );
-        scalar(
-            "generation_tokens_total",
-            "counter",
-            "Number of generation tokens processed.",
-            get(&self.generation_tokens),
-        );
-        let name = "kestrel:request_success_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Count of finished requests, by finish reason.\n# TYPE {name} counter"
-        );
-        for (reason, a) in [
-            ("stop", &self.finished_stop),
-            ("length", &self.finished_length),
-            ("abort", &self.finished_abort),
-            ("error", &self.finished_error),
-        ] {
-            let _ = writeln!(
-                out,
-                "{name}{{finished_reason=\"{reason}\",{labels}}} {}",
-                a.load(Relaxed)
-            );
+    /// Tokens computed by one engine step (vLLM's `iteration_tokens_total`).
+    pub(crate) fn record_iteration(&self, num_tokens: usize) {
+        self.iteration_tokens.observe_value(num_tokens as f64);
+    }
+
+    /// Everything recorded when a sequence ends: its finish reason, token counts and phase
+    /// times. A sequence aborted before it was scheduled has no prefill or decode time.
+    pub(crate) fn record_finished(
+        &self,
+        reason: FinishReason,
+        num_prompt_tokens: usize,
+        num_generation_tokens: usize,
+        t: RequestTimes,
+    ) {
+        let now = Instant::now();
+        self.count_finished(reason);
+        self.e2e_request_latency.observe(now - t.arrival);
+        self.request_prompt_tokens
+            .observe_value(num_prompt_tokens as f64);
+        self.request_generation_tokens
+            .observe_value(num_generation_tokens as f64);
+        if let Some(scheduled) = t.scheduled {
+            let last = t.last_token.unwrap_or(now);
+            self.request_inference_time.observe(last - scheduled);
+            if let Some(first) = t.first_token {
+                self.request_prefill_time.observe(first - scheduled);
+                self.request_decode_time.observe(last - first);
+            }
         }
-        for (h, name, help) in [
-            (
-                &self.time_to_first_token,
-                "time_to_first_token_seconds",
-                "Histogram of time to first token in seconds.",
-            ),
-            (
-                &self.inter_token_latency,
-                "inter_token_latency_seconds",
-                "Histogram of inter-token latency in seconds.",
-            ),
-            (
-                &self.e2e_request_latency,
-                "e2e_request_latency_seconds",
-                "Histogram of e2e request latency in seconds.",
-            ),
-            (
-                &self.request_queue_time,
-                "request_queue_time_seconds",
-                "Histogram of time spent in WAITING phase for request.",
-            ),
-        ] {
-            h.render(&mut out, &format!("kestrel:{name}"), help, &labels);
-        }
-        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
-    fn renders_vllm_names_and_cumulative_buckets() {
+    fn phase_times_come_from_the_timestamps() {
         let m = EngineMetrics::default();
-        m.time_to_first_token.observe(Duration::from_millis(3));
-        m.time_to_first_token.observe(Duration::from_secs(1000));
-        m.count_finished(FinishReason::Length);
+        let arrival = Instant::now();
+        let t = RequestTimes {
+            arrival,
+            scheduled: Some(arrival + Duration::from_millis(100)),
+            first_token: Some(arrival + Duration::from_millis(400)),
+            last_token: Some(arrival + Duration::from_millis(1400)),
+        };
+        m.record_finished(FinishReason::Length, 10, 20, t);
+        assert_eq!(m.finished_length.load(Relaxed), 1);
+        assert!((m.request_prefill_time.sum() - 0.3).abs() < 1e-9);
+        assert!((m.request_decode_time.sum() - 1.0).abs() < 1e-9);
+        assert!((m.request_inference_time.sum() - 1.3).abs() < 1e-9);
+        assert_eq!(m.request_prompt_tokens.sum(), 10.0);
+        assert_eq!(m.request_generation_tokens.sum(), 20.0);
+
+        // Aborted while waiting: no phase times, still counted.
+        m.record_finished(
+            FinishReason::Abort,
+            5,
+            0,
+            RequestTimes {
+                arrival,
+                scheduled: None,
+                first_token: None,
+                last_token: None,
+            },
+        );
+        assert_eq!(m.request_prefill_time.count(), 1);
+        assert_eq!(m.e2e_request_latency.count(), 2);
+    }
+
+    #[test]
+    fn kv_usage_stays_in_range() {
+        let m = EngineMetrics::default();
         m.set_kv_blocks(10, 5);
-        let text = m.render_prometheus("qwen");
-        assert!(text.contains("kestrel:num_requests_running{model_name=\"qwen\"} 0"));
-        assert!(text.contains("kestrel:kv_cache_usage_perc{model_name=\"qwen\"} 0.5"));
-        assert!(text.contains(
-            "kestrel:request_success_total{finished_reason=\"length\",model_name=\"qwen\"} 1"
-        ));
-        assert!(text.contains(
-            "kestrel:time_to_first_token_seconds_bucket{model_name=\"qwen\",le=\"0.005\"} 1"
-        ));
-        assert!(text.contains(
-            "kestrel:time_to_first_token_seconds_bucket{model_name=\"qwen\",le=\"+Inf\"} 2"
-        ));
-        assert!(text.contains("kestrel:time_to_first_token_seconds_count{model_name=\"qwen\"} 2"));
+        assert_eq!(m.kv_cache_usage(), 0.5);
+        m.set_kv_blocks(0, 0);
+        assert_eq!(m.kv_cache_usage(), 0.0);
     }
 }

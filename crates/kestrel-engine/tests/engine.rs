@@ -139,7 +139,7 @@ fn dropped_stream_frees_its_blocks() {
     assert_eq!(m.kv_cache_usage(), 0.0);
     assert_eq!(m.num_requests_running.load(Ordering::Relaxed), 0);
     assert!(m.render_prometheus("tiny").contains(
-        "kestrel:request_success_total{finished_reason=\"abort\",model_name=\"tiny\"} 1"
+        "vllm:request_success_total{model_name=\"tiny\",engine=\"0\",finished_reason=\"abort\"} 1"
     ));
 }
 

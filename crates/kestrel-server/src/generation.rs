@@ -1,11 +1,20 @@
 //! Drives the engine streams of one HTTP request (one per choice, `n` or batched prompts) and
 //! turns their events into [`ChoiceEvent`]s on a channel. When the receiver is gone (the client
 //! disconnected) this task returns, dropping every `RequestStream`, which aborts the sequences.
+//!
+//! [`drive`] is called in the handler and spawned: it takes the request's access-log record
+//! and span when called, so its tokens reach the access line and its log lines carry the
+//! request id.
+
+use std::future::Future;
+use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
 use kestrel_engine::{EngineEvent, EngineHandle, FinishReason, RequestStream};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
+use crate::access_log::{self, RequestRecord};
 use crate::output::{OutputProcessor, Piece};
 
 /// One choice being generated.
@@ -43,7 +52,21 @@ struct ChoiceState {
     stopped: Option<(String, usize)>,
 }
 
-pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<ChoiceEvent>) {
+pub fn drive(
+    choices: Vec<Choice>,
+    engine: EngineHandle,
+    tx: mpsc::Sender<ChoiceEvent>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (record, span) = access_log::current();
+    drive_streams(choices, engine, tx, record).instrument(span)
+}
+
+async fn drive_streams(
+    choices: Vec<Choice>,
+    engine: EngineHandle,
+    tx: mpsc::Sender<ChoiceEvent>,
+    record: Option<Arc<RequestRecord>>,
+) {
     let mut states = Vec::with_capacity(choices.len());
     let mut streams = Vec::with_capacity(choices.len());
     for (index, c) in choices.into_iter().enumerate() {
@@ -71,6 +94,9 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
             EngineEvent::Token { .. } if state.stopped.is_some() => {}
             EngineEvent::Token { id, logprobs } => {
                 state.num_tokens += 1;
+                if let Some(r) = &record {
+                    r.token();
+                }
                 match state.processor.push(id, logprobs) {
                     Ok(piece) => {
                         let stop = piece.stop.clone();
@@ -128,6 +154,15 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
             EngineEvent::Error { message } => out.push(ChoiceEvent::Error(message)),
         }
         for event in out {
+            match (&event, &record) {
+                (ChoiceEvent::Done(_, f), Some(r)) => {
+                    r.finished(f.prompt_tokens, f.completion_tokens)
+                }
+                (ChoiceEvent::Error(message), _) => {
+                    tracing::warn!(error = %message, "generation failed")
+                }
+                _ => {}
+            }
             let fatal = matches!(event, ChoiceEvent::Error(_));
             if tx.send(event).await.is_err() || fatal {
                 return;

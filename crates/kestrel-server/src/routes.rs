@@ -1,5 +1,6 @@
-//! The router: routes, auth, CORS, body limit, panic guard; and the small routes (models,
-//! tokenize, detokenize, health, metrics, version). The chat page's routes live in `webui`.
+//! The router: routes, auth, CORS, body limit, panic guard, request ids and the access log; and
+//! the small routes (models, tokenize, detokenize, health, ready, version). The chat page's
+//! routes live in `webui`, `/metrics` in `metrics`, drain admission in `lifecycle`.
 
 use std::sync::Arc;
 
@@ -18,19 +19,26 @@ use kestrel_protocol::{
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
+use crate::access_log::access;
 use crate::body_bytes;
 use crate::chat::{chat_completions, render_prompt};
 use crate::completions::completions;
 use crate::error::ApiError;
+use crate::lifecycle::admit;
+use crate::metrics::metrics;
 use crate::state::AppState;
 use crate::validate::{normalize_messages, thinking_kwargs};
 use crate::webui;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let config = &state.config;
-    let protected = Router::new()
+    // Generation is refused while draining; everything else keeps answering until exit.
+    let generation = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    let protected = Router::new()
+        .merge(generation)
         .route("/v1/models", get(models))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
@@ -41,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     // Probes and scrapers carry no key (as in vLLM, only the API routes are protected).
     let mut open = Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/version", get(version));
     // The chat page loads without a key; it asks for one when the API answers 401.
@@ -72,7 +81,9 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .allow_headers(Any),
         );
     }
-    app.with_state(state)
+    // Outermost, so every response (401, 404, 413, panics included) gets an id and a log line.
+    app.layer(middleware::from_fn_with_state(state.clone(), access))
+        .with_state(state)
 }
 
 async fn require_api_key(
@@ -198,16 +209,14 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// Readiness: 200 once loaded, while the engine runs and until a drain starts.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.lifecycle.is_draining() {
+        return ApiError::Unavailable("the server is shutting down".into()).into_response();
+    }
     match state.model() {
-        Ok(model) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            model
-                .engine
-                .metrics()
-                .render_prometheus(&state.config.served_model_name),
-        )
-            .into_response(),
+        Ok(model) if model.engine.is_healthy() => StatusCode::OK.into_response(),
+        Ok(_) => ApiError::Unavailable("the engine has stopped".into()).into_response(),
         Err(e) => e.into_response(),
     }
 }

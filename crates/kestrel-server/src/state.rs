@@ -1,6 +1,7 @@
-//! What every handler shares: the server's settings and, once loading is done, the model
-//! (engine handle, tokenizer, chat template). The model slot is empty while the model loads,
-//! so `/health` answers 503 and generation routes answer 503 until it is filled.
+//! What every handler shares: the server's settings, its lifecycle (draining, requests in
+//! flight), its HTTP metrics and, once loading is done, the model (engine handle, tokenizer,
+//! chat template). The model slot is empty while the model loads, so `/health` and `/ready`
+//! answer 503 and generation routes answer 503 until it is filled.
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -11,6 +12,8 @@ use kestrel_text::reasoning::ThinkTokens;
 use kestrel_text::{ChatTemplate, Tokenizer};
 
 use crate::error::ApiError;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::HttpMetrics;
 
 /// Which field carries reasoning in responses (`--reasoning-field`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,6 +137,8 @@ impl Model {
 
 pub struct AppState {
     pub config: ServerConfig,
+    pub lifecycle: Arc<Lifecycle>,
+    pub http_metrics: HttpMetrics,
     model: OnceLock<Arc<Model>>,
     load_error: OnceLock<String>,
 }
@@ -142,6 +147,8 @@ impl AppState {
     pub fn new(config: ServerConfig) -> Arc<Self> {
         Arc::new(Self {
             config,
+            lifecycle: Arc::default(),
+            http_metrics: HttpMetrics::default(),
             model: OnceLock::new(),
             load_error: OnceLock::new(),
         })
@@ -155,6 +162,11 @@ impl AppState {
     /// Records why loading failed; /health then reports it.
     pub fn set_load_error(&self, message: String) {
         let _ = self.load_error.set(message);
+    }
+
+    /// Readiness (`/ready`): loaded, engine alive, not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.lifecycle.is_draining() && self.model.get().is_some_and(|m| m.engine.is_healthy())
     }
 
     pub fn model(&self) -> Result<Arc<Model>, ApiError> {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod load;
+mod logging;
 
 use clap::{Parser, Subcommand};
 
@@ -13,6 +14,9 @@ use clap::{Parser, Subcommand};
     about = "Inference for the Qwen3 family of language models"
 )]
 struct Cli {
+    /// Log lines as text or as one JSON object per line (level from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +37,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     load::init_allocator();
     let result = match cli.command {
         Command::Generate(args) => cli::generate::run(args),
@@ -44,7 +49,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the outermost context first, then the causes.
+            // One line: the outermost context first, then the causes. This is the command's
+            // answer, not a log line, so it stays plain for every log format.
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

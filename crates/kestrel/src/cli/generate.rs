@@ -282,7 +282,7 @@ fn generate<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
                         text.push_str(&delta);
                     }
                     Ok(None) => {}
-                    Err(e) => eprintln!("warning: detokenizing token {id}: {e}"),
+                    Err(e) => tracing::warn!("detokenizing token {id}: {e}"),
                 }
             }
             Some(EngineEvent::Finished { reason, .. }) => break reason,

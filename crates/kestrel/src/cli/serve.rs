@@ -1,9 +1,11 @@
 //! `kestrel serve`: the OpenAI-compatible server. It binds first and loads the model on a
-//! background thread, so `/health` answers 503 while loading and 200 once the engine runs.
-//! Flag names follow vLLM's where the concept is the same.
+//! background thread, so `/health` and `/ready` answer 503 while loading and 200 once the
+//! engine runs. SIGTERM drains (`--shutdown-timeout`) and exits 0. Flag names follow vLLM's
+//! where the concept is the same.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -93,6 +95,10 @@ pub struct ServeArgs {
     /// Do not serve the built-in chat page at `/` (then `/` is 404 like any unknown route).
     #[arg(long)]
     pub no_webui: bool,
+    /// Seconds that requests in flight get to finish after SIGTERM (new ones get 503 at once);
+    /// keep it below the orchestrator's grace period (Kubernetes: terminationGracePeriodSeconds).
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
 }
 
 /// `4GiB`, `512MiB`, `1.5GB`, `1000000` → bytes.
@@ -120,6 +126,13 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     crate::load::init_threads(args.threads)?;
+    if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
+        bail!(
+            "--shutdown-timeout must be a number of seconds >= 0, got {}",
+            args.shutdown_timeout
+        );
+    }
+    let shutdown_timeout = Duration::from_secs_f64(args.shutdown_timeout);
     let config = ServerConfig {
         served_model_name: args
             .served_model_name
@@ -143,10 +156,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("binding {addr}"))?;
-    eprintln!(
-        "kestrel: listening on http://{addr} (loading {} ...)",
-        args.model
-    );
+    tracing::info!(model = %args.model, "listening on http://{addr}; loading the model");
 
     let loader_state = Arc::clone(&state);
     std::thread::Builder::new()
@@ -157,14 +167,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 .and_then(|r| r)
             {
                 Ok(model) => {
-                    eprintln!(
-                        "kestrel: model ready (max_model_len {})",
-                        model.max_model_len
-                    );
+                    tracing::info!(max_model_len = model.max_model_len, "model ready");
                     loader_state.set_model(model);
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    tracing::error!("loading the model failed: {e:#}");
                     loader_state.set_load_error(format!("{e:#}"));
                     std::process::exit(1);
                 }
@@ -173,11 +180,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .context("spawning the loader thread")?;
 
     runtime
-        .block_on(kestrel_server::serve(
-            listener,
-            kestrel_server::router(state),
-        ))
+        .block_on(kestrel_server::serve(listener, state, shutdown_timeout))
         .context("serving HTTP")?;
+    // Tasks still running (a response past the timeout) are cut here, not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    tracing::info!("shut down");
     Ok(())
 }
 
@@ -197,11 +204,11 @@ fn load_model<B: Backend>(args: &ServeArgs, backend: B) -> Result<Model> {
         &args.model,
         args.quantization.map(super::QuantType::format),
     )?;
-    eprintln!(
-        "kestrel: {} loaded in {:.2}s on {}",
-        args.model,
-        loaded.load_time.as_secs_f64(),
-        loaded.backend.describe()
+    tracing::info!(
+        model = %args.model,
+        load_s = loaded.load_time.as_secs_f64(),
+        backend = %loaded.backend.describe(),
+        "weights loaded"
     );
     let Some(tokenizer) = loaded.tokenizer else {
         bail!(
