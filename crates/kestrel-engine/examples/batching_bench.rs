@@ -7,8 +7,11 @@
 //! ```text
 //! cargo run --release -p kestrel-engine --example batching_bench -- \
 //!     [--size 0.6b | --model DIR] [--scenario all|streams|prefix|itl] [--max-num-batched-tokens N]
-//!     [--long-prefill-token-threshold N]
+//!     [--long-prefill-token-threshold N] [--batch-invariant auto|on|off]
 //! ```
+//!
+//! The requests are greedy, so under the default `--batch-invariant auto` their steps run the
+//! batch-invariant kernels; `off` measures the fast kernels.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ struct Args {
     scenario: String,
     budget: usize,
     prefill_cap: usize,
+    invariance: kestrel_engine::BatchInvariance,
 }
 
 fn args() -> Args {
@@ -34,6 +38,7 @@ fn args() -> Args {
         scenario: "all".into(),
         budget: 2048,
         prefill_cap: 0,
+        invariance: kestrel_engine::BatchInvariance::Auto,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -44,6 +49,7 @@ fn args() -> Args {
             "--scenario" => a.scenario = v,
             "--max-num-batched-tokens" => a.budget = v.parse().expect("a number"),
             "--long-prefill-token-threshold" => a.prefill_cap = v.parse().expect("a number"),
+            "--batch-invariant" => a.invariance = v.parse().expect("auto, on or off"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -82,6 +88,7 @@ fn engine(a: &Args, tmp: &mut Option<tempfile::TempDir>, prefix_caching: bool) -
         enable_prefix_caching: prefix_caching,
         kv_dtype,
         long_prefill_token_threshold: a.prefill_cap,
+        batch_invariance: a.invariance,
         ..EngineConfig::default()
     };
     start_engine(backend, model, config).expect("engine")
@@ -299,10 +306,11 @@ fn main() {
         .as_ref()
         .map_or(a.size.clone(), |m| m.display().to_string());
     println!(
-        "model {model} (random weights), {}, max_num_batched_tokens {}, long_prefill_token_threshold {}",
+        "model {model} (random weights), {}, max_num_batched_tokens {}, long_prefill_token_threshold {}, batch invariance {:?}",
         kestrel_backend::Backend::describe(&CpuBackend::new()),
         a.budget,
-        a.prefill_cap
+        a.prefill_cap,
+        a.invariance
     );
     let all = a.scenario == "all";
     if all || a.scenario == "streams" {
