@@ -5,6 +5,7 @@ pub mod generate;
 pub mod generation_config;
 pub mod sampler;
 
+pub mod block_hash;
 pub mod block_pool;
 pub mod engine;
 pub mod handle;

@@ -218,7 +218,9 @@ impl Scheduler {
                 break;
             };
             let seq = &self.seqs[&id];
-            let computed = self.kv.get_computed_blocks(id, &seq.tokens);
+            let computed = self
+                .kv
+                .get_computed_blocks(id, &seq.tokens, seq.cache_salt.as_ref());
             let num_computed = computed.num_tokens;
             let num_new = self
                 .config
@@ -307,6 +309,7 @@ mod tests {
             max_tokens,
             min_tokens: 0,
             stop_token_ids: stop,
+            cache_salt: None,
         };
         Sequence::new(SeqId(id), req, sampler, 1 << 20)
     }

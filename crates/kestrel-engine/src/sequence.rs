@@ -6,6 +6,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeqId(pub u64);
 
+use crate::block_hash::CacheSalt;
 use crate::request::{EngineRequest, FinishReason};
 use crate::sampler::Sampler;
 
@@ -36,6 +37,8 @@ pub struct Sequence {
     pub num_cached_tokens: Option<usize>,
     /// A stop token was sampled (counted in the usage, not appended).
     pub stopped_by_token: bool,
+    /// Digest of the request's `cache_salt`: the prefix-cache tenant.
+    pub cache_salt: Option<CacheSalt>,
 }
 
 impl Sequence {
@@ -55,6 +58,7 @@ impl Sequence {
             status: SeqStatus::Waiting,
             num_cached_tokens: None,
             stopped_by_token: false,
+            cache_salt: request.cache_salt.as_deref().map(CacheSalt::new),
         }
     }
 

@@ -93,6 +93,7 @@ async fn complete(
                 max_tokens,
                 min_tokens: gen.min_tokens,
                 stop_token_ids: gen.engine_stop_ids(&model.eos_token_ids),
+                cache_salt: None,
             })?;
             let processor = OutputProcessor::new(
                 model.tokenizer.clone(),
