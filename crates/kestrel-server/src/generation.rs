@@ -27,7 +27,13 @@ pub struct Finish {
 
 #[derive(Debug)]
 pub enum ChoiceEvent {
-    Piece(usize, Piece),
+    /// The text that `num_tokens` new tokens of choice `index` produced (0 tokens: text held
+    /// back until the end); it may be empty.
+    Piece {
+        index: usize,
+        piece: Piece,
+        num_tokens: usize,
+    },
     Done(usize, Finish),
     /// The engine failed; the response ends.
     Error(String),
@@ -74,7 +80,11 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
                 match state.processor.push(id, logprobs) {
                     Ok(piece) => {
                         let stop = piece.stop.clone();
-                        out.push(ChoiceEvent::Piece(index, piece));
+                        out.push(ChoiceEvent::Piece {
+                            index,
+                            piece,
+                            num_tokens: 1,
+                        });
                         if let Some(stop) = stop {
                             // A stop string is the server's decision: end the sequence now.
                             state.stopped = Some((stop, state.num_tokens));
@@ -104,7 +114,11 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
                     Ok(piece) => {
                         let stop = piece.stop.clone();
                         if !piece.is_empty() {
-                            out.push(ChoiceEvent::Piece(index, piece));
+                            out.push(ChoiceEvent::Piece {
+                                index,
+                                piece,
+                                num_tokens: 0,
+                            });
                         }
                         let (finish_reason, stop_reason) = match (stop, reason) {
                             (Some(s), _) => ("stop", Some(s.into())),

@@ -7,6 +7,7 @@
 //! `GET /version`, and the built-in chat page at `/` ([`webui`]). Every error is OpenAI's JSON
 //! body via [`ApiError`].
 
+pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod error;
@@ -14,6 +15,8 @@ pub mod generation;
 pub mod output;
 pub mod routes;
 pub mod state;
+pub mod stream;
+pub mod submit;
 pub mod validate;
 pub mod webui;
 

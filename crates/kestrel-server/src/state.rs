@@ -50,9 +50,12 @@ impl ReasoningField {
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub served_model_name: String,
-    /// `--api-key`: required as `Authorization: Bearer <key>` on every route but /health,
-    /// /metrics and /version.
-    pub api_key: Option<String>,
+    /// `--api-key` (repeatable): one of them is required as `Authorization: Bearer <key>` on
+    /// every route but /health, /metrics, /version and the chat page; none = open.
+    pub api_keys: Vec<String>,
+    /// `--prefix-cache-salt-by-api-key`: callers with different keys never share prefix-cache
+    /// blocks (the key is folded into the cache salt).
+    pub cache_salt_by_api_key: bool,
     /// `--cors-allow-origin` (`*` allows any); empty = no CORS headers.
     pub cors_allow_origins: Vec<String>,
     pub reasoning_field: ReasoningField,
@@ -68,7 +71,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             served_model_name: "kestrel".into(),
-            api_key: None,
+            api_keys: Vec::new(),
+            cache_salt_by_api_key: false,
             cors_allow_origins: Vec::new(),
             reasoning_field: ReasoningField::Both,
             max_body_bytes: 32 * 1024 * 1024,
@@ -94,13 +98,19 @@ pub struct Model {
 }
 
 impl Model {
+    /// The model as served. A chat template that does not compile is an error (start-up fails
+    /// with the template's message); a model without one serves completions only.
     pub fn new(
         engine: EngineHandle,
         tokenizer: Tokenizer,
         default_sampling: SamplingParams,
         extra_eos: &[u32],
-    ) -> Self {
-        let template = ChatTemplate::from_tokenizer(&tokenizer).ok().map(Arc::new);
+    ) -> Result<Self, kestrel_text::Error> {
+        let template = match ChatTemplate::from_tokenizer(&tokenizer) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(kestrel_text::Error::NoChatTemplate) => None,
+            Err(e) => return Err(e),
+        };
         let think_tokens = match (
             tokenizer.token_to_id("<think>"),
             tokenizer.token_to_id("</think>"),
@@ -119,7 +129,7 @@ impl Model {
             }
         }
         let max_model_len = engine.config().max_model_len;
-        Self {
+        Ok(Self {
             engine,
             tokenizer: Arc::new(tokenizer),
             template,
@@ -128,7 +138,7 @@ impl Model {
             default_sampling,
             max_model_len,
             created: unix_now(),
-        }
+        })
     }
 }
 

@@ -126,12 +126,15 @@ fn app(fail_at: Arc<AtomicI64>) -> axum::Router {
         served_model_name: "tiny".into(),
         ..ServerConfig::default()
     });
-    state.set_model(Model::new(
-        engine,
-        Tokenizer::from_dir(dir).expect("tokenizer"),
-        SamplingParams::default(),
-        &[],
-    ));
+    state.set_model(
+        Model::new(
+            engine,
+            Tokenizer::from_dir(dir).expect("tokenizer"),
+            SamplingParams::default(),
+            &[],
+        )
+        .expect("model"),
+    );
     router(state)
 }
 
