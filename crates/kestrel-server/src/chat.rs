@@ -39,13 +39,15 @@ pub async fn chat_completions(
     }
 }
 
-/// Renders the conversation and tokenizes it exactly as generation will (also `/tokenize`).
+/// Renders the conversation and tokenizes it exactly as generation will (also `/tokenize`,
+/// which passes `for_generation: false` to count prompts of any length).
 pub fn render_prompt(
     model: &Model,
     messages: &[serde_json::Value],
     tools: Option<&[serde_json::Value]>,
     add_generation_prompt: bool,
     kwargs: &serde_json::Map<String, serde_json::Value>,
+    for_generation: bool,
 ) -> Result<Vec<u32>, ApiError> {
     let template = model.template.as_ref().ok_or_else(|| {
         ApiError::bad_request(None, "this model has no chat template; use /v1/completions")
@@ -56,6 +58,9 @@ pub fn render_prompt(
         add_generation_prompt,
         chat_template_kwargs: Some(kwargs),
     })?;
+    if for_generation {
+        model.check_prompt_bytes(&text, "messages")?;
+    }
     Ok(model.tokenizer.encode(&text, false)?)
 }
 
@@ -80,6 +85,7 @@ async fn chat(
             p.tools.as_deref(),
             p.add_generation_prompt,
             &p.chat_template_kwargs,
+            true,
         )
     })
     .await

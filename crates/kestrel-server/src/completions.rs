@@ -63,13 +63,16 @@ async fn complete(
             ),
         ));
     }
-    let tokenizer = model.tokenizer.clone();
-    let vocab_size = tokenizer.vocab_size();
+    let m = model.clone();
+    let vocab_size = m.tokenizer.vocab_size();
     let prompts: Vec<Vec<u32>> = tokio::task::spawn_blocking(move || {
         inputs
             .into_iter()
             .map(|input| match input {
-                PromptInput::Text(text) => Ok(tokenizer.encode(&text, true)?),
+                PromptInput::Text(text) => {
+                    m.check_prompt_bytes(&text, "prompt")?;
+                    Ok(m.tokenizer.encode(&text, true)?)
+                }
                 PromptInput::Ids(ids) => match ids.iter().find(|&&id| id as usize >= vocab_size) {
                     Some(id) => Err(ApiError::bad_request(
                         "prompt",

@@ -136,6 +136,7 @@ async fn tokenize(
                     tools.as_deref(),
                     req.add_generation_prompt.unwrap_or(true),
                     &kwargs,
+                    false,
                 )
             }
             (None, Some(prompt)) => Ok(m

@@ -94,6 +94,9 @@ pub struct Model {
     /// Sampling defaults from `generation_config.json`, before a request's own fields.
     pub default_sampling: SamplingParams,
     pub max_model_len: usize,
+    /// A prompt text longer than this cannot fit in `max_model_len` tokens, whatever it says:
+    /// it is refused before the (costly) tokenization. See [`Model::prompt_bytes_bound`].
+    pub max_prompt_bytes: usize,
     pub created: u64,
 }
 
@@ -129,6 +132,7 @@ impl Model {
             }
         }
         let max_model_len = engine.config().max_model_len;
+        let max_prompt_bytes = Self::prompt_bytes_bound(tokenizer.max_token_bytes(), max_model_len);
         Ok(Self {
             engine,
             tokenizer: Arc::new(tokenizer),
@@ -137,8 +141,37 @@ impl Model {
             eos_token_ids,
             default_sampling,
             max_model_len,
+            max_prompt_bytes,
             created: unix_now(),
         })
+    }
+
+    /// Most bytes of text that `max_model_len` tokens can stand for. Each token covers at most
+    /// `max_token_bytes` bytes of normalized text, and Unicode normalization (NFC/NFKC, as
+    /// Qwen's tokenizer applies) shrinks text at most threefold (Hangul jamo to syllables,
+    /// full-width letters to ASCII); 4 leaves a margin.
+    pub fn prompt_bytes_bound(max_token_bytes: usize, max_model_len: usize) -> usize {
+        max_token_bytes
+            .saturating_mul(max_model_len)
+            .saturating_mul(4)
+    }
+
+    /// Refuses a prompt text that cannot fit in the context before tokenizing it (a 10 MB
+    /// message would otherwise cost seconds of tokenizer time to learn the same).
+    pub fn check_prompt_bytes(&self, text: &str, field: &'static str) -> Result<(), ApiError> {
+        if text.len() > self.max_prompt_bytes {
+            return Err(ApiError::bad_request(
+                field,
+                format!(
+                    "this model's maximum context length is {} tokens, which no text over {} \
+                     bytes fits in; the `{field}` text is {} bytes",
+                    self.max_model_len,
+                    self.max_prompt_bytes,
+                    text.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
