@@ -1,6 +1,8 @@
 //! Drives the engine streams of one HTTP request (one per choice, `n` or batched prompts) and
-//! turns their events into [`ChoiceEvent`]s on a channel. When the receiver is gone (the client
-//! disconnected) this task returns, dropping every `RequestStream`, which aborts the sequences.
+//! turns their events into [`ChoiceEvent`]s on a channel. The moment the receiver is gone (the
+//! client disconnected and the response body was dropped) this task returns, without waiting for
+//! the next token, dropping every `RequestStream`: the engine aborts the sequences and frees
+//! their blocks at its next command poll, before the step after the one running.
 
 use futures::stream::{self, StreamExt};
 use kestrel_engine::{EngineEvent, EngineHandle, FinishReason, RequestStream};
@@ -67,7 +69,14 @@ pub async fn drive(choices: Vec<Choice>, engine: EngineHandle, tx: mpsc::Sender<
         streams.push(events.map(move |e| (index, e)).boxed());
     }
     let mut merged = stream::select_all(streams);
-    while let Some((index, event)) = merged.next().await {
+    loop {
+        let (index, event) = tokio::select! {
+            _ = tx.closed() => return,
+            next = merged.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
         let state = &mut states[index];
         if state.finished {
             continue;

@@ -39,4 +39,5 @@ pub fn tiny_model_dir() -> &'static PathBuf {
     })
 }
 
+pub mod fault_backend;
 pub mod server;
