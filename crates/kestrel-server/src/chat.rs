@@ -370,3 +370,159 @@ fn finish_reason(finish: &Finish, had_tool_calls: bool) -> String {
         finish.finish_reason.into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kestrel_text::tool_calls::ToolCallParser;
+    use kestrel_text::GgufVocab;
+
+    /// A two-token byte-level vocabulary: logprobs are off, so the framing never decodes.
+    fn tokenizer() -> Arc<Tokenizer> {
+        let vocab = GgufVocab {
+            model: "gpt2".into(),
+            pre: Some("qwen2".into()),
+            tokens: vec!["a".into(), "<|im_end|>".into()],
+            token_types: vec![1, 3],
+            ..GgufVocab::default()
+        };
+        Arc::new(Tokenizer::from_gguf_vocab(&vocab).expect("tiny tokenizer"))
+    }
+
+    fn framing(parallel_tool_calls: bool) -> ChatFraming {
+        ChatFraming {
+            id: "chatcmpl-x".into(),
+            created: 0,
+            model_name: "m".into(),
+            reasoning_field: ReasoningField::Both,
+            include_reasoning: true,
+            logprobs: false,
+            parallel_tool_calls,
+            tokenizer: tokenizer(),
+            had_tool_calls: vec![false],
+        }
+    }
+
+    const TWO_CALLS: &str = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"London\"}}\n</tool_call>";
+
+    fn stop() -> Finish {
+        Finish {
+            finish_reason: "stop",
+            stop_reason: None,
+            prompt_tokens: 5,
+            completion_tokens: 9,
+            cached_tokens: 0,
+        }
+    }
+
+    /// Streams the two calls through the tool-call parser and the framing; returns the
+    /// OpenAI chunks.
+    fn streamed(parallel: bool) -> Vec<serde_json::Value> {
+        let mut f = framing(parallel);
+        let mut parser = ToolCallParser::new(ToolCallIdGenerator::new(1));
+        let mut chunks = Vec::new();
+        for piece in TWO_CALLS.split_inclusive(['\n', ',']) {
+            let d = parser.push(piece);
+            let piece = Piece {
+                content: d.content.unwrap_or_default(),
+                tool_calls: d.tool_calls,
+                ..Piece::default()
+            };
+            chunks.extend(f.delta(0, piece, None));
+        }
+        let end = parser.finish();
+        chunks.extend(f.delta(
+            0,
+            Piece {
+                tool_calls: end.tool_calls,
+                ..Piece::default()
+            },
+            None,
+        ));
+        chunks.push(f.finish(0, &stop(), None));
+        chunks
+            .iter()
+            .map(|c| serde_json::to_value(c).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn streamed_tool_calls_and_parallel_tool_calls_false() {
+        for (parallel, want) in [(true, 2), (false, 1)] {
+            let chunks = streamed(parallel);
+            let mut names = Vec::new();
+            let mut arguments = vec![String::new(); 2];
+            for c in &chunks {
+                for call in c["choices"][0]["delta"]["tool_calls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let i = call["index"].as_u64().unwrap() as usize;
+                    if let Some(name) = call["function"]["name"].as_str() {
+                        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+                        names.push((i, name.to_string()));
+                    }
+                    arguments[i].push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+                }
+                assert!(
+                    c["choices"][0]["delta"].get("content").is_none()
+                        || c["choices"][0]["finish_reason"].is_string(),
+                    "tool-call text leaked into content: {c}"
+                );
+            }
+            assert_eq!(
+                names.len(),
+                want,
+                "parallel_tool_calls {parallel}: {chunks:?}"
+            );
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&arguments[0]).unwrap(),
+                serde_json::json!({"city": "Paris"})
+            );
+            let last = chunks.last().unwrap();
+            assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+        }
+    }
+
+    #[test]
+    fn collected_tool_calls_and_parallel_tool_calls_false() {
+        for (parallel, want) in [(true, 2), (false, 1)] {
+            let piece = Piece {
+                content: TWO_CALLS.into(),
+                ..Piece::default()
+            };
+            let choice = framing(parallel).message(
+                0,
+                piece,
+                &stop(),
+                true,
+                &mut ToolCallIdGenerator::new(1),
+            );
+            let v = serde_json::to_value(&choice).unwrap();
+            let calls = v["message"]["tool_calls"].as_array().unwrap();
+            assert_eq!(calls.len(), want, "{v}");
+            assert_eq!(calls[0]["type"], "function");
+            assert_eq!(calls[0]["function"]["name"], "get_weather");
+            assert_eq!(
+                calls[0]["function"]["arguments"], r#"{"city":"Paris"}"#,
+                "{v}"
+            );
+            assert!(v["message"]["content"].is_null(), "{v}");
+            assert_eq!(v["finish_reason"], "tool_calls");
+        }
+        // Without tool parsing the same text is content, and the choice just stops.
+        let choice = framing(true).message(
+            0,
+            Piece {
+                content: TWO_CALLS.into(),
+                ..Piece::default()
+            },
+            &stop(),
+            false,
+            &mut ToolCallIdGenerator::new(1),
+        );
+        assert_eq!(choice.message.content.as_deref(), Some(TWO_CALLS));
+        assert_eq!(choice.finish_reason.as_deref(), Some("stop"));
+    }
+}
