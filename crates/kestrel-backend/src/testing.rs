@@ -33,7 +33,7 @@ macro_rules! __backend_tests_cuda {
     ($($name:ident),*) => {};
 }
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::sampling::{SampleOutput, SamplingBatch};
@@ -58,6 +58,8 @@ pub struct FaultyBackend<B> {
     pub inner: B,
     /// Steps to let through before the failing one; negative: never fail.
     countdown: Arc<AtomicI64>,
+    /// Steps uploaded so far.
+    steps: Arc<AtomicU64>,
     fault: Fault,
 }
 
@@ -66,6 +68,7 @@ impl<B: Backend> FaultyBackend<B> {
         Self {
             inner,
             countdown: Arc::new(AtomicI64::new(-1)),
+            steps: Arc::new(AtomicU64::new(0)),
             fault,
         }
     }
@@ -73,6 +76,11 @@ impl<B: Backend> FaultyBackend<B> {
     /// Fails the step after the next `steps` ones.
     pub fn fail_after(&self, steps: i64) {
         self.countdown.store(steps, Ordering::Release);
+    }
+
+    /// How many steps were uploaded (every step uploads one batch).
+    pub fn steps(&self) -> u64 {
+        self.steps.load(Ordering::Acquire)
     }
 
     /// Whether this step is the failing one (counts the step).
@@ -113,6 +121,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.alloc_sampling(max_rows, vocab)
     }
     fn upload_batch(&self, host: &BatchInput, dev: &mut Self::Batch) -> Result<()> {
+        self.steps.fetch_add(1, Ordering::AcqRel);
         if self.fault == Fault::Error && self.this_step_fails() {
             return Err(BackendError::Device("injected device failure".into()));
         }

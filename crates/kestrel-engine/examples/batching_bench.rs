@@ -108,6 +108,7 @@ fn request(id: String, prompt_ids: Vec<u32>, max_tokens: usize) -> EngineRequest
         max_tokens,
         min_tokens: 0,
         stop_token_ids: vec![],
+        cache_salt: None,
     }
 }
 

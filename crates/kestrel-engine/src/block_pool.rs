@@ -7,29 +7,41 @@
 //! the queue is an LRU of cached prefixes. The queue is a doubly linked list over block ids, so a
 //! cache hit on a free block leaves the queue in O(1).
 //!
+//! A cached block is registered with its whole [`BlockKey`] (parent key, tokens, salt), and a
+//! lookup returns it only when the looked-up key is equal in full, not just its hash: a hit
+//! requires equal tokens and an equal salt by construction, so even a hash collision could not
+//! hand one request another's KV. The parent is compared by its SHA-256 key, which covers the
+//! whole prefix.
+//!
 //! Invariants (checked by [`BlockPool::check_invariants`] and the property tests):
 //! free + used = total; a block is in the free queue iff its ref count is 0; every hash in the
 //! cache map points at a block carrying that hash.
 
 use std::collections::HashMap;
 
+pub use crate::block_hash::{BlockHash, CacheSalt};
+
 /// Index of one block in the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockId(pub u32);
 
-/// Chained hash of a full block: hash of (previous block's hash, this block's token ids).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct BlockHash(pub u64);
+/// Everything a full block's KV depends on: the key of the block before it (which covers the
+/// whole prefix), its own token ids, and the request's salt (first block only, as in vLLM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockKey {
+    pub parent: Option<BlockHash>,
+    pub tokens: Vec<u32>,
+    pub salt: Option<CacheSalt>,
+}
 
-impl BlockHash {
-    /// `hash(parent, tokens)`; `parent` is `None` for a sequence's first block.
-    pub fn chain(parent: Option<BlockHash>, tokens: &[u32]) -> BlockHash {
-        use std::hash::{Hash, Hasher};
-        // SipHash with fixed keys: deterministic across runs and processes.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        parent.map(|p| p.0).hash(&mut h);
-        tokens.hash(&mut h);
-        BlockHash(h.finish())
+impl BlockKey {
+    pub fn hash(&self) -> BlockHash {
+        BlockHash::chain(self.parent, &self.tokens, self.salt.as_ref())
+    }
+
+    /// Whether this key is `(parent, tokens, salt)`.
+    fn matches(&self, parent: Option<BlockHash>, tokens: &[u32], salt: Option<&CacheSalt>) -> bool {
+        self.parent == parent && self.tokens == tokens && self.salt.as_ref() == salt
     }
 }
 
@@ -38,7 +50,9 @@ const NONE: u32 = u32::MAX;
 #[derive(Clone, Debug)]
 struct BlockMeta {
     ref_count: u32,
+    /// Set while the block is registered in the prefix cache (`hash` is `key.hash()`).
     hash: Option<BlockHash>,
+    key: Option<BlockKey>,
     /// Free-queue links (`NONE` at the ends or when not queued).
     prev: u32,
     next: u32,
@@ -62,6 +76,7 @@ impl BlockPool {
             .map(|i| BlockMeta {
                 ref_count: 0,
                 hash: None,
+                key: None,
                 prev: if i == 0 { NONE } else { i - 1 },
                 next: if i + 1 == n { NONE } else { i + 1 },
             })
@@ -139,6 +154,7 @@ impl BlockPool {
             self.unlink(i);
             let meta = &mut self.blocks[i as usize];
             meta.ref_count = 1;
+            meta.key = None;
             if let Some(h) = meta.hash.take() {
                 if self.cached.get(&h) == Some(&BlockId(i)) {
                     self.cached.remove(&h);
@@ -172,24 +188,39 @@ impl BlockPool {
         }
     }
 
-    /// The block holding the prefix with this hash, if cached.
-    pub fn cached_block(&self, hash: BlockHash) -> Option<BlockId> {
-        if self.enable_caching {
-            self.cached.get(&hash).copied()
-        } else {
-            None
+    /// The cached block whose key is `hash` and whose registered key is exactly
+    /// `(parent, tokens, salt)`; a block found under `hash` with another key is a miss.
+    pub fn cached_block(
+        &self,
+        hash: BlockHash,
+        parent: Option<BlockHash>,
+        tokens: &[u32],
+        salt: Option<&CacheSalt>,
+    ) -> Option<BlockId> {
+        if !self.enable_caching {
+            return None;
         }
+        let id = *self.cached.get(&hash)?;
+        let key = self.blocks[id.0 as usize].key.as_ref()?;
+        key.matches(parent, tokens, salt).then_some(id)
     }
 
-    /// Registers a full, used block under `hash`. If another block already holds this prefix,
-    /// that one stays the cached copy and `block` is left unhashed.
-    pub fn cache_block(&mut self, block: BlockId, hash: BlockHash) {
+    /// Registers a full, used block under `hash`, the hash of `key`. If another block already
+    /// holds this hash, that one stays the cached copy and `block` is left unhashed.
+    pub fn cache_block(&mut self, block: BlockId, hash: BlockHash, key: BlockKey) {
         if !self.enable_caching || self.blocks[block.0 as usize].hash.is_some() {
             return;
         }
+        debug_assert_eq!(
+            hash,
+            key.hash(),
+            "a block is registered under its key's hash"
+        );
         if let std::collections::hash_map::Entry::Vacant(e) = self.cached.entry(hash) {
             e.insert(block);
-            self.blocks[block.0 as usize].hash = Some(hash);
+            let meta = &mut self.blocks[block.0 as usize];
+            meta.hash = Some(hash);
+            meta.key = Some(key);
         }
     }
 
@@ -228,6 +259,13 @@ impl BlockPool {
                 "cache map points at a block without its hash"
             );
         }
+        for (b, m) in self.blocks.iter().enumerate() {
+            assert_eq!(
+                m.hash.is_some(),
+                m.key.is_some(),
+                "block {b}: a hash without its key"
+            );
+        }
     }
 }
 
@@ -236,26 +274,78 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn key(tokens: &[u32]) -> (BlockHash, BlockKey) {
+        let key = BlockKey {
+            parent: None,
+            tokens: tokens.to_vec(),
+            salt: None,
+        };
+        (key.hash(), key)
+    }
+
     #[test]
     fn freed_cached_blocks_are_reused_lru() {
         let mut pool = BlockPool::new(4, true);
         let a = pool.allocate(2).unwrap();
-        let h = BlockHash::chain(None, &[1, 2]);
-        pool.cache_block(a[0], h);
+        let (h, k) = key(&[1, 2]);
+        pool.cache_block(a[0], h, k);
         pool.free(a.iter().rev().copied());
         assert_eq!(pool.num_free(), 4);
-        assert_eq!(pool.cached_block(h), Some(a[0]));
+        let hit = |pool: &BlockPool| pool.cached_block(h, None, &[1, 2], None);
+        assert_eq!(hit(&pool), Some(a[0]));
         pool.touch(&[a[0]]);
         assert_eq!(pool.num_free(), 3);
         pool.free([a[0]]);
         // 2 never-used blocks come first, then a[1], then the cached a[0].
         let b = pool.allocate(3).unwrap();
         assert!(!b.contains(&a[0]));
-        assert_eq!(pool.cached_block(h), Some(a[0]));
+        assert_eq!(hit(&pool), Some(a[0]));
         let c = pool.allocate(1).unwrap();
         assert_eq!(c, vec![a[0]]);
-        assert_eq!(pool.cached_block(h), None, "reuse evicts the hash");
+        assert_eq!(hit(&pool), None, "reuse evicts the hash");
         assert!(pool.allocate(1).is_none());
+        pool.check_invariants();
+    }
+
+    /// A hit needs the whole key, not the hash: a block registered under some hash is not
+    /// returned for other tokens, another salt or another parent under that same hash (what a
+    /// hash collision would look like; with the 64-bit SipHash keys this was a hit).
+    #[test]
+    fn a_hit_requires_equal_tokens_salt_and_parent_even_under_a_colliding_hash() {
+        let mut pool = BlockPool::new(2, true);
+        let a = pool.allocate(1).unwrap()[0];
+        let salt = CacheSalt::new("tenant-a");
+        let parent = BlockHash::chain(None, &[7, 7], None);
+        let registered = BlockKey {
+            parent: Some(parent),
+            tokens: vec![1, 2, 3, 4],
+            salt: Some(salt),
+        };
+        let h = registered.hash();
+        pool.cache_block(a, h, registered);
+        assert_eq!(
+            pool.cached_block(h, Some(parent), &[1, 2, 3, 4], Some(&salt)),
+            Some(a)
+        );
+        // Same (forged) hash, anything else different: a miss.
+        assert_eq!(
+            pool.cached_block(h, Some(parent), &[1, 2, 3, 5], Some(&salt)),
+            None
+        );
+        assert_eq!(
+            pool.cached_block(h, Some(parent), &[1, 2, 3], Some(&salt)),
+            None
+        );
+        assert_eq!(
+            pool.cached_block(h, Some(parent), &[1, 2, 3, 4], None),
+            None
+        );
+        let other_salt = CacheSalt::new("tenant-b");
+        assert_eq!(
+            pool.cached_block(h, Some(parent), &[1, 2, 3, 4], Some(&other_salt)),
+            None
+        );
+        assert_eq!(pool.cached_block(h, None, &[1, 2, 3, 4], Some(&salt)), None);
         pool.check_invariants();
     }
 
@@ -266,10 +356,10 @@ mod tests {
         Free(usize),
         /// Share the i-th owned list (a prefix hit).
         Touch(usize),
-        /// Cache the first block of the i-th list under a small hash.
-        Cache(usize, u64),
-        /// Look a small hash up and touch what it finds.
-        Hit(u64),
+        /// Cache the first block of the i-th list under the key of one small token.
+        Cache(usize, u32),
+        /// Look a small token's key up and touch what it finds.
+        Hit(u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -277,8 +367,8 @@ mod tests {
             (0usize..6).prop_map(Op::Allocate),
             any::<usize>().prop_map(Op::Free),
             any::<usize>().prop_map(Op::Touch),
-            (any::<usize>(), 0u64..8).prop_map(|(i, h)| Op::Cache(i, h)),
-            (0u64..8).prop_map(Op::Hit),
+            (any::<usize>(), 0u32..8).prop_map(|(i, t)| Op::Cache(i, t)),
+            (0u32..8).prop_map(Op::Hit),
         ]
     }
 
@@ -308,13 +398,15 @@ mod tests {
                         pool.touch(&b);
                         owned.push(b);
                     }
-                    Op::Cache(i, h) if !owned.is_empty() => {
+                    Op::Cache(i, t) if !owned.is_empty() => {
                         if let Some(&b) = owned[i % owned.len()].first() {
-                            pool.cache_block(b, BlockHash(h));
+                            let (h, k) = key(&[t]);
+                            pool.cache_block(b, h, k);
                         }
                     }
-                    Op::Hit(h) => {
-                        if let Some(b) = pool.cached_block(BlockHash(h)) {
+                    Op::Hit(t) => {
+                        let (h, _) = key(&[t]);
+                        if let Some(b) = pool.cached_block(h, None, &[t], None) {
                             pool.touch(&[b]);
                             owned.push(vec![b]);
                         }

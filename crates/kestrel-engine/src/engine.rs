@@ -32,7 +32,7 @@ use kestrel_model::{ModelRunner, QwenModel, RunnerConfig};
 use rand::Rng;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::block_pool::BlockHash;
+use crate::block_hash::CacheSalt;
 use crate::handle::{Command, EngineHandle, Shared, Submission};
 use crate::metrics::{EngineMetrics, RequestTimes};
 use crate::request::{EngineEvent, FinishReason, Usage};
@@ -228,9 +228,6 @@ struct InFlight {
     sampling: SamplingBatch,
 }
 
-/// Namespace of the prefix-cache blocks computed by batch-invariant kernels.
-const INVARIANT_NAMESPACE: BlockHash = BlockHash(0x6b65_7374_7265_6c01);
-
 struct EngineCore<B: Backend> {
     runner: ModelRunner<B>,
     scheduler: Scheduler,
@@ -332,19 +329,23 @@ impl<B: Backend> EngineCore<B> {
             .entry(request.request_id.clone())
             .or_default()
             .push(seq_id);
-        // Under `Auto`, the two kinds of kernels compute different KV for the same tokens.
-        let namespace = (self.shared.config.batch_invariance == BatchInvariance::Auto && invariant)
-            .then_some(INVARIANT_NAMESPACE);
-        self.scheduler.add_in_namespace(
-            Sequence::new(
-                seq_id,
-                request,
-                sampling,
-                self.shared.config.max_model_len,
-                invariant,
-            ),
-            namespace,
+        let separate = self.shared.config.batch_invariance == BatchInvariance::Auto && invariant;
+        let mut seq = Sequence::new(
+            seq_id,
+            request,
+            sampling,
+            self.shared.config.max_model_len,
+            invariant,
         );
+        if separate {
+            // Under `Auto` the two kinds of kernels compute different KV for the same tokens:
+            // the invariant steps' blocks are a tenant of their own.
+            seq.cache_salt = Some(CacheSalt::for_kernels(
+                seq.cache_salt.as_ref(),
+                "batch-invariant",
+            ));
+        }
+        self.scheduler.add(seq);
         self.clients.insert(
             seq_id,
             Client {

@@ -2,17 +2,18 @@
 //! `KVCacheManager`). The scheduler asks in tokens ("find my cached prefix", "make room for `n`
 //! more tokens", "free me") and never touches a block; the [`BlockPool`] below does the counting.
 //!
-//! Prefix caching: every *full* block of a sequence is keyed by a chained hash of its tokens
-//! ([`BlockHash::chain`]), registered the step its tokens are scheduled (their KV is written in
+//! Prefix caching: every *full* block of a sequence is keyed by a chained SHA-256 of its tokens
+//! and the sequence's `cache_salt` ([`BlockHash::chain`]; a hit also compares the block's tokens
+//! and salt in full, see [`BlockPool::cached_block`]), registered the step its tokens are scheduled (their KV is written in
 //! that step's forward, before any later step can read it; within one step every layer writes the
 //! whole batch's KV before its attention, so even a hit on a block computed in the same step reads
 //! finished values). A new sequence reuses the longest run of cached blocks of its prompt, always
 //! leaving at least one token to compute so that the step yields logits. `n > 1` choices of one
-//! prompt share its blocks this way.
+//! prompt share its blocks this way; sequences with different salts never share one.
 
 use std::collections::HashMap;
 
-use crate::block_pool::{BlockHash, BlockId, BlockPool};
+use crate::block_pool::{BlockHash, BlockId, BlockKey, BlockPool, CacheSalt};
 use crate::sequence::SeqId;
 
 /// A run of cached blocks found for a sequence's prefix, not yet referenced.
@@ -25,15 +26,17 @@ pub struct ComputedBlocks {
 
 #[derive(Debug, Default)]
 struct SeqBlocks {
-    /// Parent of the first block's hash: keeps apart sequences whose KV must not be shared
-    /// (computed with other kernels).
-    root: Option<BlockHash>,
     /// The block table, in position order.
     blocks: Vec<BlockId>,
     /// Hashes of the sequence's full blocks computed so far (prefix of the block table).
     hashes: Vec<BlockHash>,
     /// Leading blocks already registered in the prefix cache.
     num_cached: usize,
+    /// The salt of the sequence's first block, given to [`KvCacheManager::get_computed_blocks`].
+    salt: Option<CacheSalt>,
+    /// [`KvCacheManager::get_computed_blocks`] ran for this sequence, so `salt` is known; blocks
+    /// of a sequence that skipped it are never registered (no sharing rather than a wrong salt).
+    salt_known: bool,
 }
 
 #[derive(Debug)]
@@ -80,36 +83,54 @@ impl KvCacheManager {
         let num_full = tokens.len() / block_size;
         while e.hashes.len() < num_full {
             let i = e.hashes.len();
-            let parent = e.hashes.last().copied().or(e.root);
-            let h = BlockHash::chain(parent, &tokens[i * block_size..(i + 1) * block_size]);
-            e.hashes.push(h);
+            let key = Self::key_of(block_size, e, tokens, i);
+            e.hashes
+                .push(BlockHash::chain(key.parent, key.tokens, key.salt.as_ref()));
         }
     }
 
-    /// Puts `seq`'s blocks in the prefix-cache namespace `root` (before it holds blocks):
-    /// it only shares blocks with sequences of the same namespace.
-    pub fn set_namespace(&mut self, seq: SeqId, root: Option<BlockHash>) {
-        let e = self.seqs.entry(seq).or_default();
-        debug_assert!(e.blocks.is_empty() && e.hashes.is_empty());
-        e.root = root;
+    /// The key of full block `i` (its parent's hash must be known: `i <= e.hashes.len()`).
+    fn key_of<'t>(block_size: usize, e: &SeqBlocks, tokens: &'t [u32], i: usize) -> KeyRef<'t> {
+        KeyRef {
+            parent: i.checked_sub(1).map(|p| e.hashes[p]),
+            tokens: &tokens[i * block_size..(i + 1) * block_size],
+            salt: if i == 0 { e.salt } else { None },
+        }
     }
 
     /// The longest cached prefix of `tokens` (all tokens of a sequence not yet holding blocks),
-    /// leaving at least the last token uncomputed.
-    pub fn get_computed_blocks(&mut self, seq: SeqId, tokens: &[u32]) -> ComputedBlocks {
+    /// leaving at least the last token uncomputed. `salt` is the sequence's `cache_salt`: only
+    /// blocks cached under the same salt are found, and the sequence's own blocks are cached
+    /// under it. Call this before the sequence's first [`Self::allocate_slots`].
+    pub fn get_computed_blocks(
+        &mut self,
+        seq: SeqId,
+        tokens: &[u32],
+        salt: Option<&CacheSalt>,
+    ) -> ComputedBlocks {
+        let e = self.seqs.entry(seq).or_default();
+        if !e.salt_known {
+            e.salt = salt.copied();
+            e.salt_known = true;
+        }
+        debug_assert_eq!(e.salt.as_ref(), salt, "a sequence keeps its salt");
         if !self.enable_caching || tokens.is_empty() {
             return ComputedBlocks::default();
         }
         let bs = self.block_size;
-        let e = self.seqs.entry(seq).or_default();
         Self::hash_full_blocks(bs, e, tokens);
         let max_blocks = (tokens.len() - 1) / bs;
-        let blocks: Vec<BlockId> = e
-            .hashes
-            .iter()
-            .take(max_blocks)
-            .map_while(|&h| self.pool.cached_block(h))
-            .collect();
+        let mut blocks = Vec::new();
+        for i in 0..max_blocks.min(e.hashes.len()) {
+            let key = Self::key_of(bs, e, tokens, i);
+            match self
+                .pool
+                .cached_block(e.hashes[i], key.parent, key.tokens, key.salt.as_ref())
+            {
+                Some(b) => blocks.push(b),
+                None => break,
+            }
+        }
         ComputedBlocks {
             num_tokens: blocks.len() * bs,
             blocks,
@@ -152,12 +173,18 @@ impl KvCacheManager {
                 .allocate(num_to_allocate)
                 .expect("checked free blocks above"),
         );
-        if self.enable_caching {
+        if self.enable_caching && e.salt_known {
             // Register the blocks this step fills completely, as far as their ids are known.
             let num_full = end.min(tokens.len()) / bs;
             Self::hash_full_blocks(bs, e, &tokens[..num_full * bs]);
             for i in e.num_cached..num_full {
-                self.pool.cache_block(e.blocks[i], e.hashes[i]);
+                let key = Self::key_of(bs, e, tokens, i);
+                let key = BlockKey {
+                    parent: key.parent,
+                    tokens: key.tokens.to_vec(),
+                    salt: key.salt,
+                };
+                self.pool.cache_block(e.blocks[i], e.hashes[i], key);
             }
             e.num_cached = e.num_cached.max(num_full);
         }
@@ -176,15 +203,13 @@ impl KvCacheManager {
             self.pool.free(e.blocks.into_iter().rev());
         }
     }
+}
 
-    /// Releases `seq`'s blocks but keeps its namespace (a preempted sequence comes back).
-    pub fn free_blocks(&mut self, seq: SeqId) {
-        let root = self.seqs.get(&seq).and_then(|e| e.root);
-        self.free(seq);
-        if root.is_some() {
-            self.set_namespace(seq, root);
-        }
-    }
+/// A block's key, borrowing its tokens from the sequence.
+struct KeyRef<'t> {
+    parent: Option<BlockHash>,
+    tokens: &'t [u32],
+    salt: Option<CacheSalt>,
 }
 
 #[cfg(test)]
@@ -196,58 +221,27 @@ mod tests {
         let mut kv = KvCacheManager::new(16, 4, true);
         let prompt: Vec<u32> = (0..10).collect();
         let (a, b, c) = (SeqId(0), SeqId(1), SeqId(2));
-        let hit = kv.get_computed_blocks(a, &prompt);
+        let hit = kv.get_computed_blocks(a, &prompt, None);
         assert_eq!(hit.num_tokens, 0);
         assert!(kv.allocate_slots(a, &prompt, 0, 10, &hit));
         assert_eq!(kv.block_table(a).len(), 3);
         // Same prompt: the two full blocks are shared.
-        let hit = kv.get_computed_blocks(b, &prompt);
+        let hit = kv.get_computed_blocks(b, &prompt, None);
         assert_eq!(hit.num_tokens, 8);
         assert!(kv.allocate_slots(b, &prompt, 8, 2, &hit));
         assert_eq!(kv.block_table(b)[..2], kv.block_table(a)[..2]);
         assert_eq!(kv.num_free_blocks(), 16 - 4);
         // A prompt of exactly two blocks can reuse only one: its last token must be computed.
-        let hit = kv.get_computed_blocks(c, &prompt[..8]);
+        let hit = kv.get_computed_blocks(c, &prompt[..8], None);
         assert_eq!(hit.num_tokens, 4);
         kv.free(a);
         kv.free(b);
         kv.free(c);
         assert_eq!(kv.num_free_blocks(), 16);
         // Freed blocks stay cached.
-        let hit = kv.get_computed_blocks(SeqId(3), &prompt);
+        let hit = kv.get_computed_blocks(SeqId(3), &prompt, None);
         assert_eq!(hit.num_tokens, 8);
         kv.pool().check_invariants();
-    }
-
-    #[test]
-    fn namespaces_do_not_share_blocks() {
-        let mut kv = KvCacheManager::new(16, 4, true);
-        let prompt: Vec<u32> = (0..10).collect();
-        let hit = kv.get_computed_blocks(SeqId(0), &prompt);
-        assert!(kv.allocate_slots(SeqId(0), &prompt, 0, 10, &hit));
-        kv.set_namespace(SeqId(1), Some(BlockHash(7)));
-        assert_eq!(kv.get_computed_blocks(SeqId(1), &prompt).num_tokens, 0);
-        let hit = kv.get_computed_blocks(SeqId(2), &prompt);
-        assert_eq!(hit.num_tokens, 8, "the default namespace still hits");
-    }
-
-    #[test]
-    fn tokens_being_sampled_get_slots_and_are_registered_later() {
-        let mut kv = KvCacheManager::new(16, 4, true);
-        let mut tokens: Vec<u32> = (0..7).collect();
-        let none = ComputedBlocks::default();
-        assert!(kv.allocate_slots(SeqId(0), &tokens, 0, 7, &none));
-        // The 8th token is still being sampled: it gets its slot, its block is not cached.
-        assert!(kv.allocate_slots(SeqId(0), &tokens, 7, 1, &none));
-        assert_eq!(
-            kv.get_computed_blocks(SeqId(1), &[tokens.clone(), vec![0; 2]].concat())
-                .num_tokens,
-            4
-        );
-        tokens.push(99);
-        assert!(kv.allocate_slots(SeqId(0), &[tokens.clone(), vec![5]].concat(), 8, 1, &none));
-        let probe = [tokens.clone(), vec![1]].concat();
-        assert_eq!(kv.get_computed_blocks(SeqId(2), &probe).num_tokens, 8);
     }
 
     #[test]
@@ -258,5 +252,64 @@ mod tests {
         assert_eq!(kv.num_free_blocks(), 2);
         assert!(kv.allocate_slots(SeqId(0), &tokens, 0, 8, &ComputedBlocks::default()));
         assert_eq!(kv.num_free_blocks(), 0);
+    }
+
+    #[test]
+    fn different_salts_never_share_blocks() {
+        let mut kv = KvCacheManager::new(16, 4, true);
+        let prompt: Vec<u32> = (0..10).collect();
+        let (a, b) = (CacheSalt::new("tenant-a"), CacheSalt::new("tenant-b"));
+        let hit = kv.get_computed_blocks(SeqId(0), &prompt, Some(&a));
+        assert!(kv.allocate_slots(SeqId(0), &prompt, 0, 10, &hit));
+        // Another salt, or none: the same tokens miss.
+        assert_eq!(
+            kv.get_computed_blocks(SeqId(1), &prompt, Some(&b))
+                .num_tokens,
+            0
+        );
+        assert_eq!(
+            kv.get_computed_blocks(SeqId(2), &prompt, None).num_tokens,
+            0
+        );
+        // The same salt hits.
+        assert_eq!(
+            kv.get_computed_blocks(SeqId(3), &prompt, Some(&a))
+                .num_tokens,
+            8
+        );
+        for s in 0..4 {
+            kv.free(SeqId(s));
+        }
+        assert_eq!(kv.num_free_blocks(), 16);
+        kv.pool().check_invariants();
+    }
+
+    #[test]
+    fn tokens_being_sampled_get_slots_and_are_registered_later() {
+        let mut kv = KvCacheManager::new(16, 4, true);
+        let mut tokens: Vec<u32> = (0..7).collect();
+        let hit = kv.get_computed_blocks(SeqId(0), &tokens, None);
+        assert!(kv.allocate_slots(SeqId(0), &tokens, 0, 7, &hit));
+        // The 8th token is still being sampled: it gets its slot, its block is not cached.
+        let none = ComputedBlocks::default();
+        assert!(kv.allocate_slots(SeqId(0), &tokens, 7, 1, &none));
+        let probe = [tokens.clone(), vec![0; 2]].concat();
+        assert_eq!(kv.get_computed_blocks(SeqId(1), &probe, None).num_tokens, 4);
+        tokens.push(99);
+        let next = [tokens.clone(), vec![5]].concat();
+        assert!(kv.allocate_slots(SeqId(0), &next, 8, 1, &none));
+        let probe = [tokens.clone(), vec![1]].concat();
+        assert_eq!(kv.get_computed_blocks(SeqId(2), &probe, None).num_tokens, 8);
+    }
+
+    #[test]
+    fn blocks_of_a_sequence_never_looked_up_are_not_cached() {
+        let mut kv = KvCacheManager::new(16, 4, true);
+        let prompt: Vec<u32> = (0..10).collect();
+        assert!(kv.allocate_slots(SeqId(0), &prompt, 0, 10, &ComputedBlocks::default()));
+        assert_eq!(
+            kv.get_computed_blocks(SeqId(1), &prompt, None).num_tokens,
+            0
+        );
     }
 }

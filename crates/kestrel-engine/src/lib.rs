@@ -5,6 +5,7 @@
 
 pub mod generation_config;
 
+pub mod block_hash;
 pub mod block_pool;
 pub mod engine;
 pub mod handle;

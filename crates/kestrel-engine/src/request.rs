@@ -21,6 +21,9 @@ pub struct EngineRequest {
     /// EOS ids + the request's `stop_token_ids` (merged by the server; empty for `ignore_eos`).
     /// A sampled stop token ends the sequence and is not sent as a [`EngineEvent::Token`].
     pub stop_token_ids: Vec<u32>,
+    /// vLLM's `cache_salt`: only sequences with the same salt (or both without one) share
+    /// prefix-cache blocks. The server may fold the caller's API key into it. `None` by default.
+    pub cache_salt: Option<String>,
 }
 
 /// What the engine tells one sequence's [`crate::handle::RequestStream`].

@@ -16,7 +16,6 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::block_pool::BlockHash;
 use crate::kv_cache_manager::{ComputedBlocks, KvCacheManager};
 use crate::request::FinishReason;
 use crate::sequence::{SeqId, SeqStatus, Sequence};
@@ -145,16 +144,7 @@ impl Scheduler {
 
     /// Queues a new sequence at the back (FCFS).
     pub fn add(&mut self, seq: Sequence) {
-        self.add_in_namespace(seq, None);
-    }
-
-    /// Queues a new sequence whose blocks live in the prefix-cache namespace `ns` (shared only
-    /// with sequences of the same namespace).
-    pub fn add_in_namespace(&mut self, seq: Sequence, ns: Option<BlockHash>) {
         assert!(!self.seqs.contains_key(&seq.id), "sequence id reused");
-        if ns.is_some() {
-            self.kv.set_namespace(seq.id, ns);
-        }
         self.waiting.push_back(seq.id);
         self.seqs.insert(seq.id, seq);
     }
@@ -172,7 +162,7 @@ impl Scheduler {
 
     fn preempt_newest(&mut self) -> SeqId {
         let id = self.running.pop().expect("preempting with nothing running");
-        self.kv.free_blocks(id);
+        self.kv.free(id);
         let seq = self.seqs.get_mut(&id).expect("running sequences exist");
         seq.status = SeqStatus::Waiting;
         seq.num_computed_tokens = 0;
@@ -260,7 +250,9 @@ impl Scheduler {
                 break;
             };
             let seq = &self.seqs[&id];
-            let computed = self.kv.get_computed_blocks(id, &seq.tokens);
+            let computed = self
+                .kv
+                .get_computed_blocks(id, &seq.tokens, seq.cache_salt.as_ref());
             let num_computed = computed.num_tokens;
             let num_new = self
                 .config
@@ -340,6 +332,7 @@ mod tests {
             max_tokens,
             min_tokens: 0,
             stop_token_ids: stop,
+            cache_salt: None,
         };
         Sequence::new(SeqId(id), req, sampling, 1 << 20, false)
     }

@@ -8,6 +8,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeqId(pub u64);
 
+use crate::block_hash::CacheSalt;
 use crate::request::{EngineRequest, FinishReason};
 use crate::sampling_state::SequenceSampling;
 
@@ -46,6 +47,9 @@ pub struct Sequence {
     pub num_cached_tokens: Option<usize>,
     /// A stop token was sampled (counted in the usage, not appended).
     pub stopped_by_token: bool,
+    /// The prefix-cache tenant: the request's `cache_salt`, folded with the kernel mode where
+    /// the engine keeps the modes apart.
+    pub cache_salt: Option<CacheSalt>,
 }
 
 impl Sequence {
@@ -74,6 +78,7 @@ impl Sequence {
             status: SeqStatus::Waiting,
             num_cached_tokens: None,
             stopped_by_token: false,
+            cache_salt: request.cache_salt.as_deref().map(CacheSalt::new),
         }
     }
 

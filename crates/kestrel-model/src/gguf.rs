@@ -14,7 +14,7 @@ use kestrel_backend::{HostBytes, HostWeight, WeightFormat};
 use memmap2::Mmap;
 
 use crate::error::{ModelError, Result};
-use crate::source::map_model_file;
+use crate::source::{checked_tensor_bytes, map_model_file};
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,13 +88,16 @@ pub struct GgufTensorInfo {
     pub offset: u64,
 }
 
+/// The bytes of a GGUF file: its memory mapping, or a buffer ([`GgufFile::from_bytes`]).
+type FileBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
 pub struct GgufFile {
     path: PathBuf,
     pub version: u32,
     pub metadata: BTreeMap<String, GgufValue>,
     pub tensors: Vec<GgufTensorInfo>,
     data_offset: usize,
-    mmap: Arc<Mmap>,
+    mmap: FileBytes,
 }
 
 struct Reader<'a> {
@@ -176,13 +179,20 @@ impl<'a> Reader<'a> {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
-        Self::parse(path, Arc::new(map_model_file(path)?))
+        let mmap: Arc<Mmap> = Arc::new(map_model_file(path)?);
+        Self::parse(path, mmap)
     }
 
-    fn parse(path: &Path, mmap: Arc<Mmap>) -> Result<Self> {
+    /// A GGUF file held in memory; `name` stands for its path in messages. Parses exactly as
+    /// [`GgufFile::open`] (the fuzz targets and tests use it).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(Path::new(name), Arc::new(bytes))
+    }
+
+    fn parse(path: &Path, mmap: FileBytes) -> Result<Self> {
         let err = |d: String| ModelError::file(path, format!("not a valid GGUF file: {d}"));
         let mut r = Reader {
-            buf: &mmap[..],
+            buf: (*mmap).as_ref(),
             pos: 0,
         };
         if r.take(4).map_err(err)? != b"GGUF" {
@@ -336,9 +346,8 @@ impl GgufFile {
                 format.name()
             )));
         }
-        let len = rows
-            .checked_mul(format.row_bytes(cols))
-            .ok_or_else(|| bad("tensor size overflows".into()))?;
+        let len = checked_tensor_bytes(format, rows, cols)
+            .ok_or_else(|| bad(format!("shape {:?} overflows", info.dims)))?;
         let start = self
             .data_offset
             .checked_add(info.offset as usize)
@@ -346,8 +355,8 @@ impl GgufFile {
         let bytes = HostBytes::new(self.mmap.clone(), start, len).ok_or_else(|| {
             bad(format!(
                 "data {start}..{} lies past the end of the file ({} bytes): truncated?",
-                start + len,
-                self.mmap.len()
+                start.saturating_add(len),
+                (*self.mmap).as_ref().len()
             ))
         })?;
         Ok(HostWeight {

@@ -11,7 +11,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
-use crate::source::{map_model_file, WeightSource};
+use crate::source::{checked_tensor_bytes, map_model_file, WeightSource};
 
 struct Entry {
     file: usize,
@@ -22,9 +22,12 @@ struct Entry {
     len: usize,
 }
 
+/// The bytes of one file: its memory mapping, or a buffer ([`SafetensorsSource::from_bytes`]).
+type FileBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
 pub struct SafetensorsSource {
     dir: PathBuf,
-    files: Vec<(PathBuf, Arc<Mmap>)>,
+    files: Vec<(PathBuf, FileBytes)>,
     entries: HashMap<String, Entry>,
 }
 
@@ -66,9 +69,30 @@ impl SafetensorsSource {
         Ok(src)
     }
 
+    /// One safetensors file held in memory; `name` stands for its path in messages. Parses
+    /// exactly as [`SafetensorsSource::open_dir`] does each shard (the fuzz targets use it).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        let mut src = SafetensorsSource {
+            dir: PathBuf::from(name),
+            files: Vec::new(),
+            entries: HashMap::new(),
+        };
+        src.add_bytes(Path::new(name), Arc::new(bytes))?;
+        Ok(src)
+    }
+
+    /// Names of the tensors, in no particular order.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
     fn add_file(&mut self, path: &Path) -> Result<()> {
-        let mmap = Arc::new(map_model_file(path)?);
-        let (header_len, meta) = SafeTensors::read_metadata(&mmap[..])
+        let mmap: Arc<Mmap> = Arc::new(map_model_file(path)?);
+        self.add_bytes(path, mmap)
+    }
+
+    fn add_bytes(&mut self, path: &Path, mmap: FileBytes) -> Result<()> {
+        let (header_len, meta) = SafeTensors::read_metadata((*mmap).as_ref())
             .map_err(|e| ModelError::file(path, format!("invalid safetensors file: {e:?}")))?;
         let data_start = 8 + header_len;
         let file_idx = self.files.len();
@@ -126,6 +150,12 @@ impl WeightSource for SafetensorsSource {
             [r, c] => (r, c),
             _ => return Err(bad(format!("unsupported shape {:?}", e.shape))),
         };
+        if checked_tensor_bytes(e.format, rows, cols) != Some(e.len) {
+            return Err(bad(format!(
+                "shape {:?} does not match its {} bytes of data",
+                e.shape, e.len
+            )));
+        }
         let bytes = HostBytes::new(mmap.clone(), e.start, e.len)
             .ok_or_else(|| bad("data out of range".into()))?;
         Ok(HostWeight {

@@ -154,6 +154,20 @@ mod tests {
     }
 }
 
+/// Bytes of a `[rows, cols]` tensor in `format`, or `None` when `cols` is not a whole number
+/// of blocks or the size overflows (a hostile header must not make the size arithmetic panic).
+pub(crate) fn checked_tensor_bytes(
+    format: WeightFormat,
+    rows: usize,
+    cols: usize,
+) -> Option<usize> {
+    let blocks = cols / format.block_len();
+    if blocks * format.block_len() != cols {
+        return None;
+    }
+    blocks.checked_mul(format.block_bytes())?.checked_mul(rows)
+}
+
 /// Maps a model file read-only with its pages populated up front (`MAP_POPULATE` on Linux,
 /// as llama.cpp maps GGUF files): the first forward then reads weights without taking a
 /// page fault per page, and load time says what loading costs.

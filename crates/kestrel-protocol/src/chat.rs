@@ -1,42 +1,24 @@
 //! `POST /v1/chat/completions`: request, response and stream chunk.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::common::{ChatLogprobs, Stop, StreamOptions, Usage};
+use crate::common::{ChatLogprobs, SamplingOptions, Usage};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ChatCompletionRequest {
     #[serde(default)]
     pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
-    pub max_tokens: Option<i64>,
+    /// OpenAI's newer name for `max_tokens` (which is in `sampling`).
     pub max_completion_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f32>,
-    pub n: Option<i64>,
-    pub stop: Option<Stop>,
-    pub stop_token_ids: Option<Vec<u32>>,
-    pub seed: Option<i64>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    pub logit_bias: Option<HashMap<String, f32>>,
     #[serde(default)]
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
-    #[serde(default)]
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
     pub tools: Option<Vec<Tool>>,
     pub tool_choice: Option<Value>,
+    /// `false`: at most one tool call per choice.
     pub parallel_tool_calls: Option<bool>,
-    pub user: Option<String>,
-    pub response_format: Option<Value>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
     /// mistral.rs-style top-level switch; same meaning as `chat_template_kwargs.enable_thinking`.
     pub enable_thinking: Option<bool>,
@@ -47,11 +29,9 @@ pub struct ChatCompletionRequest {
     /// Qwen docs / LangChain `extra_body`: `false` drops the reasoning from the response.
     pub return_reasoning: Option<bool>,
     pub add_generation_prompt: Option<bool>,
-    // vLLM's extra sampling fields.
-    pub ignore_eos: Option<bool>,
-    pub min_tokens: Option<i64>,
-    pub include_stop_str_in_output: Option<bool>,
-    pub skip_special_tokens: Option<bool>,
+    /// Sampling, stopping and streaming fields shared with `/v1/completions`.
+    #[serde(flatten)]
+    pub sampling: SamplingOptions,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -211,7 +191,7 @@ pub struct FunctionCallChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_json;
+    use crate::{parse_json, parse_request};
 
     #[test]
     fn parses_minimal_and_ignores_unknown_fields() {
@@ -242,10 +222,29 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_field() {
-        let e = parse_json::<ChatCompletionRequest>(br#"{"messages":[],"max_tokens":"ten"}"#)
+        // A flattened sampling field: `parse_request` still names it.
+        let e = parse_request::<ChatCompletionRequest>(br#"{"messages":[],"max_tokens":"ten"}"#)
             .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("max_tokens"));
         assert!(e.message.contains("max_tokens"), "{}", e.message);
+        let e = parse_request::<ChatCompletionRequest>(
+            br#"{"messages":[],"stream_options":{"include_usage":3}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("stream_options.include_usage"));
+        let e =
+            parse_request::<ChatCompletionRequest>(br#"{"messages":[],"stop":[1]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("stop"));
+        // Fields outside the flattened part keep their own path.
+        let e = parse_request::<ChatCompletionRequest>(br#"{"messages":[],"top_logprobs":"x"}"#)
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("top_logprobs"));
+        let r: ChatCompletionRequest =
+            parse_request(br#"{"messages":[],"max_tokens":5,"temperature":0,"cache_salt":"s"}"#)
+                .unwrap();
+        assert_eq!(r.sampling.max_tokens, Some(5));
+        assert_eq!(r.sampling.temperature, Some(0.0));
+        assert_eq!(r.sampling.cache_salt.as_deref(), Some("s"));
         let e =
             parse_json::<ChatCompletionRequest>(br#"{"messages":[{"role":"user","content":5}]}"#)
                 .unwrap_err();
@@ -270,6 +269,10 @@ mod tests {
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
         let e = parse_json::<ChatCompletionRequest>(b"{\"messages\":[]} x").unwrap_err();
         assert!(e.message.contains("not valid JSON"), "{}", e.message);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let body = format!(r#"{{"messages":[],"tool_choice":{deep}}}"#);
+        let e = parse_request::<ChatCompletionRequest>(body.as_bytes()).unwrap_err();
+        assert!(e.message.contains("nested too deeply"), "{}", e.message);
     }
 
     #[test]

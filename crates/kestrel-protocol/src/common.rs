@@ -1,6 +1,42 @@
-//! Types shared by chat and text completions: stop, stream options, usage, logprobs.
+//! Types shared by chat and text completions: the sampling options both requests flatten in,
+//! stop, stream options, usage, logprobs.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The request fields chat and text completions share (vLLM's `SamplingParams` fields plus the
+/// output and streaming options), flattened into both requests with `#[serde(flatten)]`.
+/// Ranges are checked by the server, once, for both endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SamplingOptions {
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub n: Option<i64>,
+    pub stop: Option<Stop>,
+    pub stop_token_ids: Option<Vec<u32>>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub logit_bias: Option<HashMap<String, f32>>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    /// OpenAI's end-user id, for the provider's abuse monitoring: accepted and not used.
+    pub user: Option<String>,
+    pub response_format: Option<Value>,
+    // vLLM's extra sampling fields.
+    pub ignore_eos: Option<bool>,
+    pub min_tokens: Option<i64>,
+    pub include_stop_str_in_output: Option<bool>,
+    pub skip_special_tokens: Option<bool>,
+    /// vLLM's `cache_salt`: requests share prefix-cache blocks only with requests of the same salt.
+    pub cache_salt: Option<String>,
+}
 
 /// `stop`: one string or a list of strings.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

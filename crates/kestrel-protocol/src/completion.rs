@@ -1,11 +1,9 @@
 //! `POST /v1/completions`: request (prompt as text or token ids), response and stream chunk.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{CompletionLogprobs, Stop, StreamOptions, Usage};
+use crate::common::{CompletionLogprobs, SamplingOptions, Usage};
 
 /// `prompt`: a string, a list of strings, a list of token ids, or a list of token id lists.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -43,33 +41,14 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub model: Option<String>,
     pub prompt: Prompt,
-    pub max_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f32>,
-    pub n: Option<i64>,
-    pub stop: Option<Stop>,
-    pub stop_token_ids: Option<Vec<u32>>,
-    pub seed: Option<i64>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub repetition_penalty: Option<f32>,
-    pub logit_bias: Option<HashMap<String, f32>>,
     /// Number of top logprobs per token (legacy completions shape).
     pub logprobs: Option<i64>,
     pub echo: Option<bool>,
     pub best_of: Option<i64>,
     pub suffix: Option<String>,
-    #[serde(default)]
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    pub user: Option<String>,
-    pub response_format: Option<Value>,
-    pub ignore_eos: Option<bool>,
-    pub min_tokens: Option<i64>,
-    pub include_stop_str_in_output: Option<bool>,
-    pub skip_special_tokens: Option<bool>,
+    /// Sampling, stopping and streaming fields shared with `/v1/chat/completions`.
+    #[serde(flatten)]
+    pub sampling: SamplingOptions,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,50 +1,53 @@
 //! `POST /v1/chat/completions`: validate → render the template and tokenize on a blocking
-//! worker → submit one engine request per choice → stream `chat.completion.chunk`s (PEERS §3.1:
-//! role chunk, reasoning/content/tool-call deltas, finish chunk, usage chunk, `[DONE]`) or
-//! collect one `chat.completion`.
+//! worker → submit one engine request per choice → stream `chat.completion.chunk`s (vLLM's and
+//! OpenAI's shape: a role chunk, reasoning/content/tool-call deltas, a finish chunk per choice,
+//! the usage chunk, `[DONE]`) or collect one `chat.completion`.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, StreamExt};
-use kestrel_engine::EngineRequest;
+use axum::Extension;
 use kestrel_protocol::{
-    parse_json, ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
+    parse_request, ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
     ChatLogprob, ChatLogprobs, ChunkChoice, Delta, FunctionCallChunk, FunctionCallOut,
     ResponseMessage, ToolCallChunk, ToolCallOut, TopLogprob, Usage,
 };
 use kestrel_text::tool_calls::{parse_tool_calls, ToolCallIdGenerator};
 use kestrel_text::{TemplateInput, Tokenizer};
-use tokio::sync::mpsc;
 
+use crate::auth::{effective_salt, Tenant};
 use crate::error::ApiError;
-use crate::generation::{drive, Choice, ChoiceEvent, Finish};
+use crate::generation::Finish;
 use crate::output::{OutputProcessor, Piece};
 use crate::state::{unix_now, AppState, Model, ReasoningField};
-use crate::validate::validate_chat;
+use crate::stream::{collect, sse_response, Framing};
+use crate::submit::submit;
+use crate::validate::{validate_chat, Limits};
 use crate::{body_bytes, random_id, random_u64};
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    tenant: Option<Extension<Tenant>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match chat(state, body).await {
+    match chat(state, tenant.map(|t| t.0), body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-/// Renders the conversation and tokenizes it exactly as generation will (also `/tokenize`).
+/// Renders the conversation and tokenizes it exactly as generation will (also `/tokenize`,
+/// which passes `for_generation: false` to count prompts of any length).
 pub fn render_prompt(
     model: &Model,
     messages: &[serde_json::Value],
     tools: Option<&[serde_json::Value]>,
     add_generation_prompt: bool,
     kwargs: &serde_json::Map<String, serde_json::Value>,
+    for_generation: bool,
 ) -> Result<Vec<u32>, ApiError> {
     let template = model.template.as_ref().ok_or_else(|| {
         ApiError::bad_request(None, "this model has no chat template; use /v1/completions")
@@ -55,17 +58,22 @@ pub fn render_prompt(
         add_generation_prompt,
         chat_template_kwargs: Some(kwargs),
     })?;
+    if for_generation {
+        model.check_prompt_bytes(&text, "messages")?;
+    }
     Ok(model.tokenizer.encode(&text, false)?)
 }
 
 async fn chat(
     state: Arc<AppState>,
+    tenant: Option<Tenant>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
-    let req: ChatCompletionRequest = parse_json(&body)?;
+    let req: ChatCompletionRequest = parse_request(&body)?;
+    drop(body);
     let model = state.model()?;
-    let plan = validate_chat(&req, &model, &state.config)?;
+    let plan = validate_chat(&req, &Limits::new(&model, &state.config))?;
     drop(req);
 
     let plan = Arc::new(plan);
@@ -77,84 +85,89 @@ async fn chat(
             p.tools.as_deref(),
             p.add_generation_prompt,
             &p.chat_template_kwargs,
+            true,
         )
     })
     .await
     .map_err(|e| ApiError::Internal(format!("tokenization task failed: {e}")))??;
     let gen = &plan.generation;
-    let max_tokens = gen.max_tokens_for(prompt_ids.len(), model.max_model_len)?;
-
     let id = format!("chatcmpl-{}", random_id());
-    let mut choices = Vec::with_capacity(gen.n);
-    for i in 0..gen.n {
-        let request_id = format!("{id}-{i}");
-        let stream = model.engine.submit(EngineRequest {
-            request_id: request_id.clone(),
-            prompt_ids: prompt_ids.clone(),
-            sampling: gen.sampling_for(i),
-            max_tokens,
-            min_tokens: gen.min_tokens,
-            stop_token_ids: gen.engine_stop_ids(&model.eos_token_ids),
-        })?;
-        let processor = OutputProcessor::new(
+    let salt = effective_salt(tenant.as_ref(), gen.cache_salt.as_deref());
+    let (rx, mut tally) = submit(&model, &id, &[prompt_ids], gen, salt, |prompt| {
+        OutputProcessor::new(
             model.tokenizer.clone(),
             // `<tool_call>` is a special token in some vocabularies (Qwen2.5 GGUF): keep special
             // tokens in the text when parsing tool calls, as vLLM's Hermes parser does.
             gen.skip_special_tokens && !plan.tool_parsing,
             &gen.stop,
             gen.include_stop_str_in_output,
-            model.think_tokens.map(|t| (t, prompt_ids.as_slice())),
+            model.think_tokens.map(|t| (t, prompt)),
             // Streaming parses tool calls as they come; non-streaming parses the whole content.
             (plan.tool_parsing && gen.stream).then(|| ToolCallIdGenerator::new(random_u64())),
-        );
-        choices.push(Choice {
-            request_id,
-            stream,
-            processor,
-        });
-    }
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(drive(choices, model.engine.clone(), tx));
+        )
+    })?;
 
-    let format = ChatFormat {
+    let framing = ChatFraming {
         id,
         created: unix_now(),
         model_name: state.config.served_model_name.clone(),
         reasoning_field: state.config.reasoning_field,
         include_reasoning: plan.include_reasoning,
         logprobs: plan.logprobs,
+        parallel_tool_calls: plan.parallel_tool_calls,
         tokenizer: model.tokenizer.clone(),
+        had_tool_calls: vec![false; tally.num_choices()],
     };
     if gen.stream {
-        Ok(stream_chat(format, gen.n, gen.include_usage, rx).into_response())
-    } else {
-        collect_chat(format, gen.n, plan.tool_parsing, rx)
-            .await
-            .map(|r| axum::Json(r).into_response())
+        return Ok(sse_response(
+            framing,
+            rx,
+            tally,
+            gen.include_usage,
+            gen.continuous_usage,
+        ));
     }
+    let collected = collect(rx, &mut tally).await?;
+    let mut ids = ToolCallIdGenerator::new(random_u64());
+    let choices = collected
+        .into_iter()
+        .enumerate()
+        .map(|(index, c)| framing.message(index, c.piece, &c.finish, plan.tool_parsing, &mut ids))
+        .collect();
+    Ok(axum::Json(ChatCompletionResponse {
+        id: framing.id,
+        object: "chat.completion".into(),
+        created: framing.created,
+        model: framing.model_name,
+        choices,
+        usage: tally.total(),
+    })
+    .into_response())
 }
 
-struct ChatFormat {
+struct ChatFraming {
     id: String,
     created: u64,
     model_name: String,
     reasoning_field: ReasoningField,
     include_reasoning: bool,
     logprobs: bool,
+    parallel_tool_calls: bool,
     tokenizer: Arc<Tokenizer>,
+    /// Per choice: a tool call was streamed (its `finish_reason` becomes `tool_calls`).
+    had_tool_calls: Vec<bool>,
 }
 
-impl ChatFormat {
-    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Event {
-        let chunk = ChatCompletionChunk {
+impl ChatFraming {
+    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk".into(),
             created: self.created,
             model: self.model_name.clone(),
             choices,
             usage,
-        };
-        sse_json(&chunk)
+        }
     }
 
     fn reasoning(&self, text: String) -> (Option<String>, Option<String>) {
@@ -172,6 +185,156 @@ impl ChatFormat {
                 .map(|(id, lp)| chat_logprob(&self.tokenizer, *id, lp))
                 .collect(),
         })
+    }
+
+    /// One choice of a non-streaming response; tool calls are parsed from the whole content.
+    fn message(
+        &self,
+        index: usize,
+        piece: Piece,
+        finish: &Finish,
+        tool_parsing: bool,
+        ids: &mut ToolCallIdGenerator,
+    ) -> ChatChoice {
+        let (content, mut tool_calls) = if tool_parsing {
+            let parsed = parse_tool_calls(&piece.content, ids);
+            (parsed.content.unwrap_or_default(), parsed.tool_calls)
+        } else {
+            (piece.content, Vec::new())
+        };
+        if !self.parallel_tool_calls {
+            tool_calls.truncate(1);
+        }
+        let (reasoning_content, reasoning) = self.reasoning(piece.reasoning);
+        let has_other =
+            reasoning_content.is_some() || reasoning.is_some() || !tool_calls.is_empty();
+        ChatChoice {
+            index,
+            message: ResponseMessage {
+                role: "assistant".into(),
+                // Reasoning cut by max_tokens leaves no answer: content is null (vLLM).
+                content: if content.is_empty() && has_other {
+                    None
+                } else {
+                    Some(content)
+                },
+                reasoning_content,
+                reasoning,
+                tool_calls: tool_calls
+                    .iter()
+                    .map(|t| ToolCallOut {
+                        id: t.id.clone(),
+                        kind: "function".into(),
+                        function: FunctionCallOut {
+                            name: t.name.clone(),
+                            arguments: t.arguments.clone(),
+                        },
+                    })
+                    .collect(),
+            },
+            logprobs: self.logprobs(&piece.logprobs),
+            finish_reason: Some(finish_reason(finish, !tool_calls.is_empty())),
+            stop_reason: finish.stop_reason.clone(),
+        }
+    }
+}
+
+impl Framing for ChatFraming {
+    type Chunk = ChatCompletionChunk;
+
+    fn head(&mut self, num_choices: usize, usage: Option<Usage>) -> Option<ChatCompletionChunk> {
+        let role = Delta {
+            role: Some("assistant".into()),
+            content: Some(String::new()),
+            ..Delta::default()
+        };
+        let choices = (0..num_choices)
+            .map(|index| ChunkChoice {
+                index,
+                delta: role.clone(),
+                logprobs: None,
+                finish_reason: None,
+                stop_reason: None,
+            })
+            .collect();
+        Some(self.chunk(choices, usage))
+    }
+
+    fn delta(
+        &mut self,
+        index: usize,
+        piece: Piece,
+        usage: Option<Usage>,
+    ) -> Option<ChatCompletionChunk> {
+        let Piece {
+            reasoning,
+            content,
+            tool_calls,
+            logprobs,
+            ..
+        } = piece;
+        let (reasoning_content, reasoning) = self.reasoning(reasoning);
+        let tool_calls: Vec<ToolCallChunk> = tool_calls
+            .into_iter()
+            // `parallel_tool_calls: false`: only the first call of the choice goes out.
+            .filter(|d| self.parallel_tool_calls || d.index == 0)
+            .map(|d| ToolCallChunk {
+                index: d.index,
+                id: d.id,
+                kind: d.kind,
+                function: FunctionCallChunk {
+                    name: d.function.name,
+                    arguments: d.function.arguments,
+                },
+            })
+            .collect();
+        if !tool_calls.is_empty() {
+            self.had_tool_calls[index] = true;
+        }
+        let delta = Delta {
+            role: None,
+            content: (!content.is_empty()).then_some(content),
+            reasoning_content,
+            reasoning,
+            tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+        };
+        let logprobs = self.logprobs(&logprobs).filter(|l| !l.content.is_empty());
+        if delta == Delta::default() && logprobs.is_none() {
+            return None;
+        }
+        Some(self.chunk(
+            vec![ChunkChoice {
+                index,
+                delta,
+                logprobs,
+                finish_reason: None,
+                stop_reason: None,
+            }],
+            usage,
+        ))
+    }
+
+    fn finish(
+        &mut self,
+        index: usize,
+        finish: &Finish,
+        usage: Option<Usage>,
+    ) -> ChatCompletionChunk {
+        let choice = ChunkChoice {
+            index,
+            delta: Delta {
+                content: Some(String::new()),
+                ..Delta::default()
+            },
+            logprobs: None,
+            finish_reason: Some(finish_reason(finish, self.had_tool_calls[index])),
+            stop_reason: finish.stop_reason.clone(),
+        };
+        self.chunk(vec![choice], usage)
+    }
+
+    fn usage(&mut self, usage: Usage) -> ChatCompletionChunk {
+        self.chunk(Vec::new(), Some(usage))
     }
 }
 
@@ -200,170 +363,6 @@ fn chat_logprob(tokenizer: &Tokenizer, id: u32, lp: &kestrel_engine::TokenLogpro
     }
 }
 
-pub(crate) fn sse_json<T: serde::Serialize>(value: &T) -> Event {
-    Event::default()
-        .data(serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
-}
-
-pub(crate) fn sse_error(message: String) -> Event {
-    sse_json(&ApiError::Internal(message).body())
-}
-
-struct StreamState {
-    rx: mpsc::Receiver<ChoiceEvent>,
-    format: ChatFormat,
-    include_usage: bool,
-    /// Per choice: whether a tool call was streamed (finish_reason becomes `tool_calls`).
-    had_tool_calls: Vec<bool>,
-    usage: Usage,
-    done: bool,
-}
-
-fn stream_chat(
-    format: ChatFormat,
-    n: usize,
-    include_usage: bool,
-    rx: mpsc::Receiver<ChoiceEvent>,
-) -> impl IntoResponse {
-    let role = Delta {
-        role: Some("assistant".into()),
-        content: Some(String::new()),
-        ..Delta::default()
-    };
-    let head: Vec<Event> = vec![format.chunk(
-        (0..n)
-            .map(|index| ChunkChoice {
-                index,
-                delta: role.clone(),
-                logprobs: None,
-                finish_reason: None,
-                stop_reason: None,
-            })
-            .collect(),
-        None,
-    )];
-    let state = StreamState {
-        rx,
-        format,
-        include_usage,
-        had_tool_calls: vec![false; n],
-        usage: Usage::default(),
-        done: false,
-    };
-    let body = stream::unfold(state, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        let events = match st.rx.recv().await {
-            Some(event) => st.on_event(event),
-            None => {
-                st.done = true;
-                let mut tail = Vec::new();
-                if st.include_usage {
-                    tail.push(st.format.chunk(Vec::new(), Some(st.usage.clone())));
-                }
-                tail.push(Event::default().data("[DONE]"));
-                tail
-            }
-        };
-        Some((stream::iter(events), st))
-    })
-    .flatten();
-    Sse::new(
-        stream::iter(head)
-            .chain(body)
-            .map(Ok::<_, std::convert::Infallible>),
-    )
-}
-
-impl StreamState {
-    fn on_event(&mut self, event: ChoiceEvent) -> Vec<Event> {
-        match event {
-            ChoiceEvent::Piece(index, piece) => {
-                let Piece {
-                    reasoning,
-                    content,
-                    tool_calls,
-                    logprobs,
-                    ..
-                } = piece;
-                let (reasoning_content, reasoning) = self.format.reasoning(reasoning);
-                let tool_calls: Vec<ToolCallChunk> = tool_calls
-                    .into_iter()
-                    .map(|d| ToolCallChunk {
-                        index: d.index,
-                        id: d.id,
-                        kind: d.kind,
-                        function: FunctionCallChunk {
-                            name: d.function.name,
-                            arguments: d.function.arguments,
-                        },
-                    })
-                    .collect();
-                if !tool_calls.is_empty() {
-                    self.had_tool_calls[index] = true;
-                }
-                let delta = Delta {
-                    role: None,
-                    content: (!content.is_empty()).then_some(content),
-                    reasoning_content,
-                    reasoning,
-                    tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
-                };
-                let logprobs = self
-                    .format
-                    .logprobs(&logprobs)
-                    .filter(|l| !l.content.is_empty());
-                if delta == Delta::default() && logprobs.is_none() {
-                    return Vec::new();
-                }
-                vec![self.format.chunk(
-                    vec![ChunkChoice {
-                        index,
-                        delta,
-                        logprobs,
-                        finish_reason: None,
-                        stop_reason: None,
-                    }],
-                    None,
-                )]
-            }
-            ChoiceEvent::Done(index, finish) => {
-                self.add_usage(&finish);
-                let reason = finish_reason(&finish, self.had_tool_calls[index]);
-                let choice = ChunkChoice {
-                    index,
-                    delta: Delta {
-                        content: Some(String::new()),
-                        ..Delta::default()
-                    },
-                    logprobs: None,
-                    finish_reason: Some(reason),
-                    stop_reason: finish.stop_reason,
-                };
-                vec![self.format.chunk(vec![choice], None)]
-            }
-            ChoiceEvent::Error(message) => {
-                // The HTTP status is already sent: the error goes in-band, then the stream ends.
-                self.include_usage = false;
-                vec![sse_error(message)]
-            }
-        }
-    }
-
-    fn add_usage(&mut self, finish: &Finish) {
-        // The prompt counts once for n choices (vLLM).
-        self.usage.prompt_tokens = finish.prompt_tokens;
-        self.usage.completion_tokens += finish.completion_tokens;
-        self.usage.total_tokens = self.usage.prompt_tokens + self.usage.completion_tokens;
-        let cached = self
-            .usage
-            .prompt_tokens_details
-            .get_or_insert_with(Default::default);
-        cached.cached_tokens = cached.cached_tokens.max(finish.cached_tokens);
-    }
-}
-
 fn finish_reason(finish: &Finish, had_tool_calls: bool) -> String {
     if had_tool_calls && finish.finish_reason == "stop" {
         "tool_calls".into()
@@ -372,89 +371,158 @@ fn finish_reason(finish: &Finish, had_tool_calls: bool) -> String {
     }
 }
 
-#[derive(Default)]
-struct Collected {
-    piece: Piece,
-    finish: Option<Finish>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kestrel_text::tool_calls::ToolCallParser;
+    use kestrel_text::GgufVocab;
 
-async fn collect_chat(
-    format: ChatFormat,
-    n: usize,
-    tool_parsing: bool,
-    mut rx: mpsc::Receiver<ChoiceEvent>,
-) -> Result<ChatCompletionResponse, ApiError> {
-    let mut collected: Vec<Collected> = (0..n).map(|_| Collected::default()).collect();
-    while let Some(event) = rx.recv().await {
-        match event {
-            ChoiceEvent::Piece(i, p) => {
-                let c = &mut collected[i].piece;
-                c.reasoning.push_str(&p.reasoning);
-                c.content.push_str(&p.content);
-                c.logprobs.extend(p.logprobs);
-            }
-            ChoiceEvent::Done(i, f) => collected[i].finish = Some(f),
-            ChoiceEvent::Error(message) => return Err(ApiError::Internal(message)),
+    /// A two-token byte-level vocabulary: logprobs are off, so the framing never decodes.
+    fn tokenizer() -> Arc<Tokenizer> {
+        let vocab = GgufVocab {
+            model: "gpt2".into(),
+            pre: Some("qwen2".into()),
+            tokens: vec!["a".into(), "<|im_end|>".into()],
+            token_types: vec![1, 3],
+            ..GgufVocab::default()
+        };
+        Arc::new(Tokenizer::from_gguf_vocab(&vocab).expect("tiny tokenizer"))
+    }
+
+    fn framing(parallel_tool_calls: bool) -> ChatFraming {
+        ChatFraming {
+            id: "chatcmpl-x".into(),
+            created: 0,
+            model_name: "m".into(),
+            reasoning_field: ReasoningField::Both,
+            include_reasoning: true,
+            logprobs: false,
+            parallel_tool_calls,
+            tokenizer: tokenizer(),
+            had_tool_calls: vec![false],
         }
     }
-    let mut ids = ToolCallIdGenerator::new(random_u64());
-    let mut usage = Usage::default();
-    let mut choices = Vec::with_capacity(n);
-    for (index, c) in collected.into_iter().enumerate() {
-        let finish = c
-            .finish
-            .ok_or_else(|| ApiError::Internal("a choice ended without finishing".into()))?;
-        let (content, tool_calls) = if tool_parsing {
-            let parsed = parse_tool_calls(&c.piece.content, &mut ids);
-            (parsed.content.unwrap_or_default(), parsed.tool_calls)
-        } else {
-            (c.piece.content, Vec::new())
-        };
-        let (reasoning_content, reasoning) = format.reasoning(c.piece.reasoning);
-        let has_other =
-            reasoning_content.is_some() || reasoning.is_some() || !tool_calls.is_empty();
-        usage.prompt_tokens = finish.prompt_tokens;
-        usage.completion_tokens += finish.completion_tokens;
-        let cached = usage
-            .prompt_tokens_details
-            .get_or_insert_with(Default::default);
-        cached.cached_tokens = cached.cached_tokens.max(finish.cached_tokens);
-        choices.push(ChatChoice {
-            index,
-            message: ResponseMessage {
-                role: "assistant".into(),
-                // Reasoning cut by max_tokens leaves no answer: content is null (vLLM).
-                content: if content.is_empty() && has_other {
-                    None
-                } else {
-                    Some(content)
-                },
-                reasoning_content,
-                reasoning,
-                tool_calls: tool_calls
-                    .iter()
-                    .map(|t| ToolCallOut {
-                        id: t.id.clone(),
-                        kind: "function".into(),
-                        function: FunctionCallOut {
-                            name: t.name.clone(),
-                            arguments: t.arguments.clone(),
-                        },
-                    })
-                    .collect(),
-            },
-            logprobs: format.logprobs(&c.piece.logprobs),
-            finish_reason: Some(finish_reason(&finish, !tool_calls.is_empty())),
-            stop_reason: finish.stop_reason,
-        });
+
+    const TWO_CALLS: &str = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"London\"}}\n</tool_call>";
+
+    fn stop() -> Finish {
+        Finish {
+            finish_reason: "stop",
+            stop_reason: None,
+            prompt_tokens: 5,
+            completion_tokens: 9,
+            cached_tokens: 0,
+        }
     }
-    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-    Ok(ChatCompletionResponse {
-        id: format.id,
-        object: "chat.completion".into(),
-        created: format.created,
-        model: format.model_name,
-        choices,
-        usage,
-    })
+
+    /// Streams the two calls through the tool-call parser and the framing; returns the
+    /// OpenAI chunks.
+    fn streamed(parallel: bool) -> Vec<serde_json::Value> {
+        let mut f = framing(parallel);
+        let mut parser = ToolCallParser::new(ToolCallIdGenerator::new(1));
+        let mut chunks = Vec::new();
+        for piece in TWO_CALLS.split_inclusive(['\n', ',']) {
+            let d = parser.push(piece);
+            let piece = Piece {
+                content: d.content.unwrap_or_default(),
+                tool_calls: d.tool_calls,
+                ..Piece::default()
+            };
+            chunks.extend(f.delta(0, piece, None));
+        }
+        let end = parser.finish();
+        chunks.extend(f.delta(
+            0,
+            Piece {
+                tool_calls: end.tool_calls,
+                ..Piece::default()
+            },
+            None,
+        ));
+        chunks.push(f.finish(0, &stop(), None));
+        chunks
+            .iter()
+            .map(|c| serde_json::to_value(c).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn streamed_tool_calls_and_parallel_tool_calls_false() {
+        for (parallel, want) in [(true, 2), (false, 1)] {
+            let chunks = streamed(parallel);
+            let mut names = Vec::new();
+            let mut arguments = vec![String::new(); 2];
+            for c in &chunks {
+                for call in c["choices"][0]["delta"]["tool_calls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let i = call["index"].as_u64().unwrap() as usize;
+                    if let Some(name) = call["function"]["name"].as_str() {
+                        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+                        names.push((i, name.to_string()));
+                    }
+                    arguments[i].push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+                }
+                assert!(
+                    c["choices"][0]["delta"].get("content").is_none()
+                        || c["choices"][0]["finish_reason"].is_string(),
+                    "tool-call text leaked into content: {c}"
+                );
+            }
+            assert_eq!(
+                names.len(),
+                want,
+                "parallel_tool_calls {parallel}: {chunks:?}"
+            );
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&arguments[0]).unwrap(),
+                serde_json::json!({"city": "Paris"})
+            );
+            let last = chunks.last().unwrap();
+            assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+        }
+    }
+
+    #[test]
+    fn collected_tool_calls_and_parallel_tool_calls_false() {
+        for (parallel, want) in [(true, 2), (false, 1)] {
+            let piece = Piece {
+                content: TWO_CALLS.into(),
+                ..Piece::default()
+            };
+            let choice = framing(parallel).message(
+                0,
+                piece,
+                &stop(),
+                true,
+                &mut ToolCallIdGenerator::new(1),
+            );
+            let v = serde_json::to_value(&choice).unwrap();
+            let calls = v["message"]["tool_calls"].as_array().unwrap();
+            assert_eq!(calls.len(), want, "{v}");
+            assert_eq!(calls[0]["type"], "function");
+            assert_eq!(calls[0]["function"]["name"], "get_weather");
+            assert_eq!(
+                calls[0]["function"]["arguments"], r#"{"city":"Paris"}"#,
+                "{v}"
+            );
+            assert!(v["message"]["content"].is_null(), "{v}");
+            assert_eq!(v["finish_reason"], "tool_calls");
+        }
+        // Without tool parsing the same text is content, and the choice just stops.
+        let choice = framing(true).message(
+            0,
+            Piece {
+                content: TWO_CALLS.into(),
+                ..Piece::default()
+            },
+            &stop(),
+            false,
+            &mut ToolCallIdGenerator::new(1),
+        );
+        assert_eq!(choice.message.content.as_deref(), Some(TWO_CALLS));
+        assert_eq!(choice.finish_reason.as_deref(), Some("stop"));
+    }
 }

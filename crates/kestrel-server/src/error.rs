@@ -4,7 +4,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kestrel_engine::SamplingError;
-use kestrel_engine::SubmitError;
 use kestrel_protocol::{ErrorBody, ParseError};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,26 +109,6 @@ impl From<SamplingError> for ApiError {
     }
 }
 
-impl From<SubmitError> for ApiError {
-    fn from(e: SubmitError) -> Self {
-        match e {
-            SubmitError::QueueFull { retry_after_secs } => ApiError::Overloaded {
-                message: e.to_string(),
-                retry_after_secs,
-            },
-            SubmitError::TooLong { .. } => ApiError::BadRequest {
-                message: e.to_string(),
-                param: Some("messages".into()),
-            },
-            SubmitError::Invalid(m) => ApiError::BadRequest {
-                message: m,
-                param: None,
-            },
-            SubmitError::EngineDead => ApiError::Unavailable(e.to_string()),
-        }
-    }
-}
-
 impl From<kestrel_text::Error> for ApiError {
     fn from(e: kestrel_text::Error) -> Self {
         match e {
@@ -160,9 +139,10 @@ mod tests {
         assert_eq!(b["error"]["param"], "max_tokens");
         assert_eq!(b["error"]["type"], "invalid_request_error");
         assert_eq!(b["error"]["code"], 400);
-        let r = ApiError::from(SubmitError::QueueFull {
+        let r = ApiError::Overloaded {
+            message: "the engine's queue is full".into(),
             retry_after_secs: 3,
-        })
+        }
         .into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "3");

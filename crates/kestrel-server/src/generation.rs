@@ -1,6 +1,8 @@
 //! Drives the engine streams of one HTTP request (one per choice, `n` or batched prompts) and
-//! turns their events into [`ChoiceEvent`]s on a channel. When the receiver is gone (the client
-//! disconnected) this task returns, dropping every `RequestStream`, which aborts the sequences.
+//! turns their events into [`ChoiceEvent`]s on a channel. The moment the receiver is gone (the
+//! client disconnected and the response body was dropped) this task returns, without waiting for
+//! the next token, dropping every `RequestStream`: the engine aborts the sequences and frees
+//! their blocks at its next command poll, before the step after the one running.
 //!
 //! [`drive`] is called in the handler and spawned: it takes the request's access-log record
 //! and span when called, so its tokens reach the access line and its log lines carry the
@@ -36,7 +38,13 @@ pub struct Finish {
 
 #[derive(Debug)]
 pub enum ChoiceEvent {
-    Piece(usize, Piece),
+    /// The text that `num_tokens` new tokens of choice `index` produced (0 tokens: text held
+    /// back until the end); it may be empty.
+    Piece {
+        index: usize,
+        piece: Piece,
+        num_tokens: usize,
+    },
     Done(usize, Finish),
     /// The engine failed; the response ends.
     Error(String),
@@ -84,7 +92,14 @@ async fn drive_streams(
         streams.push(events.map(move |e| (index, e)).boxed());
     }
     let mut merged = stream::select_all(streams);
-    while let Some((index, event)) = merged.next().await {
+    loop {
+        let (index, event) = tokio::select! {
+            _ = tx.closed() => return,
+            next = merged.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+        };
         let state = &mut states[index];
         if state.finished {
             continue;
@@ -100,7 +115,11 @@ async fn drive_streams(
                 match state.processor.push(id, logprobs) {
                     Ok(piece) => {
                         let stop = piece.stop.clone();
-                        out.push(ChoiceEvent::Piece(index, piece));
+                        out.push(ChoiceEvent::Piece {
+                            index,
+                            piece,
+                            num_tokens: 1,
+                        });
                         if let Some(stop) = stop {
                             // A stop string is the server's decision: end the sequence now.
                             state.stopped = Some((stop, state.num_tokens));
@@ -130,7 +149,11 @@ async fn drive_streams(
                     Ok(piece) => {
                         let stop = piece.stop.clone();
                         if !piece.is_empty() {
-                            out.push(ChoiceEvent::Piece(index, piece));
+                            out.push(ChoiceEvent::Piece {
+                                index,
+                                piece,
+                                num_tokens: 0,
+                            });
                         }
                         let (finish_reason, stop_reason) = match (stop, reason) {
                             (Some(s), _) => ("stop", Some(s.into())),

@@ -8,6 +8,7 @@
 //! OpenAI's JSON body via [`ApiError`]. [`serve`] drains on SIGTERM ([`lifecycle`]).
 
 pub mod access_log;
+pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod error;
@@ -18,6 +19,8 @@ pub mod metrics;
 pub mod output;
 pub mod routes;
 pub mod state;
+pub mod stream;
+pub mod submit;
 pub mod validate;
 pub mod webui;
 

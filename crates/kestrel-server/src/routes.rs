@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,6 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::access_log::access;
+use crate::auth::require_api_key;
 use crate::body_bytes;
 use crate::chat::{chat_completions, render_prompt};
 use crate::completions::completions;
@@ -86,24 +87,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn require_api_key(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(key) = &state.config.api_key {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given.map(str::trim) != Some(key.as_str()) {
-            return ApiError::Unauthorized.into_response();
-        }
-    }
-    next.run(request).await
-}
-
 async fn not_found(request: Request) -> ApiError {
     ApiError::NotFound(format!(
         "no route for {} {}",
@@ -143,6 +126,7 @@ async fn tokenize(
         )));
     }
     let m = model.clone();
+    let return_token_strs = req.return_token_strs.unwrap_or(false);
     let tokens = tokio::task::spawn_blocking(move || -> Result<Vec<u32>, ApiError> {
         match (&req.messages, &req.prompt) {
             (Some(messages), None) => {
@@ -163,6 +147,7 @@ async fn tokenize(
                     tools.as_deref(),
                     req.add_generation_prompt.unwrap_or(true),
                     &kwargs,
+                    false,
                 )
             }
             (None, Some(prompt)) => Ok(m
@@ -176,11 +161,18 @@ async fn tokenize(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
+    // vLLM's `return_token_strs`: the vocabulary's own strings (`convert_ids_to_tokens`).
+    let token_strs = return_token_strs.then(|| {
+        tokens
+            .iter()
+            .map(|&id| model.tokenizer.id_to_token(id).unwrap_or_default())
+            .collect()
+    });
     Ok(Json(TokenizeResponse {
         count: tokens.len(),
         max_model_len: model.max_model_len,
         tokens,
-        token_strs: None,
+        token_strs,
     }))
 }
 

@@ -53,9 +53,12 @@ impl ReasoningField {
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub served_model_name: String,
-    /// `--api-key`: required as `Authorization: Bearer <key>` on every route but /health,
-    /// /metrics and /version.
-    pub api_key: Option<String>,
+    /// `--api-key` (repeatable): one of them is required as `Authorization: Bearer <key>` on
+    /// every route but /health, /metrics, /version and the chat page; none = open.
+    pub api_keys: Vec<String>,
+    /// `--prefix-cache-salt-by-api-key`: callers with different keys never share prefix-cache
+    /// blocks (the key is folded into the cache salt).
+    pub cache_salt_by_api_key: bool,
     /// `--cors-allow-origin` (`*` allows any); empty = no CORS headers.
     pub cors_allow_origins: Vec<String>,
     pub reasoning_field: ReasoningField,
@@ -71,7 +74,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             served_model_name: "kestrel".into(),
-            api_key: None,
+            api_keys: Vec::new(),
+            cache_salt_by_api_key: false,
             cors_allow_origins: Vec::new(),
             reasoning_field: ReasoningField::Both,
             max_body_bytes: 32 * 1024 * 1024,
@@ -93,17 +97,26 @@ pub struct Model {
     /// Sampling defaults from `generation_config.json`, before a request's own fields.
     pub default_sampling: SamplingParams,
     pub max_model_len: usize,
+    /// A prompt text longer than this cannot fit in `max_model_len` tokens, whatever it says:
+    /// it is refused before the (costly) tokenization. See [`Model::prompt_bytes_bound`].
+    pub max_prompt_bytes: usize,
     pub created: u64,
 }
 
 impl Model {
+    /// The model as served. A chat template that does not compile is an error (start-up fails
+    /// with the template's message); a model without one serves completions only.
     pub fn new(
         engine: EngineHandle,
         tokenizer: Tokenizer,
         default_sampling: SamplingParams,
         extra_eos: &[u32],
-    ) -> Self {
-        let template = ChatTemplate::from_tokenizer(&tokenizer).ok().map(Arc::new);
+    ) -> Result<Self, kestrel_text::Error> {
+        let template = match ChatTemplate::from_tokenizer(&tokenizer) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(kestrel_text::Error::NoChatTemplate) => None,
+            Err(e) => return Err(e),
+        };
         let think_tokens = match (
             tokenizer.token_to_id("<think>"),
             tokenizer.token_to_id("</think>"),
@@ -122,7 +135,8 @@ impl Model {
             }
         }
         let max_model_len = engine.config().max_model_len;
-        Self {
+        let max_prompt_bytes = Self::prompt_bytes_bound(tokenizer.max_token_bytes(), max_model_len);
+        Ok(Self {
             engine,
             tokenizer: Arc::new(tokenizer),
             template,
@@ -130,8 +144,37 @@ impl Model {
             eos_token_ids,
             default_sampling,
             max_model_len,
+            max_prompt_bytes,
             created: unix_now(),
+        })
+    }
+
+    /// Most bytes of text that `max_model_len` tokens can stand for. Each token covers at most
+    /// `max_token_bytes` bytes of normalized text, and Unicode normalization (NFC/NFKC, as
+    /// Qwen's tokenizer applies) shrinks text at most threefold (Hangul jamo to syllables,
+    /// full-width letters to ASCII); 4 leaves a margin.
+    pub fn prompt_bytes_bound(max_token_bytes: usize, max_model_len: usize) -> usize {
+        max_token_bytes
+            .saturating_mul(max_model_len)
+            .saturating_mul(4)
+    }
+
+    /// Refuses a prompt text that cannot fit in the context before tokenizing it (a 10 MB
+    /// message would otherwise cost seconds of tokenizer time to learn the same).
+    pub fn check_prompt_bytes(&self, text: &str, field: &'static str) -> Result<(), ApiError> {
+        if text.len() > self.max_prompt_bytes {
+            return Err(ApiError::bad_request(
+                field,
+                format!(
+                    "this model's maximum context length is {} tokens, which no text over {} \
+                     bytes fits in; the `{field}` text is {} bytes",
+                    self.max_model_len,
+                    self.max_prompt_bytes,
+                    text.len()
+                ),
+            ));
         }
+        Ok(())
     }
 }
 

@@ -1,12 +1,11 @@
 //! Request fields → a checked generation plan. Every range error is a 400 that names the field
 //! (TGI style); nothing past this point needs to re-check the request.
 
-use std::collections::HashMap;
-
 use kestrel_engine::SamplingParams;
 use kestrel_engine::MAX_TOP_LOGPROBS;
 use kestrel_protocol::{
-    ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, Stop, Tool,
+    ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, SamplingOptions, Stop,
+    Tool,
 };
 use serde_json::{Map, Value};
 
@@ -16,8 +15,35 @@ use crate::state::{Model, ServerConfig};
 /// Most stop strings per request.
 pub const MAX_STOP_STRINGS: usize = 16;
 
+/// Longest stop string, in bytes: the matcher holds back this much text.
+pub const MAX_STOP_STRING_BYTES: usize = 1024;
+
 /// Roles a message may have (`developer` is OpenAI's newer name for `system`).
 const KNOWN_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// What validation needs to know about the server and its model (no engine: the fuzz targets
+/// and unit tests build one directly).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub served_model_name: String,
+    pub max_n: usize,
+    pub max_model_len: usize,
+    pub vocab_size: usize,
+    /// Sampling defaults from `generation_config.json`, before a request's own fields.
+    pub default_sampling: SamplingParams,
+}
+
+impl Limits {
+    pub fn new(model: &Model, config: &ServerConfig) -> Self {
+        Self {
+            served_model_name: config.served_model_name.clone(),
+            max_n: config.max_n,
+            max_model_len: model.max_model_len,
+            vocab_size: model.tokenizer.vocab_size(),
+            default_sampling: model.default_sampling.clone(),
+        }
+    }
+}
 
 /// The sampling and output fields shared by chat and text completions, checked.
 #[derive(Clone, Debug)]
@@ -26,6 +52,12 @@ pub struct GenerationPlan {
     pub sampling: SamplingParams,
     /// `None`: up to the end of the context (vLLM's default).
     pub max_tokens: Option<usize>,
+    /// The request set `max_tokens` itself (the completions default of 16 is not its choice).
+    pub max_tokens_set: bool,
+    /// The request field `max_tokens` came from (`max_tokens` or `max_completion_tokens`).
+    pub max_tokens_field: &'static str,
+    /// The request field holding the prompt (`messages` or `prompt`), for errors about its length.
+    pub prompt_field: &'static str,
     pub min_tokens: usize,
     pub n: usize,
     pub stop: Vec<String>,
@@ -35,35 +67,51 @@ pub struct GenerationPlan {
     pub skip_special_tokens: bool,
     pub stream: bool,
     pub include_usage: bool,
+    /// vLLM's `stream_options.continuous_usage_stats`: usage on every chunk.
+    pub continuous_usage: bool,
+    /// The request's `cache_salt` (the server may fold the API key in before submitting).
+    pub cache_salt: Option<String>,
 }
 
 impl GenerationPlan {
-    /// The `max_tokens` to submit for a prompt of `prompt_len` tokens; over the context → 400.
+    /// The `max_tokens` to submit for a prompt of `prompt_len` tokens; over the context → 400
+    /// naming the field to change: the prompt when it leaves no room (or the default
+    /// `max_tokens` was used), else the `max_tokens` the request set.
     pub fn max_tokens_for(
         &self,
         prompt_len: usize,
         max_model_len: usize,
     ) -> Result<usize, ApiError> {
         if prompt_len == 0 {
-            return Err(ApiError::bad_request("prompt", "the prompt is empty"));
+            return Err(ApiError::bad_request(
+                self.prompt_field,
+                format!("`{}` is empty after tokenization", self.prompt_field),
+            ));
         }
         let room = max_model_len.saturating_sub(prompt_len);
         let max_tokens = self.max_tokens.unwrap_or(room);
         if max_tokens == 0 || prompt_len + max_tokens > max_model_len {
-            let param = if self.max_tokens.is_some() {
-                "max_tokens"
-            } else {
-                "messages"
-            };
             return Err(ApiError::bad_request(
-                param,
+                self.too_long_param(prompt_len, max_model_len),
                 format!(
                     "this model's maximum context length is {max_model_len} tokens, but the request asks for \
-                     {prompt_len} prompt tokens + {max_tokens} max_tokens; shorten the prompt or lower max_tokens"
+                     {prompt_len} prompt tokens (`{}`) + {max_tokens} `{}`; shorten the prompt or lower `{}`",
+                    self.prompt_field, self.max_tokens_field, self.max_tokens_field
                 ),
             ));
         }
         Ok(max_tokens)
+    }
+
+    /// The field to blame when a prompt of `prompt_len` tokens plus `max_tokens` does not fit:
+    /// the prompt when it leaves no room or `max_tokens` was not the request's own choice, else
+    /// the `max_tokens` field the request set.
+    pub fn too_long_param(&self, prompt_len: usize, max_model_len: usize) -> &'static str {
+        if prompt_len >= max_model_len || !self.max_tokens_set {
+            self.prompt_field
+        } else {
+            self.max_tokens_field
+        }
     }
 
     /// Sampling for choice `index` (distinct seeds so n > 1 choices differ but stay reproducible).
@@ -89,39 +137,24 @@ impl GenerationPlan {
     }
 }
 
-/// The fields both endpoints share, borrowed from either request type.
-struct Common<'a> {
-    model: Option<&'a str>,
+/// What differs between the endpoints around the shared [`SamplingOptions`].
+struct Endpoint {
+    /// Chat's `max_completion_tokens` or `options.max_tokens`.
     max_tokens: Option<i64>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    top_k: Option<i64>,
-    min_p: Option<f32>,
-    n: Option<i64>,
-    stop: Option<&'a Stop>,
-    stop_token_ids: Option<&'a [u32]>,
-    seed: Option<i64>,
-    presence_penalty: Option<f32>,
-    frequency_penalty: Option<f32>,
-    repetition_penalty: Option<f32>,
-    logit_bias: Option<&'a HashMap<String, f32>>,
+    /// Used when the request sets none (the completions endpoint's 16).
+    default_max_tokens: Option<usize>,
+    max_tokens_field: &'static str,
+    prompt_field: &'static str,
     /// Top logprobs per token, when logprobs were asked for.
     logprobs: Option<usize>,
-    stream: bool,
-    include_usage: bool,
-    response_format: Option<&'a Value>,
-    ignore_eos: Option<bool>,
-    min_tokens: Option<i64>,
-    include_stop_str_in_output: Option<bool>,
-    skip_special_tokens: Option<bool>,
 }
 
-fn check_model_name(requested: Option<&str>, config: &ServerConfig) -> Result<(), ApiError> {
+fn check_model_name(requested: Option<&str>, limits: &Limits) -> Result<(), ApiError> {
     match requested {
-        Some(name) if !name.is_empty() && name != config.served_model_name => {
+        Some(name) if !name.is_empty() && name != limits.served_model_name => {
             Err(ApiError::NotFound(format!(
                 "the model `{name}` does not exist; this server serves `{}`",
-                config.served_model_name
+                limits.served_model_name
             )))
         }
         _ => Ok(()),
@@ -144,9 +177,12 @@ fn count(
     }
 }
 
-fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<GenerationPlan, ApiError> {
-    check_model_name(c.model, config)?;
-    if let Some(format) = c.response_format {
+fn plan(
+    o: &SamplingOptions,
+    endpoint: Endpoint,
+    limits: &Limits,
+) -> Result<GenerationPlan, ApiError> {
+    if let Some(format) = &o.response_format {
         let kind = format.get("type").and_then(Value::as_str);
         if kind != Some("text") {
             return Err(ApiError::bad_request(
@@ -158,17 +194,31 @@ fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<Generatio
             ));
         }
     }
-    let max_len = model.max_model_len as i64;
-    let max_tokens = count("max_tokens", c.max_tokens, 1, max_len)?;
-    let min_tokens = count("min_tokens", c.min_tokens, 0, max_len)?.unwrap_or(0);
+    // `stream_options` without `stream` has nothing to act on: a non-streamed response always
+    // carries its usage.
+    let stream = o.stream.unwrap_or(false);
+    if o.cache_salt.as_deref() == Some("") {
+        return Err(ApiError::bad_request(
+            "cache_salt",
+            "`cache_salt` must be a non-empty string when given",
+        ));
+    }
+    let max_len = limits.max_model_len as i64;
+    let max_tokens_set = endpoint.max_tokens.is_some();
+    let max_tokens = count(endpoint.max_tokens_field, endpoint.max_tokens, 1, max_len)?
+        .or(endpoint.default_max_tokens);
+    let min_tokens = count("min_tokens", o.min_tokens, 0, max_len)?.unwrap_or(0);
     if let Some(max) = max_tokens.filter(|&m| m < min_tokens) {
         return Err(ApiError::bad_request(
             "min_tokens",
-            format!("`min_tokens` ({min_tokens}) must not exceed `max_tokens` ({max})"),
+            format!(
+                "`min_tokens` ({min_tokens}) must not exceed `{}` ({max})",
+                endpoint.max_tokens_field
+            ),
         ));
     }
-    let n = count("n", c.n, 1, config.max_n as i64)?.unwrap_or(1);
-    let stop = c.stop.cloned().map(Stop::into_vec).unwrap_or_default();
+    let n = count("n", o.n, 1, limits.max_n as i64)?.unwrap_or(1);
+    let stop = o.stop.clone().map(Stop::into_vec).unwrap_or_default();
     if stop.len() > MAX_STOP_STRINGS {
         return Err(ApiError::bad_request(
             "stop",
@@ -178,8 +228,23 @@ fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<Generatio
             ),
         ));
     }
-    let vocab_size = model.tokenizer.vocab_size();
-    let stop_token_ids = c.stop_token_ids.map(<[u32]>::to_vec).unwrap_or_default();
+    if let Some(i) = stop.iter().position(String::is_empty) {
+        return Err(ApiError::BadRequest {
+            message: format!("stop[{i}]: stop strings must not be empty"),
+            param: Some("stop".into()),
+        });
+    }
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_STRING_BYTES) {
+        return Err(ApiError::bad_request(
+            "stop",
+            format!(
+                "stop strings are at most {MAX_STOP_STRING_BYTES} bytes, got one of {}",
+                long.len()
+            ),
+        ));
+    }
+    let vocab_size = limits.vocab_size;
+    let stop_token_ids = o.stop_token_ids.clone().unwrap_or_default();
     if let Some(id) = stop_token_ids.iter().find(|&&id| id as usize >= vocab_size) {
         return Err(ApiError::bad_request(
             "stop_token_ids",
@@ -187,14 +252,14 @@ fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<Generatio
         ));
     }
 
-    let mut sampling = model.default_sampling.clone();
-    if let Some(t) = c.temperature {
+    let mut sampling = limits.default_sampling.clone();
+    if let Some(t) = o.temperature {
         sampling.temperature = t;
     }
-    if let Some(p) = c.top_p {
+    if let Some(p) = o.top_p {
         sampling.top_p = p;
     }
-    if let Some(k) = c.top_k {
+    if let Some(k) = o.top_k {
         // vLLM: -1 (and 0) disable top-k.
         if k < -1 {
             return Err(ApiError::bad_request(
@@ -202,21 +267,21 @@ fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<Generatio
                 format!("`top_k` must be -1 (off) or >= 0, got {k}"),
             ));
         }
-        sampling.top_k = k.max(0) as usize;
+        sampling.top_k = usize::try_from(k.max(0)).unwrap_or(usize::MAX);
     }
-    if let Some(m) = c.min_p {
+    if let Some(m) = o.min_p {
         sampling.min_p = m;
     }
-    if let Some(p) = c.presence_penalty {
+    if let Some(p) = o.presence_penalty {
         sampling.presence_penalty = p;
     }
-    if let Some(p) = c.frequency_penalty {
+    if let Some(p) = o.frequency_penalty {
         sampling.frequency_penalty = p;
     }
-    if let Some(p) = c.repetition_penalty {
+    if let Some(p) = o.repetition_penalty {
         sampling.repetition_penalty = p;
     }
-    if let Some(bias) = c.logit_bias {
+    if let Some(bias) = &o.logit_bias {
         let mut entries = Vec::with_capacity(bias.len());
         for (key, &value) in bias {
             let id: u32 = key.parse().map_err(|_| {
@@ -236,21 +301,27 @@ fn plan(c: Common<'_>, model: &Model, config: &ServerConfig) -> Result<Generatio
         entries.sort_by_key(|&(id, _)| id);
         sampling.logit_bias = entries;
     }
-    sampling.seed = c.seed.map(|s| s as u64);
-    sampling.logprobs = c.logprobs;
+    sampling.seed = o.seed.map(|s| s as u64);
+    sampling.logprobs = endpoint.logprobs;
     sampling.validate()?;
+    let options = o.stream_options.as_ref();
     Ok(GenerationPlan {
         sampling,
         max_tokens,
+        max_tokens_set,
+        max_tokens_field: endpoint.max_tokens_field,
+        prompt_field: endpoint.prompt_field,
         min_tokens,
         n,
         stop,
         stop_token_ids,
-        ignore_eos: c.ignore_eos.unwrap_or(false),
-        include_stop_str_in_output: c.include_stop_str_in_output.unwrap_or(false),
-        skip_special_tokens: c.skip_special_tokens.unwrap_or(true),
-        stream: c.stream,
-        include_usage: c.include_usage,
+        ignore_eos: o.ignore_eos.unwrap_or(false),
+        include_stop_str_in_output: o.include_stop_str_in_output.unwrap_or(false),
+        skip_special_tokens: o.skip_special_tokens.unwrap_or(true),
+        stream,
+        include_usage: stream && options.is_some_and(|o| o.include_usage),
+        continuous_usage: stream && options.is_some_and(|o| o.continuous_usage_stats),
+        cache_salt: o.cache_salt.clone(),
     })
 }
 
@@ -262,6 +333,8 @@ pub struct ChatPlan {
     pub messages: Vec<Value>,
     pub tools: Option<Vec<Value>>,
     pub tool_parsing: bool,
+    /// `parallel_tool_calls: false`: at most one tool call per choice.
+    pub parallel_tool_calls: bool,
     pub chat_template_kwargs: Map<String, Value>,
     pub add_generation_prompt: bool,
     /// `include_reasoning` / `return_reasoning`: false drops reasoning from the response.
@@ -269,11 +342,8 @@ pub struct ChatPlan {
     pub logprobs: bool,
 }
 
-pub fn validate_chat(
-    req: &ChatCompletionRequest,
-    model: &Model,
-    config: &ServerConfig,
-) -> Result<ChatPlan, ApiError> {
+pub fn validate_chat(req: &ChatCompletionRequest, limits: &Limits) -> Result<ChatPlan, ApiError> {
+    check_model_name(req.model.as_deref(), limits)?;
     let top_logprobs = count("top_logprobs", req.top_logprobs, 0, MAX_TOP_LOGPROBS as i64)?;
     let logprobs = req.logprobs.unwrap_or(false);
     if top_logprobs.is_some_and(|n| n > 0) && !logprobs {
@@ -282,43 +352,30 @@ pub fn validate_chat(
             "`top_logprobs` requires `logprobs: true`",
         ));
     }
-    if req.max_tokens.is_some()
+    let o = &req.sampling;
+    if o.max_tokens.is_some()
         && req.max_completion_tokens.is_some()
-        && req.max_tokens != req.max_completion_tokens
+        && o.max_tokens != req.max_completion_tokens
     {
         return Err(ApiError::bad_request(
             "max_completion_tokens",
             "`max_tokens` and `max_completion_tokens` disagree",
         ));
     }
-    let stream = req.stream.unwrap_or(false);
     let generation = plan(
-        Common {
-            model: req.model.as_deref(),
-            max_tokens: req.max_completion_tokens.or(req.max_tokens),
-            temperature: req.temperature,
-            top_p: req.top_p,
-            top_k: req.top_k,
-            min_p: req.min_p,
-            n: req.n,
-            stop: req.stop.as_ref(),
-            stop_token_ids: req.stop_token_ids.as_deref(),
-            seed: req.seed,
-            presence_penalty: req.presence_penalty,
-            frequency_penalty: req.frequency_penalty,
-            repetition_penalty: req.repetition_penalty,
-            logit_bias: req.logit_bias.as_ref(),
+        o,
+        Endpoint {
+            max_tokens: req.max_completion_tokens.or(o.max_tokens),
+            max_tokens_field: if req.max_completion_tokens.is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            },
+            default_max_tokens: None,
+            prompt_field: "messages",
             logprobs: logprobs.then_some(top_logprobs.unwrap_or(0)),
-            stream,
-            include_usage: stream && req.stream_options.as_ref().is_some_and(|o| o.include_usage),
-            response_format: req.response_format.as_ref(),
-            ignore_eos: req.ignore_eos,
-            min_tokens: req.min_tokens,
-            include_stop_str_in_output: req.include_stop_str_in_output,
-            skip_special_tokens: req.skip_special_tokens,
         },
-        model,
-        config,
+        limits,
     )?;
     let messages = normalize_messages(&req.messages)?;
     let tools = validate_tools(req.tools.as_deref())?;
@@ -340,6 +397,7 @@ pub fn validate_chat(
             num_tools,
             req.tool_choice.as_ref(),
         ),
+        parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
         chat_template_kwargs,
         add_generation_prompt: req.add_generation_prompt.unwrap_or(true),
         include_reasoning: req.include_reasoning.unwrap_or(true)
@@ -357,9 +415,9 @@ pub struct CompletionPlan {
 
 pub fn validate_completion(
     req: &CompletionRequest,
-    model: &Model,
-    config: &ServerConfig,
+    limits: &Limits,
 ) -> Result<CompletionPlan, ApiError> {
+    check_model_name(req.model.as_deref(), limits)?;
     let logprobs = count("logprobs", req.logprobs, 0, MAX_TOP_LOGPROBS as i64)?;
     if req.echo.unwrap_or(false) {
         return Err(ApiError::bad_request("echo", "`echo` is not supported"));
@@ -368,42 +426,24 @@ pub fn validate_completion(
         return Err(ApiError::bad_request("suffix", "`suffix` is not supported"));
     }
     if let Some(best_of) = req.best_of {
-        if best_of != req.n.unwrap_or(1) {
+        if best_of != req.sampling.n.unwrap_or(1) {
             return Err(ApiError::bad_request(
                 "best_of",
                 "`best_of` other than `n` is not supported",
             ));
         }
     }
-    let stream = req.stream.unwrap_or(false);
     let generation = plan(
-        Common {
-            model: req.model.as_deref(),
+        &req.sampling,
+        Endpoint {
+            max_tokens: req.sampling.max_tokens,
             // The legacy endpoint's default is 16 tokens (OpenAI, vLLM).
-            max_tokens: Some(req.max_tokens.unwrap_or(16)),
-            temperature: req.temperature,
-            top_p: req.top_p,
-            top_k: req.top_k,
-            min_p: req.min_p,
-            n: req.n,
-            stop: req.stop.as_ref(),
-            stop_token_ids: req.stop_token_ids.as_deref(),
-            seed: req.seed,
-            presence_penalty: req.presence_penalty,
-            frequency_penalty: req.frequency_penalty,
-            repetition_penalty: req.repetition_penalty,
-            logit_bias: req.logit_bias.as_ref(),
+            default_max_tokens: Some(16),
+            max_tokens_field: "max_tokens",
+            prompt_field: "prompt",
             logprobs,
-            stream,
-            include_usage: stream && req.stream_options.as_ref().is_some_and(|o| o.include_usage),
-            response_format: req.response_format.as_ref(),
-            ignore_eos: req.ignore_eos,
-            min_tokens: req.min_tokens,
-            include_stop_str_in_output: req.include_stop_str_in_output,
-            skip_special_tokens: req.skip_special_tokens,
         },
-        model,
-        config,
+        limits,
     )?;
     Ok(CompletionPlan {
         generation,
@@ -513,6 +553,14 @@ fn validate_tools(tools: Option<&[Tool]>) -> Result<Option<Vec<Value>>, ApiError
         if tool.function.name.trim().is_empty() {
             return Err(bad("the function name must not be empty", ".function.name"));
         }
+        if tool.function.strict == Some(true) {
+            // OpenAI's `strict` promises output that matches the schema, which only constrained
+            // decoding can keep; Kestrel has none, so it refuses rather than pretend.
+            return Err(bad(
+                "`strict: true` is not supported (no constrained decoding); leave it unset or false",
+                ".function.strict",
+            ));
+        }
         if let Some(params) = &tool.function.parameters {
             if !params.is_object() {
                 return Err(bad(
@@ -526,14 +574,25 @@ fn validate_tools(tools: Option<&[Tool]>) -> Result<Option<Vec<Value>>, ApiError
     Ok(Some(out))
 }
 
+/// `none` and `auto` are honoured. `required` and a named function promise a tool call, which
+/// vLLM and TGI keep with constrained decoding; Kestrel has none, so they are a 400 rather than
+/// a request that silently may answer in prose.
 fn validate_tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<(), ApiError> {
     let Some(choice) = choice else { return Ok(()) };
     let bad = |m: String| ApiError::bad_request("tool_choice", m);
+    let unsupported = |what: &str| {
+        bad(format!(
+            "`tool_choice` {what} is not supported: Kestrel cannot force a tool call (no \
+             constrained decoding); use \"auto\" and describe the tool in the prompt"
+        ))
+    };
     match choice {
         Value::String(s) => match s.as_str() {
             "none" | "auto" => Ok(()),
-            "required" if !tools.is_empty() => Ok(()),
-            "required" => Err(bad("`tool_choice` \"required\" needs `tools`".into())),
+            "required" if tools.is_empty() => {
+                Err(bad("`tool_choice` \"required\" needs `tools`".into()))
+            }
+            "required" => Err(unsupported("\"required\"")),
             other => Err(bad(format!(
                 "`tool_choice` must be none, auto, required or a named function, got {other:?}"
             ))),
@@ -541,7 +600,9 @@ fn validate_tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<(), Ap
         Value::Object(_) => {
             let name = choice.pointer("/function/name").and_then(Value::as_str);
             match name {
-                Some(name) if tools.iter().any(|t| t.function.name == name) => Ok(()),
+                Some(name) if tools.iter().any(|t| t.function.name == name) => {
+                    Err(unsupported(&format!("naming function {name:?}")))
+                }
                 Some(name) => Err(bad(format!("`tool_choice` names function {name:?}, which is not in `tools`"))),
                 None => Err(bad("`tool_choice` object must be {\"type\":\"function\",\"function\":{\"name\":...}}".into())),
             }
@@ -666,9 +727,14 @@ mod tests {
         let tools: Vec<Tool> =
             serde_json::from_str(r#"[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]"#).unwrap();
         assert!(validate_tool_choice(Some(&"auto".into()), &tools).is_ok());
+        assert!(validate_tool_choice(Some(&"none".into()), &tools).is_ok());
         assert!(validate_tool_choice(Some(&"sometimes".into()), &tools).is_err());
+        // A forced call cannot be kept without constrained decoding: refused, not ignored.
+        let e = validate_tool_choice(Some(&"required".into()), &tools).unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
         let named = serde_json::json!({"type":"function","function":{"name":"get_weather"}});
-        assert!(validate_tool_choice(Some(&named), &tools).is_ok());
+        let e = validate_tool_choice(Some(&named), &tools).unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
         let other = serde_json::json!({"type":"function","function":{"name":"nope"}});
         assert!(validate_tool_choice(Some(&other), &tools).is_err());
         let bad: Vec<Tool> = serde_json::from_str(

@@ -50,12 +50,15 @@ fn app_on(engine: &(EngineHandle, Tokenizer), config: ServerConfig) -> Router {
         served_model_name: MODEL_NAME.into(),
         ..config
     });
-    state.set_model(Model::new(
-        handle.clone(),
-        tokenizer.clone(),
-        SamplingParams::default(),
-        &[],
-    ));
+    state.set_model(
+        Model::new(
+            handle.clone(),
+            tokenizer.clone(),
+            SamplingParams::default(),
+            &[],
+        )
+        .expect("model"),
+    );
     router(state)
 }
 
@@ -227,7 +230,7 @@ async fn body_limit_is_413() {
 #[tokio::test]
 async fn api_key_and_open_health() {
     let app = app_with(ServerConfig {
-        api_key: Some("sekret".into()),
+        api_keys: vec!["sekret".into()],
         ..ServerConfig::default()
     });
     let (status, body) = post_json(&app, "/v1/chat/completions", chat(json!({}))).await;

@@ -41,12 +41,15 @@ fn app() -> (axum::Router, FaultyBackend<CpuBackend>) {
         served_model_name: "tiny".into(),
         ..ServerConfig::default()
     });
-    state.set_model(Model::new(
-        engine,
-        Tokenizer::from_dir(dir).expect("tokenizer"),
-        SamplingParams::default(),
-        &[],
-    ));
+    state.set_model(
+        Model::new(
+            engine,
+            Tokenizer::from_dir(dir).expect("tokenizer"),
+            SamplingParams::default(),
+            &[],
+        )
+        .expect("model"),
+    );
     (router(state), control)
 }
 

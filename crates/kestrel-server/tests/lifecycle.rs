@@ -37,7 +37,7 @@ fn load_model() -> Model {
     )
     .expect("start engine");
     let tokenizer = Tokenizer::from_dir(dir).expect("tokenizer");
-    Model::new(engine, tokenizer, SamplingParams::default(), &[])
+    Model::new(engine, tokenizer, SamplingParams::default(), &[]).expect("model")
 }
 
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {

@@ -247,7 +247,7 @@ async fn no_webui_makes_the_page_a_404() {
 #[tokio::test]
 async fn the_page_needs_no_api_key_but_the_api_does() {
     let app = app(ServerConfig {
-        api_key: Some("sekret".into()),
+        api_keys: vec!["sekret".into()],
         ..ServerConfig::default()
     });
     for (path, _, _) in ASSETS {

@@ -3,7 +3,8 @@
 //!
 //! The parser works on token ids with their decoded text deltas; the caller detokenizes. Qwen3's
 //! `<think>`, `</think>` and `<tool_call>` are single added tokens, so the decisions are made on
-//! ids, as vLLM's `qwen3` reasoning parser does. Semantics follow vLLM (PEERS.md §3.1): no
+//! ids, as vLLM's `qwen3` reasoning parser does. Semantics follow vLLM's
+//! (`vllm/reasoning/qwen3_reasoning_parser.py` with the `reasoning` output field): no
 //! whitespace trimming, the tag tokens are never emitted in either stream, a `<tool_call>`
 //! token ends reasoning implicitly (its text goes to content, where the tool-call parser finds
 //! it), and a run cut before `</think>` is all reasoning.

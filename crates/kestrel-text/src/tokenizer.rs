@@ -356,6 +356,20 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// An upper bound on the bytes of (normalized) text one token stands for: the longest
+    /// vocabulary string in UTF-8. Byte-level and SentencePiece vocabularies spell a byte or a
+    /// space with a longer character (`Ġ`, `▁`, `<0x41>`), so this never falls short. A text of
+    /// `b` normalized bytes has at least `b / max_token_bytes()` tokens. Walks the vocabulary:
+    /// call it once.
+    pub fn max_token_bytes(&self) -> usize {
+        (0..self.vocab_size() as TokenId)
+            .filter_map(|id| self.inner.id_to_token(id))
+            .map(|t| t.len())
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Whether `id` is a special (control) token, i.e. one `skip_special_tokens` drops.
     pub fn is_special_id(&self, id: TokenId) -> bool {
         self.inner

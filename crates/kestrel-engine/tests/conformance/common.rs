@@ -93,6 +93,7 @@ pub fn request(
         max_tokens,
         min_tokens: 0,
         stop_token_ids: vec![],
+        cache_salt: None,
     }
 }
 

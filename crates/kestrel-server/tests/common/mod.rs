@@ -38,3 +38,5 @@ pub fn tiny_model_dir() -> &'static PathBuf {
         dir
     })
 }
+
+pub mod server;

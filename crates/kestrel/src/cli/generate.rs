@@ -259,6 +259,7 @@ fn generate<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
             max_tokens: args.max_tokens,
             min_tokens: 0,
             stop_token_ids: stop_ids,
+            cache_salt: None,
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out_ids = Vec::new();

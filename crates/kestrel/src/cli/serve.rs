@@ -36,9 +36,14 @@ pub struct ServeArgs {
     /// The name clients use in `model`; defaults to `--model`.
     #[arg(long)]
     pub served_model_name: Option<String>,
-    /// Require `Authorization: Bearer <key>` on the API routes (/health stays open).
+    /// Require `Authorization: Bearer <key>` on the API routes (/health stays open); repeat
+    /// for several keys.
+    #[arg(long = "api-key")]
+    pub api_keys: Vec<String>,
+    /// Fold the caller's API key into the prefix-cache salt, so callers with different keys
+    /// never share cached KV blocks (needs --api-key).
     #[arg(long)]
-    pub api_key: Option<String>,
+    pub prefix_cache_salt_by_api_key: bool,
     /// Prompt + output limit per request; defaults to the model's context, capped by the KV cache.
     #[arg(long)]
     pub max_model_len: Option<usize>,
@@ -125,6 +130,9 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
+    if args.prefix_cache_salt_by_api_key && args.api_keys.is_empty() {
+        bail!("--prefix-cache-salt-by-api-key needs at least one --api-key");
+    }
     crate::load::init_threads(args.threads)?;
     if !(args.shutdown_timeout.is_finite() && args.shutdown_timeout >= 0.0) {
         bail!(
@@ -138,7 +146,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .served_model_name
             .clone()
             .unwrap_or_else(|| args.model.clone()),
-        api_key: args.api_key.clone(),
+        api_keys: args.api_keys.clone(),
+        cache_salt_by_api_key: args.prefix_cache_salt_by_api_key,
         cors_allow_origins: args.cors_allow_origins.clone(),
         reasoning_field: args.reasoning_field,
         max_body_bytes: args.max_body_bytes,
@@ -263,12 +272,13 @@ fn load_model<B: Backend>(args: &ServeArgs, backend: B) -> Result<Model> {
     };
     let engine =
         start_engine(loaded.backend, loaded.model, engine_config).context("starting the engine")?;
-    Ok(Model::new(
+    Model::new(
         engine,
         tokenizer,
         defaults.sampling_params(),
         &defaults.eos_token_ids,
-    ))
+    )
+    .with_context(|| format!("the chat template of {}", args.model))
 }
 
 #[cfg(test)]
