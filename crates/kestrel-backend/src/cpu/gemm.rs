@@ -183,14 +183,20 @@ mod avx2 {
         let xp = x.as_ptr();
         let row_bytes = k * L::BYTES;
         if n == 1 {
+            // Six rows at a time: six independent FMA chains hide the FMA latency of the one
+            // accumulator per row.
             let mut j = 0;
-            while j + 3 <= rows {
-                matvec::<L, 3>(wp.add(j * row_bytes), row_bytes, xp, k, dst.add(j));
-                j += 3;
+            while j + 6 <= rows {
+                matvec::<L, 6>(wp.add(j * row_bytes), row_bytes, xp, k, dst.add(j));
+                j += 6;
             }
+            let (w0, d0) = (wp.add(j * row_bytes), dst.add(j));
             match rows - j {
-                2 => matvec::<L, 2>(wp.add(j * row_bytes), row_bytes, xp, k, dst.add(j)),
-                1 => matvec::<L, 1>(wp.add(j * row_bytes), row_bytes, xp, k, dst.add(j)),
+                5 => matvec::<L, 5>(w0, row_bytes, xp, k, d0),
+                4 => matvec::<L, 4>(w0, row_bytes, xp, k, d0),
+                3 => matvec::<L, 3>(w0, row_bytes, xp, k, d0),
+                2 => matvec::<L, 2>(w0, row_bytes, xp, k, d0),
+                1 => matvec::<L, 1>(w0, row_bytes, xp, k, d0),
                 _ => {}
             }
             return;
