@@ -1,17 +1,21 @@
 //! Which instruction set the CPU kernels use, decided once per process.
 //!
-//! The fastest set this CPU supports is picked at first use; `KESTREL_CPU_ISA=scalar` forces
-//! the portable kernels (tests use it to run the model parity checks on every path) and
-//! `KESTREL_CPU_ISA=avx2` requires AVX2 (falling back to scalar, with a warning, when absent).
+//! The fastest set this CPU supports is picked at first use. `KESTREL_CPU_ISA` narrows it:
+//! `scalar` forces the portable kernels, `avx2` the AVX2 ones on an AVX-512 machine (tests and
+//! benchmarks run every path this way), `avx512` asks for AVX-512 (falling back, with a
+//! warning, where the CPU lacks it). Each level includes the ones below it: an AVX-512 machine
+//! runs the AVX2 kernels of every op that has no AVX-512 version.
 
 use std::sync::OnceLock;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Portable Rust; the reference every SIMD kernel is tested against.
     Scalar,
     /// AVX2 with FMA and F16C.
     Avx2,
+    /// AVX2's set plus AVX-512 F, BW, VL and VNNI (the interleaved quantized kernels).
+    Avx512,
 }
 
 impl Isa {
@@ -19,6 +23,7 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2+fma+f16c",
+            Isa::Avx512 => "avx512f+bw+vl+vnni",
         }
     }
 }
@@ -29,6 +34,13 @@ fn detect() -> Isa {
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
     {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+        {
+            return Isa::Avx512;
+        }
         return Isa::Avx2;
     }
     Isa::Scalar
@@ -42,10 +54,11 @@ pub fn isa() -> Isa {
         match std::env::var("KESTREL_CPU_ISA").ok().as_deref() {
             None | Some("") | Some("auto") => best,
             Some("scalar") => Isa::Scalar,
-            Some("avx2") if best == Isa::Avx2 => Isa::Avx2,
+            Some("avx2") if best >= Isa::Avx2 => Isa::Avx2,
+            Some("avx512") if best >= Isa::Avx512 => Isa::Avx512,
             Some(other) => {
                 eprintln!(
-                    "warning: KESTREL_CPU_ISA={other} is not available here (auto|avx2|scalar); using {}",
+                    "warning: KESTREL_CPU_ISA={other} is not available here (auto|avx512|avx2|scalar); using {}",
                     best.name()
                 );
                 best
@@ -57,7 +70,13 @@ pub fn isa() -> Isa {
 /// Whether the AVX2 kernels run (the CPU has them and they are not switched off).
 #[inline]
 pub fn avx2() -> bool {
-    isa() == Isa::Avx2
+    isa() >= Isa::Avx2
+}
+
+/// Whether the AVX-512 kernels run.
+#[inline]
+pub fn avx512() -> bool {
+    isa() >= Isa::Avx512
 }
 
 /// How far ahead of the read front the matrix-vector (decode) kernels prefetch their weight

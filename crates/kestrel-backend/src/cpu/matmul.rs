@@ -95,6 +95,17 @@ pub fn matmul(
     if n == 0 || m == 0 {
         return Ok(());
     }
+    if let Some(p) = &w.interleaved {
+        // Batch-invariant by construction: one kernel for every row count.
+        super::quant::vnni::matmul(
+            x.as_slice(),
+            n,
+            p,
+            out.as_mut_slice(),
+            &mut scratch.interleaved,
+        );
+        return Ok(());
+    }
     #[cfg(target_arch = "x86_64")]
     if takes_packed(n, w, invariant) {
         packed(x, &[w], &mut [out], scratch);
@@ -215,7 +226,7 @@ const PACKED_ROWS_QUANTIZED: usize = 64;
 /// batch-invariant steps).
 #[cfg(target_arch = "x86_64")]
 fn takes_packed(n: usize, w: &CpuWeight, invariant: bool) -> bool {
-    !invariant && packed_rows(w.format) <= n && super::isa::avx2()
+    !invariant && w.interleaved.is_none() && packed_rows(w.format) <= n && super::isa::avx2()
 }
 
 /// `x · wᵢᵀ → outᵢ` through [`gemm_packed`]: activations packed once, tasks own column runs of

@@ -24,6 +24,8 @@ pub(super) struct StepScratch {
     pub tiles: Vec<(usize, Range<usize>)>,
     /// Tokens whose attention takes the per-token pass.
     pub row_tokens: Vec<usize>,
+    /// Activations of the interleaved (AVX-512 VNNI) quantized kernels.
+    pub interleaved: super::quant::vnni::Buffers,
 }
 
 /// Buffers of one parallel task, one set per thread.

@@ -137,6 +137,8 @@ pub struct CpuWeight {
     pub f32_data: Option<Vec<f32>>,
     /// `[cols]` f32 values of a one-row weight (norms, biases), converted once at load.
     vector: Option<Vec<f32>>,
+    /// The matrix in the interleaved layout of the AVX-512 VNNI kernels, where they run.
+    pub interleaved: Option<super::quant::vnni::Interleaved>,
 }
 
 impl CpuWeight {
@@ -157,9 +159,17 @@ impl CpuWeight {
             bytes: w.bytes,
             f32_data,
             vector: None,
+            interleaved: None,
         };
         if weight.rows == 1 {
             weight.vector = Some(weight.to_f32_vec());
+        } else if super::quant::vnni::available_for(weight.format) {
+            weight.interleaved = Some(super::quant::vnni::repack::pack(
+                weight.format,
+                weight.bytes.as_slice(),
+                weight.rows,
+                weight.cols,
+            ));
         }
         Ok(weight)
     }

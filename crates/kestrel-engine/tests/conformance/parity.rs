@@ -113,6 +113,12 @@ fn qwen3_bf16_weights_match_transformers_on_the_same_rounded_weights<B: Backend 
 /// continuations are the ones of that split; the batch-invariant kernels follow llama.cpp's
 /// per-row arithmetic for every row, which can turn a near-tie the other way after a long
 /// prefill (docs/architecture.md).
+///
+/// Where the quantized kernels are ggml's own x86 or generic arithmetic (AVX2, scalar), the
+/// continuations must be equal. Where the AVX-512 interleaved kernels run (their f32 rounding is
+/// their own), a continuation may leave llama.cpp's only at a near-tie: at the first different
+/// token, llama.cpp's choice must be among the engine's top candidates within 0.1 nats of the
+/// engine's own choice.
 fn greedy_continuations_equal_llama_cpp<B: Backend + Clone>(b: B) {
     let golden_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/llamacpp/qwen2.5-coder-0.5b-instruct.json");
@@ -120,6 +126,8 @@ fn greedy_continuations_equal_llama_cpp<B: Backend + Clone>(b: B) {
         serde_json::from_str(&std::fs::read_to_string(golden_path).unwrap()).unwrap();
     let cases = golden["cases"].as_array().unwrap();
     assert!(cases.len() >= 3);
+    let exact =
+        !kestrel_backend::cpu::quant::vnni::available_for(kestrel_backend::WeightFormat::Q4_K);
     let id_list = |case: &Value, k: &str| -> Vec<u32> {
         case[k]
             .as_array()
@@ -128,6 +136,7 @@ fn greedy_continuations_equal_llama_cpp<B: Backend + Clone>(b: B) {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect()
     };
+    let mut equal = 0;
     for case in cases {
         let want = id_list(case, "output_ids");
         let handle = engine(b.clone(), &real_gguf(), |c| {
@@ -136,17 +145,51 @@ fn greedy_continuations_equal_llama_cpp<B: Backend + Clone>(b: B) {
             c.enable_prefix_caching = false;
             c.batch_invariance = kestrel_engine::BatchInvariance::Off;
         });
-        let got = run_all(
-            &handle,
-            vec![greedy("c", id_list(case, "prompt_ids"), want.len())],
+        let sampling = kestrel_engine::SamplingParams {
+            logprobs: Some(5),
+            ..kestrel_engine::SamplingParams::greedy()
+        };
+        let req = request("c", id_list(case, "prompt_ids"), want.len(), sampling);
+        let got = run_all(&handle, vec![req]).remove(0);
+        let what = case.get("user").or(case.get("prompt_text"));
+        if got.tokens == want {
+            equal += 1;
+            continue;
+        }
+        assert!(
+            !exact,
+            "case {what:?}: {:?} vs llama.cpp {want:?}",
+            got.tokens
         );
-        assert_eq!(
-            got[0].tokens,
-            want,
-            "case {:?}",
-            case.get("user").or(case.get("prompt_text"))
+        let d = got
+            .tokens
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a != b)
+            .expect("same length, different tokens");
+        let lp = got.logprobs[d].as_ref().expect("asked for logprobs");
+        let theirs = lp.top.iter().find(|(t, _)| *t == want[d]);
+        match theirs {
+            Some(&(_, v)) => assert!(
+                lp.logprob - v < 0.1,
+                "case {what:?}: token {d} leaves llama.cpp's by {} nats",
+                lp.logprob - v
+            ),
+            None => panic!(
+                "case {what:?}: llama.cpp's token {} at {d} is not in our top 5",
+                want[d]
+            ),
+        }
+        eprintln!(
+            "case {what:?}: equal to llama.cpp for {d} tokens, then a near-tie ({} nats)",
+            lp.logprob - theirs.map_or(0.0, |t| t.1)
         );
     }
+    assert!(
+        equal * 2 >= cases.len(),
+        "only {equal} of {} continuations equal",
+        cases.len()
+    );
 }
 
 /// Chunked prefill gives the logits of a whole prefill, at the model level.

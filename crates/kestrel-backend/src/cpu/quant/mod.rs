@@ -41,6 +41,7 @@ mod q5_1;
 mod q5_k;
 mod q6_k;
 mod q8_0;
+pub mod vnni;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
