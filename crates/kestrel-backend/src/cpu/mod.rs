@@ -3,7 +3,9 @@
 //!
 //! Quantized weights are multiplied the way ggml's CPU backend does it: each activation row is
 //! converted once to the weight's dot-product format (q8_0, q8_1, q8_K) and integer block dot
-//! products are scaled in f32, so greedy decoding follows llama.cpp on the same GGUF file.
+//! products are scaled in f32, so greedy decoding follows llama.cpp on the same GGUF file. On
+//! AVX-512 VNNI, Q8_0 / Q4_K / Q6_K matrices are interleaved at load for `vpdpbusd` tiles
+//! (`quant/vnni`), whose f32 rounding is their own.
 //! F32/F16/BF16 weights go through a register-blocked f32 GEMM (16-bit weights widened in
 //! registers) with f32 activations, which keeps parity with `transformers` running in f32.
 //!
@@ -102,8 +104,13 @@ impl Backend for CpuBackend {
     type Sampling = CpuSampling;
 
     fn describe(&self) -> String {
+        let interleaved = if quant::vnni::available_for(quant::WeightFormat::Q4_K) {
+            "; Q8_0/Q4_K/Q6_K interleaved for VNNI"
+        } else {
+            ""
+        };
         format!(
-            "cpu ({} threads, {} kernels)",
+            "cpu ({} threads, {} kernels{interleaved})",
             rayon::current_num_threads(),
             isa::isa().name()
         )

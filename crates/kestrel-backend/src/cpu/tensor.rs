@@ -298,10 +298,19 @@ pub enum KvStore {
 }
 
 impl KvStore {
+    /// Zeroed storage from the allocator's zeroed pages (`calloc`): a large cache costs memory
+    /// only as its blocks are first written, not the whole `--kv-cache-memory` at start-up.
     fn zeros(dtype: KvDtype, n: usize) -> Self {
         match dtype {
+            // `vec![0.0; n]` allocates zeroed memory for primitive zeros.
             KvDtype::F32 => KvStore::F32(vec![0.0; n]),
-            KvDtype::F16 => KvStore::F16(vec![half::f16::ZERO; n]),
+            KvDtype::F16 => {
+                let mut bits = std::mem::ManuallyDrop::new(vec![0u16; n]);
+                let (ptr, len, cap) = (bits.as_mut_ptr(), bits.len(), bits.capacity());
+                // SAFETY: `f16` is a `repr(transparent)` `u16`, so the allocation's layout and
+                // every bit pattern (zero here) are valid for it; ownership moves to the new Vec.
+                KvStore::F16(unsafe { Vec::from_raw_parts(ptr as *mut half::f16, len, cap) })
+            }
         }
     }
 
