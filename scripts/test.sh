@@ -6,10 +6,14 @@
 # (`playwright-core` from npm; Chromium from apt-get if missing), then the scale-out tests (two
 # replicas behind HAProxy from apt-get, /metrics parsed by the Prometheus Python client) and the
 # Helm chart (rendered with Helm's Go SDK from PyPI, validated against the Kubernetes schemas).
-# Extra arguments go to `cargo test`.
+# The response cache's tests start Debian's redis-server (apt-get if missing) on loopback ports
+# of their own. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-fixtures.sh >/dev/null
+./scripts/ensure-redis.sh
+# Without it the Redis cases would pass by skipping; here its absence is a failure.
+export KESTREL_REQUIRE_REDIS=1
 cargo test --workspace --locked "$@"
 # The conformance suite again on the portable kernels (the run above used this CPU's SIMD ones):
 # ops and sampler, then model parity and invariance.

@@ -36,6 +36,8 @@ pub struct SamplingOptions {
     pub skip_special_tokens: Option<bool>,
     /// vLLM's `cache_salt`: requests share prefix-cache blocks only with requests of the same salt.
     pub cache_salt: Option<String>,
+    /// Kestrel's response cache: `false` keeps this request out of it (not looked up, not stored).
+    pub cache: Option<bool>,
 }
 
 /// `stop`: one string or a list of strings.

@@ -25,8 +25,23 @@ pub struct Tenant(String);
 
 impl Tenant {
     fn of(key_digest: &[u8; 32]) -> Self {
-        Tenant(key_digest.iter().map(|b| format!("{b:02x}")).collect())
+        Tenant(hex(key_digest))
     }
+}
+
+/// Which configured key the caller used (its SHA-256, in hex), on every authenticated request:
+/// the response cache keeps each key's answers apart whatever the prefix-cache setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyIdentity(String);
+
+impl ApiKeyIdentity {
+    pub fn hex(&self) -> &str {
+        &self.0
+    }
+}
+
+fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The cache salt the engine gets: the request's `cache_salt`, with the tenant folded in when
@@ -62,8 +77,9 @@ fn matching_key(keys: &[String], given: &str) -> Option<[u8; 32]> {
     found
 }
 
-/// Middleware of the protected routes: 401 without a valid key; with
-/// `cache_salt_by_api_key`, the caller's [`Tenant`] goes into the request's extensions.
+/// Middleware of the protected routes: 401 without a valid key; the caller's
+/// [`ApiKeyIdentity`] and, with `cache_salt_by_api_key`, its [`Tenant`] go into the request's
+/// extensions.
 pub async fn require_api_key(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -80,6 +96,7 @@ pub async fn require_api_key(
         let Some(key) = given.and_then(|g| matching_key(&config.api_keys, g)) else {
             return ApiError::Unauthorized.into_response();
         };
+        request.extensions_mut().insert(ApiKeyIdentity(hex(&key)));
         if config.cache_salt_by_api_key {
             request.extensions_mut().insert(Tenant::of(&key));
         }

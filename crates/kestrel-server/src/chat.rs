@@ -22,6 +22,8 @@ use crate::auth::{effective_salt, Tenant};
 use crate::error::ApiError;
 use crate::generation::Finish;
 use crate::output::{OutputProcessor, Piece};
+use crate::response_cache::key::{ChatFields, Endpoint};
+use crate::response_cache::{look_up, replay, CacheDirectives, LookupRequest};
 use crate::state::{unix_now, AppState, Model, ReasoningField};
 use crate::stream::{collect, sse_response, Framing};
 use crate::submit::submit;
@@ -31,9 +33,10 @@ use crate::{body_bytes, random_id, random_u64};
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     tenant: Option<Extension<Tenant>>,
+    directives: CacheDirectives,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match chat(state, tenant.map(|t| t.0), body).await {
+    match chat(state, tenant.map(|t| t.0), directives, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -67,6 +70,7 @@ pub fn render_prompt(
 async fn chat(
     state: Arc<AppState>,
     tenant: Option<Tenant>,
+    directives: CacheDirectives,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
@@ -93,7 +97,15 @@ async fn chat(
     let gen = &plan.generation;
     let id = format!("chatcmpl-{}", random_id());
     let salt = effective_salt(tenant.as_ref(), gen.cache_salt.as_deref());
-    let (rx, mut tally) = submit(&model, &id, &[prompt_ids], gen, salt, |prompt| {
+    let prompts = [prompt_ids];
+    let lookup = LookupRequest {
+        endpoint: Endpoint::Chat,
+        prompts: &prompts,
+        generation: gen,
+        chat: Some(ChatFields::of(&plan)),
+    };
+    let mut cache = look_up(&state, &model, &directives, lookup).await;
+    let processor = |prompt: &[u32]| {
         OutputProcessor::new(
             model.tokenizer.clone(),
             // `<tool_call>` is a special token in some vocabularies (Qwen2.5 GGUF): keep special
@@ -105,7 +117,19 @@ async fn chat(
             // Streaming parses tool calls as they come; non-streaming parses the whole content.
             (plan.tool_parsing && gen.stream).then(|| ToolCallIdGenerator::new(random_u64())),
         )
-    })?;
+    };
+    let (rx, mut tally) = match cache.take_hit() {
+        Some(hit) => replay(&id, &prompts, gen.n, hit, processor),
+        None => submit(
+            &model,
+            &id,
+            &prompts,
+            gen,
+            salt,
+            cache.take_recorder(),
+            processor,
+        )?,
+    };
 
     let framing = ChatFraming {
         id,
@@ -119,13 +143,10 @@ async fn chat(
         had_tool_calls: vec![false; tally.num_choices()],
     };
     if gen.stream {
-        return Ok(sse_response(
-            framing,
-            rx,
-            tally,
-            gen.include_usage,
-            gen.continuous_usage,
-        ));
+        let mut response =
+            sse_response(framing, rx, tally, gen.include_usage, gen.continuous_usage);
+        cache.mark(&mut response);
+        return Ok(response);
     }
     let collected = collect(rx, &mut tally).await?;
     let mut ids = ToolCallIdGenerator::new(random_u64());
@@ -134,7 +155,7 @@ async fn chat(
         .enumerate()
         .map(|(index, c)| framing.message(index, c.piece, &c.finish, plan.tool_parsing, &mut ids))
         .collect();
-    Ok(axum::Json(ChatCompletionResponse {
+    let mut response = axum::Json(ChatCompletionResponse {
         id: framing.id,
         object: "chat.completion".into(),
         created: framing.created,
@@ -142,7 +163,9 @@ async fn chat(
         choices,
         usage: tally.total(),
     })
-    .into_response())
+    .into_response();
+    cache.mark(&mut response);
+    Ok(response)
 }
 
 struct ChatFraming {

@@ -20,6 +20,8 @@ use crate::chat::token_text;
 use crate::error::ApiError;
 use crate::generation::Finish;
 use crate::output::{OutputProcessor, Piece};
+use crate::response_cache::key::Endpoint;
+use crate::response_cache::{look_up, replay, CacheDirectives, LookupRequest};
 use crate::state::{unix_now, AppState};
 use crate::stream::{collect, sse_response, Framing};
 use crate::submit::submit;
@@ -29,9 +31,10 @@ use crate::{body_bytes, random_id};
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     tenant: Option<Extension<Tenant>>,
+    directives: CacheDirectives,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match complete(state, tenant.map(|t| t.0), body).await {
+    match complete(state, tenant.map(|t| t.0), directives, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -40,6 +43,7 @@ pub async fn completions(
 async fn complete(
     state: Arc<AppState>,
     tenant: Option<Tenant>,
+    directives: CacheDirectives,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
@@ -89,7 +93,14 @@ async fn complete(
     let gen = &plan.generation;
     let id = format!("cmpl-{}", random_id());
     let salt = effective_salt(tenant.as_ref(), gen.cache_salt.as_deref());
-    let (rx, mut tally) = submit(&model, &id, &prompts, gen, salt, |_| {
+    let lookup = LookupRequest {
+        endpoint: Endpoint::Completions,
+        prompts: &prompts,
+        generation: gen,
+        chat: None,
+    };
+    let mut cache = look_up(&state, &model, &directives, lookup).await;
+    let processor = |_: &[u32]| {
         OutputProcessor::new(
             model.tokenizer.clone(),
             gen.skip_special_tokens,
@@ -98,7 +109,19 @@ async fn complete(
             None,
             None,
         )
-    })?;
+    };
+    let (rx, mut tally) = match cache.take_hit() {
+        Some(hit) => replay(&id, &prompts, gen.n, hit, processor),
+        None => submit(
+            &model,
+            &id,
+            &prompts,
+            gen,
+            salt,
+            cache.take_recorder(),
+            processor,
+        )?,
+    };
     let mut framing = CompletionFraming {
         id,
         created: unix_now(),
@@ -108,13 +131,10 @@ async fn complete(
         offsets: vec![0; tally.num_choices()],
     };
     if gen.stream {
-        return Ok(sse_response(
-            framing,
-            rx,
-            tally,
-            gen.include_usage,
-            gen.continuous_usage,
-        ));
+        let mut response =
+            sse_response(framing, rx, tally, gen.include_usage, gen.continuous_usage);
+        cache.mark(&mut response);
+        return Ok(response);
     }
     let collected = collect(rx, &mut tally).await?;
     let choices = collected
@@ -128,7 +148,9 @@ async fn complete(
             stop_reason: c.finish.stop_reason,
         })
         .collect();
-    Ok(axum::Json(framing.response(choices, Some(tally.total()))).into_response())
+    let mut response = axum::Json(framing.response(choices, Some(tally.total()))).into_response();
+    cache.mark(&mut response);
+    Ok(response)
 }
 
 struct CompletionFraming {

@@ -7,23 +7,47 @@
 //! [`drive`] is called in the handler and spawned: it takes the request's access-log record
 //! and span when called, so its tokens reach the access line and its log lines carry the
 //! request id.
+//!
+//! A choice's events come from the engine ([`Choice::live`]) or from a response-cache entry
+//! (`response_cache::replay`): both go through this same driver, so a cached answer is framed
+//! exactly like a live one. With a [`Recorder`], the engine's events are recorded and stored in
+//! the response cache once every choice finished normally and the client is still there; the
+//! store completes before the response ends, so a client that sees the end of an answer finds
+//! it in the cache.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt};
 use kestrel_engine::{EngineEvent, EngineHandle, FinishReason, RequestStream};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::access_log::{self, RequestRecord};
 use crate::output::{OutputProcessor, Piece};
+use crate::response_cache::Recorder;
 
 /// One choice being generated.
 pub struct Choice {
     pub request_id: String,
-    pub stream: RequestStream,
+    /// The engine's events for this choice; dropping them (a live stream) aborts the sequence.
+    pub events: BoxStream<'static, EngineEvent>,
     pub processor: OutputProcessor,
+}
+
+impl Choice {
+    /// A choice the engine generates.
+    pub fn live(request_id: String, stream: RequestStream, processor: OutputProcessor) -> Self {
+        let events = stream::unfold(
+            stream,
+            |mut s| async move { s.recv().await.map(|e| (e, s)) },
+        );
+        Self {
+            request_id,
+            events: events.boxed(),
+            processor,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -60,20 +84,24 @@ struct ChoiceState {
     stopped: Option<(String, usize)>,
 }
 
+/// `engine`: where a stop string's abort goes (`None` for a replayed answer, which has no
+/// sequence); `recorder`: stores the answer in the response cache when it ends normally.
 pub fn drive(
     choices: Vec<Choice>,
-    engine: EngineHandle,
+    engine: Option<EngineHandle>,
     tx: mpsc::Sender<ChoiceEvent>,
+    recorder: Option<Recorder>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let (record, span) = access_log::current();
-    drive_streams(choices, engine, tx, record).instrument(span)
+    drive_streams(choices, engine, tx, record, recorder).instrument(span)
 }
 
 async fn drive_streams(
     choices: Vec<Choice>,
-    engine: EngineHandle,
+    engine: Option<EngineHandle>,
     tx: mpsc::Sender<ChoiceEvent>,
     record: Option<Arc<RequestRecord>>,
+    mut recorder: Option<Recorder>,
 ) {
     let mut states = Vec::with_capacity(choices.len());
     let mut streams = Vec::with_capacity(choices.len());
@@ -85,11 +113,7 @@ async fn drive_streams(
             finished: false,
             stopped: None,
         });
-        let events = stream::unfold(
-            c.stream,
-            |mut s| async move { s.recv().await.map(|e| (e, s)) },
-        );
-        streams.push(events.map(move |e| (index, e)).boxed());
+        streams.push(c.events.map(move |e| (index, e)).boxed());
     }
     let mut merged = stream::select_all(streams);
     loop {
@@ -103,6 +127,9 @@ async fn drive_streams(
         let state = &mut states[index];
         if state.finished {
             continue;
+        }
+        if let Some(r) = &mut recorder {
+            r.observe(index, &event);
         }
         let mut out = Vec::new();
         match event {
@@ -123,7 +150,9 @@ async fn drive_streams(
                         if let Some(stop) = stop {
                             // A stop string is the server's decision: end the sequence now.
                             state.stopped = Some((stop, state.num_tokens));
-                            engine.abort(&state.request_id);
+                            if let Some(engine) = &engine {
+                                engine.abort(&state.request_id);
+                            }
                         }
                     }
                     Err(e) => out.push(ChoiceEvent::Error(e.to_string())),
@@ -178,8 +207,14 @@ async fn drive_streams(
         }
         for event in out {
             match (&event, &record) {
-                (ChoiceEvent::Done(_, f), Some(r)) => {
-                    r.finished(f.prompt_tokens, f.completion_tokens)
+                (ChoiceEvent::Done(_, f), record) => {
+                    if let Some(r) = record {
+                        r.finished(f.prompt_tokens, f.completion_tokens);
+                    }
+                    // An abort is not the answer: never cached.
+                    if let (Some(rec), "abort") = (&mut recorder, f.finish_reason) {
+                        rec.discard();
+                    }
                 }
                 (ChoiceEvent::Error(message), _) => {
                     tracing::warn!(error = %message, "generation failed")
@@ -198,5 +233,12 @@ async fn drive_streams(
                 "the engine stopped before the generation finished".into(),
             ))
             .await;
+        return;
+    }
+    // Every choice finished; a client that went away meanwhile does not get its answer stored.
+    if let Some(r) = recorder {
+        if !tx.is_closed() {
+            r.complete().await;
+        }
     }
 }

@@ -17,6 +17,7 @@ mod guarded_body;
 pub mod lifecycle;
 pub mod metrics;
 pub mod output;
+pub mod response_cache;
 pub mod routes;
 pub mod state;
 pub mod stream;

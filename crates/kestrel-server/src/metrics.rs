@@ -84,6 +84,9 @@ pub fn families(state: &AppState) -> Vec<MetricFamily> {
         "Generation requests admitted whose responses have not ended.",
         lifecycle.in_flight() as f64,
     ));
+    if let Some(cache) = &state.response_cache {
+        out.extend(cache.families());
+    }
     out.extend(
         state
             .http_metrics

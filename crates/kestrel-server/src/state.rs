@@ -14,6 +14,7 @@ use kestrel_text::{ChatTemplate, Tokenizer};
 use crate::error::ApiError;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::HttpMetrics;
+use crate::response_cache::ResponseCache;
 
 /// Which field carries reasoning in responses (`--reasoning-field`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,6 +102,9 @@ pub struct Model {
     /// it is refused before the (costly) tokenization. See [`Model::prompt_bytes_bound`].
     pub max_prompt_bytes: usize,
     pub created: u64,
+    /// What the response cache's key calls this model: a digest of its weights and of the
+    /// settings that change its arithmetic. `None`: the response cache is not used.
+    pub identity: Option<String>,
 }
 
 impl Model {
@@ -146,7 +150,14 @@ impl Model {
             max_model_len,
             max_prompt_bytes,
             created: unix_now(),
+            identity: None,
         })
+    }
+
+    /// Names the model for the response cache (see [`Model::identity`]).
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = Some(identity.into());
+        self
     }
 
     /// Most bytes of text that `max_model_len` tokens can stand for. Each token covers at most
@@ -182,16 +193,26 @@ pub struct AppState {
     pub config: ServerConfig,
     pub lifecycle: Arc<Lifecycle>,
     pub http_metrics: HttpMetrics,
+    /// `--response-cache`; `None`: off.
+    pub response_cache: Option<Arc<ResponseCache>>,
     model: OnceLock<Arc<Model>>,
     load_error: OnceLock<String>,
 }
 
 impl AppState {
     pub fn new(config: ServerConfig) -> Arc<Self> {
+        Self::with_response_cache(config, None)
+    }
+
+    pub fn with_response_cache(
+        config: ServerConfig,
+        response_cache: Option<ResponseCache>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             lifecycle: Arc::default(),
             http_metrics: HttpMetrics::default(),
+            response_cache: response_cache.map(Arc::new),
             model: OnceLock::new(),
             load_error: OnceLock::new(),
         })
@@ -199,6 +220,9 @@ impl AppState {
 
     /// Fills the model slot once loading is done; later calls are ignored.
     pub fn set_model(&self, model: Model) {
+        if self.response_cache.is_some() && model.identity.is_none() {
+            tracing::warn!("the model has no identity: the response cache is not used");
+        }
         let _ = self.model.set(Arc::new(model));
     }
 

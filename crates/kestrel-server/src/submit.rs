@@ -11,20 +11,22 @@ use tokio::sync::mpsc;
 use crate::error::ApiError;
 use crate::generation::{drive, Choice, ChoiceEvent};
 use crate::output::OutputProcessor;
+use crate::response_cache::Recorder;
 use crate::state::Model;
 use crate::stream::UsageTally;
 use crate::validate::GenerationPlan;
 
 /// Submits `gen.n` choices of each prompt; `processor(prompt)` builds each choice's output
 /// processor. `cache_salt` is the salt the engine keys the prefix cache with (the request's, with
-/// the API key folded in when the server salts by key). Returns the driver's event channel and
-/// the usage tally of the response.
+/// the API key folded in when the server salts by key); `recorder` stores the answer in the
+/// response cache. Returns the driver's event channel and the usage tally of the response.
 pub fn submit(
     model: &Model,
     response_id: &str,
     prompts: &[Vec<u32>],
     gen: &GenerationPlan,
     cache_salt: Option<String>,
+    recorder: Option<Recorder>,
     mut processor: impl FnMut(&[u32]) -> OutputProcessor,
 ) -> Result<(mpsc::Receiver<ChoiceEvent>, UsageTally), ApiError> {
     let max_tokens = prompts
@@ -48,16 +50,12 @@ pub fn submit(
                     cache_salt: cache_salt.clone(),
                 })
                 .map_err(|e| submit_error(e, gen, prompt_ids.len(), model.max_model_len))?;
-            choices.push(Choice {
-                request_id,
-                stream,
-                processor: processor(prompt_ids),
-            });
+            choices.push(Choice::live(request_id, stream, processor(prompt_ids)));
         }
     }
     let tally = UsageTally::new(prompts.iter().map(Vec::len).collect(), gen.n);
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(drive(choices, model.engine.clone(), tx));
+    tokio::spawn(drive(choices, Some(model.engine.clone()), tx, recorder));
     Ok((rx, tally))
 }
 

@@ -65,12 +65,17 @@ pub struct GenerationPlan {
     pub ignore_eos: bool,
     pub include_stop_str_in_output: bool,
     pub skip_special_tokens: bool,
+    /// As the request sent it (only `{"type": "text"}` passes today); part of the response
+    /// cache's key.
+    pub response_format: Option<Value>,
     pub stream: bool,
     pub include_usage: bool,
     /// vLLM's `stream_options.continuous_usage_stats`: usage on every chunk.
     pub continuous_usage: bool,
     /// The request's `cache_salt` (the server may fold the API key in before submitting).
     pub cache_salt: Option<String>,
+    /// `"cache": false` opts out of the response cache (neither read nor written).
+    pub cache: bool,
 }
 
 impl GenerationPlan {
@@ -318,10 +323,12 @@ fn plan(
         ignore_eos: o.ignore_eos.unwrap_or(false),
         include_stop_str_in_output: o.include_stop_str_in_output.unwrap_or(false),
         skip_special_tokens: o.skip_special_tokens.unwrap_or(true),
+        response_format: o.response_format.clone(),
         stream,
         include_usage: stream && options.is_some_and(|o| o.include_usage),
         continuous_usage: stream && options.is_some_and(|o| o.continuous_usage_stats),
         cache_salt: o.cache_salt.clone(),
+        cache: o.cache.unwrap_or(true),
     })
 }
 
@@ -332,6 +339,8 @@ pub struct ChatPlan {
     /// Messages normalised for the template (null content → "", text parts joined).
     pub messages: Vec<Value>,
     pub tools: Option<Vec<Value>>,
+    /// As the request sent it, for the response cache's key.
+    pub tool_choice: Option<Value>,
     pub tool_parsing: bool,
     /// `parallel_tool_calls: false`: at most one tool call per choice.
     pub parallel_tool_calls: bool,
@@ -393,6 +402,7 @@ pub fn validate_chat(req: &ChatCompletionRequest, limits: &Limits) -> Result<Cha
         generation,
         messages,
         tools,
+        tool_choice: req.tool_choice.clone(),
         tool_parsing: kestrel_text::tool_calls::tool_parsing_enabled(
             num_tools,
             req.tool_choice.as_ref(),

@@ -25,6 +25,8 @@ pub struct LoadedModel<B: Backend> {
     pub load_time: Duration,
     /// Bytes of the weight files.
     pub weights_bytes: usize,
+    /// The `.gguf` file or the model directory the spec resolved to.
+    pub path: PathBuf,
 }
 
 /// Sizes the compute thread pool once per process: `--threads`, else one thread per core the
@@ -99,6 +101,7 @@ pub fn load<B: Backend>(
         kv_dtype,
         load_time: start.elapsed(),
         weights_bytes: weight_file_bytes(&path),
+        path,
     })
 }
 

@@ -4,6 +4,7 @@
 mod cli;
 mod load;
 mod logging;
+mod model_identity;
 
 use clap::{Parser, Subcommand};
 

@@ -39,4 +39,5 @@ pub fn tiny_model_dir() -> &'static PathBuf {
     })
 }
 
+pub mod redis;
 pub mod server;

@@ -13,9 +13,13 @@ use kestrel_backend::{with_backend, Backend, BackendVisitor, DeviceChoice};
 use kestrel_engine::generation_config::GenerationDefaults;
 use kestrel_engine::{start_engine, BatchInvariance, EngineConfig};
 use kestrel_model::{KvCache, Workspace};
+use kestrel_server::response_cache::{
+    parse_duration, CacheBackend, ResponseCache, ResponseCacheConfig,
+};
 use kestrel_server::{AppState, Model, ReasoningField, ServerConfig};
 
 use crate::load::{generation_config_path, kv_cache_bytes, load, KvBudget};
+use crate::model_identity::{model_identity, Numerics};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -104,6 +108,40 @@ pub struct ServeArgs {
     /// keep it below the orchestrator's grace period (Kubernetes: terminationGracePeriodSeconds).
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_timeout: f64,
+    /// Answer repeated deterministic requests (greedy or seeded, one choice) from a cache:
+    /// `memory` (in this process) or a Redis URL, redis://host:port/db (shared by replicas).
+    #[arg(long)]
+    pub response_cache: Option<CacheBackend>,
+    /// The in-memory response cache's bound (e.g. 256MiB, the default, or 2GiB).
+    #[arg(long, value_parser = parse_bytes)]
+    pub response_cache_size: Option<usize>,
+    /// How long a cached answer is served (e.g. 90s, 10m, 1h; default 1h).
+    #[arg(long, value_parser = parse_duration)]
+    pub response_cache_ttl: Option<Duration>,
+    /// How long a request waits for the cache's store before it runs on the model anyway
+    /// (default 100ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub response_cache_timeout: Option<Duration>,
+}
+
+impl ServeArgs {
+    /// The response cache's settings; its flags without `--response-cache` are an error.
+    fn response_cache_config(&self) -> Result<Option<ResponseCacheConfig>> {
+        let Some(backend) = self.response_cache.clone() else {
+            if self.response_cache_size.is_some()
+                || self.response_cache_ttl.is_some()
+                || self.response_cache_timeout.is_some()
+            {
+                bail!("--response-cache-size, --response-cache-ttl and --response-cache-timeout need --response-cache");
+            }
+            return Ok(None);
+        };
+        let mut config = ResponseCacheConfig::new(backend);
+        config.max_bytes = self.response_cache_size;
+        config.ttl = self.response_cache_ttl.unwrap_or(config.ttl);
+        config.timeout = self.response_cache_timeout.unwrap_or(config.timeout);
+        Ok(Some(config))
+    }
 }
 
 /// `4GiB`, `512MiB`, `1.5GB`, `1000000` → bytes.
@@ -141,6 +179,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         );
     }
     let shutdown_timeout = Duration::from_secs_f64(args.shutdown_timeout);
+    let cache_config = args.response_cache_config()?;
     let config = ServerConfig {
         served_model_name: args
             .served_model_name
@@ -154,11 +193,21 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_n: args.max_n,
         webui: !args.no_webui,
     };
-    let state = AppState::new(config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let response_cache = match &cache_config {
+        Some(c) => {
+            // A Redis store's connection manager lives on the runtime.
+            let _runtime = runtime.enter();
+            let cache = ResponseCache::open(c)?;
+            tracing::info!(cache = %cache.describe(), "response cache on");
+            Some(cache)
+        }
+        None => None,
+    };
+    let state = AppState::with_response_cache(config, response_cache);
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .context("parsing --host/--port")?;
@@ -270,15 +319,33 @@ fn load_model<B: Backend>(args: &ServeArgs, backend: B) -> Result<Model> {
             .async_scheduling
             .unwrap_or(loaded.backend.kind().is_accelerator()),
     };
+    let identity = match &args.response_cache {
+        Some(_) => Some(model_identity(
+            &loaded.path,
+            &Numerics {
+                quantization: args.quantization.and_then(|q| {
+                    clap::ValueEnum::to_possible_value(&q).map(|v| v.get_name().to_string())
+                }),
+                device: loaded.backend.kind(),
+                kv_dtype: loaded.kv_dtype,
+                batch_invariance: args.batch_invariant,
+            },
+        )?),
+        None => None,
+    };
     let engine =
         start_engine(loaded.backend, loaded.model, engine_config).context("starting the engine")?;
-    Model::new(
+    let model = Model::new(
         engine,
         tokenizer,
         defaults.sampling_params(),
         &defaults.eos_token_ids,
     )
-    .with_context(|| format!("the chat template of {}", args.model))
+    .with_context(|| format!("the chat template of {}", args.model))?;
+    Ok(match identity {
+        Some(identity) => model.with_identity(identity),
+        None => model,
+    })
 }
 
 #[cfg(test)]
