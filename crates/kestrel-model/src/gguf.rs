@@ -98,6 +98,8 @@ pub struct GgufFile {
     pub tensors: Vec<GgufTensorInfo>,
     data_offset: usize,
     mmap: FileBytes,
+    /// The same bytes as a file mapping, when they are one (not for [`GgufFile::from_bytes`]).
+    mapping: Option<Arc<Mmap>>,
 }
 
 struct Reader<'a> {
@@ -180,7 +182,9 @@ impl<'a> Reader<'a> {
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
         let mmap: Arc<Mmap> = Arc::new(map_model_file(path)?);
-        Self::parse(path, mmap)
+        let mut file = Self::parse(path, mmap.clone())?;
+        file.mapping = Some(mmap);
+        Ok(file)
     }
 
     /// A GGUF file held in memory; `name` stands for its path in messages. Parses exactly as
@@ -253,6 +257,7 @@ impl GgufFile {
             tensors,
             data_offset,
             mmap,
+            mapping: None,
         })
     }
 
@@ -352,7 +357,11 @@ impl GgufFile {
             .data_offset
             .checked_add(info.offset as usize)
             .ok_or_else(|| bad("offset overflows".into()))?;
-        let bytes = HostBytes::new(self.mmap.clone(), start, len).ok_or_else(|| {
+        let bytes = match &self.mapping {
+            Some(map) => HostBytes::mapped(map.clone(), start, len),
+            None => HostBytes::new(self.mmap.clone(), start, len),
+        };
+        let bytes = bytes.ok_or_else(|| {
             bad(format!(
                 "data {start}..{} lies past the end of the file ({} bytes): truncated?",
                 start.saturating_add(len),

@@ -27,7 +27,8 @@ type FileBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 pub struct SafetensorsSource {
     dir: PathBuf,
-    files: Vec<(PathBuf, FileBytes)>,
+    /// Each file's bytes, and the same as a file mapping when they are one.
+    files: Vec<(PathBuf, FileBytes, Option<Arc<Mmap>>)>,
     entries: HashMap<String, Entry>,
 }
 
@@ -88,7 +89,11 @@ impl SafetensorsSource {
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
         let mmap: Arc<Mmap> = Arc::new(map_model_file(path)?);
-        self.add_bytes(path, mmap)
+        self.add_bytes(path, mmap.clone())?;
+        if let Some(last) = self.files.last_mut() {
+            last.2 = Some(mmap);
+        }
+        Ok(())
     }
 
     fn add_bytes(&mut self, path: &Path, mmap: FileBytes) -> Result<()> {
@@ -121,7 +126,7 @@ impl SafetensorsSource {
                 },
             );
         }
-        self.files.push((path.to_path_buf(), mmap));
+        self.files.push((path.to_path_buf(), mmap, None));
         Ok(())
     }
 }
@@ -139,7 +144,7 @@ impl WeightSource for SafetensorsSource {
                 name: hf_name.to_string(),
                 source_desc: self.describe(),
             })?;
-        let (path, mmap) = &self.files[e.file];
+        let (path, mmap, mapping) = &self.files[e.file];
         let bad = |d: String| ModelError::BadWeight {
             name: hf_name.to_string(),
             source_desc: path.display().to_string(),
@@ -156,8 +161,11 @@ impl WeightSource for SafetensorsSource {
                 e.shape, e.len
             )));
         }
-        let bytes = HostBytes::new(mmap.clone(), e.start, e.len)
-            .ok_or_else(|| bad("data out of range".into()))?;
+        let bytes = match mapping {
+            Some(map) => HostBytes::mapped(map.clone(), e.start, e.len),
+            None => HostBytes::new(mmap.clone(), e.start, e.len),
+        };
+        let bytes = bytes.ok_or_else(|| bad("data out of range".into()))?;
         Ok(HostWeight {
             name: hf_name.to_string(),
             format: e.format,

@@ -170,6 +170,9 @@ impl CpuWeight {
                 weight.rows,
                 weight.cols,
             ));
+            // The kernels read the interleaved copy only; the file's pages need not stay
+            // resident (an embedding lookup on a tied matrix faults its few rows back in).
+            weight.bytes.release_resident();
         }
         Ok(weight)
     }
