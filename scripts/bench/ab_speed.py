@@ -26,8 +26,8 @@ def model_file(size, quant):
     tok = os.environ["TOKENIZER_DIR"]
     if not os.path.exists(f16):
         run([AFTER, "synth", "--size", size, "--dtype", "f16", "--format", "gguf",
-             "--tokenizer", tok, "--out", f16 + ".part"])
-        os.rename(f16 + ".part", f16)
+             "--tokenizer", tok, "--out", f16[:-5] + ".part.gguf"])
+        os.rename(f16[:-5] + ".part.gguf", f16)
     if quant == "f16":
         return f16
     path = os.path.join(WORK, f"qwen3-{size}-{quant}.gguf")
@@ -36,8 +36,8 @@ def model_file(size, quant):
         if not os.path.exists(st):
             run([AFTER, "synth", "--size", size, "--dtype", "bf16", "--tokenizer", tok,
                  "--out", st])
-        run([AFTER, "quantize", "--model", st, "--type", quant, "--out", path + ".part"])
-        os.rename(path + ".part", path)
+        run([AFTER, "quantize", "--model", st, "--type", quant, "--out", path[:-5] + ".part.gguf"])
+        os.rename(path[:-5] + ".part.gguf", path)
     return path
 
 

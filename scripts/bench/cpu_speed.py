@@ -33,16 +33,16 @@ def model_file(size, quant):
     f16 = os.path.join(WORK, f"qwen3-{size}-f16.gguf")
     if not os.path.exists(f16):
         run([KESTREL, "synth", "--size", size, "--dtype", "f16", "--format", "gguf",
-             "--tokenizer", os.environ["TOKENIZER_DIR"], "--out", f16 + ".part"])
-        os.rename(f16 + ".part", f16)
+             "--tokenizer", os.environ["TOKENIZER_DIR"], "--out", f16[:-5] + ".part.gguf"])
+        os.rename(f16[:-5] + ".part.gguf", f16)
     if quant == "f16":
         return f16
     path = os.path.join(WORK, f"qwen3-{size}-{quant}.gguf")
     if not os.path.exists(path):
         # llama.cpp's own quantizer, so that both engines read the same quantized file.
-        run([os.path.join(LLAMA, "llama-quantize"), f16, path + ".part", quant.upper(),
+        run([os.path.join(LLAMA, "llama-quantize"), f16, path[:-5] + ".part.gguf", quant.upper(),
              str(THREADS)])
-        os.rename(path + ".part", path)
+        os.rename(path[:-5] + ".part.gguf", path)
     return path
 
 
@@ -71,14 +71,17 @@ def kestrel(path, isa):
 
 
 def llama_bench(path):
-    """Native llama.cpp: llama-bench's pp512 and tg128, median of the samples of $RUNS repetitions."""
+    """Native llama.cpp: llama-bench's pp512 and tg128, median of the samples of $RUNS
+    repetitions, and where its weights went (its buffer types: AMX, CPU_REPACK, CPU_Mapped)."""
     out = run([os.path.join(LLAMA, "llama-bench"), "-m", path, "-t", str(THREADS),
-               "-p", "512", "-n", "128", "-r", str(RUNS), "-o", "json"])
+               "-p", "512", "-n", "128", "-r", str(RUNS), "-o", "json", "-v"])
     res = {}
     for r in json.loads(out.stdout):
         key = "prefill" if r["n_prompt"] > 0 else "decode"
         res[key] = statistics.median(r["samples_ts"])
-    return res["prefill"], res["decode"]
+    buffers = dict(re.findall(r"load_tensors:\s+(\S+) model buffer size =\s+([0-9.]+ MiB)",
+                              out.stderr))
+    return res["prefill"], res["decode"], ", ".join(f"{k} {v}" for k, v in buffers.items())
 
 
 def python_binding(path):
@@ -86,15 +89,6 @@ def python_binding(path):
                "--threads", str(THREADS), "--runs", str(RUNS)])
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return r["prefill_tokens_per_s"], r["decode_tokens_per_s"]
-
-
-def llama_system_info():
-    """The CPU features ggml was built with and uses (llama-server's system_info line)."""
-    p = subprocess.run([os.path.join(LLAMA, "llama-server"), "--version"],
-                       capture_output=True, text=True)
-    text = p.stdout + p.stderr
-    feats = re.findall(r"(AVX512\w*|AVX2|AVX_VNNI|AMX\w*|F16C|FMA|BMI2) = 1", text)
-    return " ".join(dict.fromkeys(feats)) or text.strip().splitlines()[-1]
 
 
 def free_port():
@@ -162,20 +156,20 @@ def main():
     have = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                         "avx512_bf16", "amx_int8") if re.search(rf"\b{f}\b", flags)]
     print(f"CPU: {model}; flags: {' '.join(have)}")
-    print(f"llama.cpp (native, GGML_NATIVE=ON) uses: {llama_system_info()}")
     print(f"threads {THREADS}, read bandwidth {bw:.1f} GB/s, median of {RUNS} runs\n")
     peer_cols = " | prefill llama-cpp-python | decode llama-cpp-python" if PYTHON_PEER else ""
     print("| model | format | GiB | kestrel kernels | prefill kestrel | prefill llama.cpp | ratio "
           "| decode kestrel | decode llama.cpp | ratio | decode / roofline (kestrel, llama.cpp) "
           f"| kestrel load s{peer_cols} |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if PYTHON_PEER else ""))
-    kernels_seen = {}
+    kernels_seen, llama_seen = {}, {}
     for size in os.environ["SIZES"].split():
         for quant in os.environ["QUANTS"].split():
             path = model_file(size, quant)
             gib = os.path.getsize(path) / 2**30
             roof = bw * 1e9 / os.path.getsize(path)
-            lp, ld = llama_bench(path)
+            lp, ld, buffers = llama_bench(path)
+            llama_seen[quant] = buffers
             extra = ""
             if PYTHON_PEER:
                 pp, pd = python_binding(path)
@@ -186,8 +180,11 @@ def main():
                 print(f"| Qwen3-{size} | {quant.upper()} | {gib:.2f} | {isa} | {kp:.1f} | "
                       f"{lp:.1f} | {kp / lp:.2f}x | {kd:.2f} | {ld:.2f} | {kd / ld:.2f}x | "
                       f"{kd / roof:.0%}, {ld / roof:.0%} | {load:.2f}{extra} |", flush=True)
+    print()
     for isa, k in kernels_seen.items():
-        print(f"\nkestrel kernels ({isa}): {k}")
+        print(f"kestrel kernels ({isa}): {k}  ")
+    for quant, b in llama_seen.items():
+        print(f"llama.cpp weight buffers ({quant}): {b}  ")
     if os.environ.get("MEMORY") == "1":
         size = os.environ["SIZES"].split()[0]
         memory_table(model_file(size, "q4_k_m"), int(os.environ.get("MEMORY_CTX", "4096")))
