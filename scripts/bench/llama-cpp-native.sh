@@ -28,6 +28,14 @@ if [ -f "$done_marker" ]; then
     echo "$OUT/bin"
     exit 0
 fi
+mkdir -p "$OUT"
+# One build at a time: a second caller waits for the first and then finds the marker.
+exec 9>"$OUT/.lock"
+flock 9
+if [ -f "$done_marker" ]; then
+    echo "$OUT/bin"
+    exit 0
+fi
 if ! command -v cmake >/dev/null; then
     echo "llama-cpp-native: installing cmake" >&2
     (apt-get update -qq && apt-get install -y -qq cmake) >&2
