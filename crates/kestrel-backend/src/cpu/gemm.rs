@@ -1,7 +1,8 @@
 //! Floating-point GEMM for F32 / F16 / BF16 weights: `outT[j][i] = Σₜ w[j][t]·x[i][t]` with
 //! f32 activations and f32 accumulation.
 //!
-//! Register-blocked micro-kernel (AVX2 + FMA, chosen at run time; portable scalar otherwise):
+//! Register-blocked micro-kernel (AVX-512 in `gemm_avx512.rs`, else AVX2 + FMA, chosen at run
+//! time; portable scalar otherwise). The AVX2 form:
 //! a tile of `R ≤ 3` weight rows × `C ≤ 4` activation rows keeps `R·C` 8-lane accumulators in
 //! registers (12 of the 16 ymm registers for the full 3×4 tile). Each step loads `R` weight
 //! vectors (widened from f16/bf16 in registers, never written back) and `C` activation
@@ -44,6 +45,12 @@ pub(super) unsafe fn gemm_rows(
         w.len() == rows * format.row_bytes(k) && x.len() >= n * k && (n <= 1 || ldo >= rows),
         "gemm_rows: bad sizes"
     );
+    #[cfg(target_arch = "x86_64")]
+    if super::isa::avx512() {
+        // SAFETY: the CPU supports AVX-512 F and BW (checked above); sizes were checked above.
+        super::gemm_avx512::gemm_rows(format, w, rows, x, n, k, dst, ldo);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if super::isa::avx2() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above); sizes were checked above.
@@ -368,6 +375,63 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    type GemmRows = unsafe fn(WeightFormat, &[u8], usize, &[f32], usize, usize, *mut f32, usize);
+
+    /// The SIMD forms this CPU can run, each called directly (whatever `KESTREL_CPU_ISA`
+    /// says); a form the CPU lacks is skipped with a printed reason.
+    fn simd_paths() -> Vec<(&'static str, GemmRows)> {
+        let mut paths: Vec<(&'static str, GemmRows)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                paths.push(("avx2", avx2::gemm_rows));
+            } else {
+                eprintln!("skipped: the AVX2 float GEMM (this CPU lacks AVX2/FMA)");
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                paths.push(("avx512", super::super::gemm_avx512::gemm_rows));
+            } else {
+                eprintln!("skipped: the AVX-512 float GEMM (this CPU lacks AVX-512 F/BW)");
+            }
+        }
+        paths
+    }
+
+    /// The same bits for a row whatever the batch, on each SIMD form.
+    #[test]
+    fn simd_rows_are_batch_invariant() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (rows, k) = (13, 77);
+        for format in [WeightFormat::F32, WeightFormat::F16, WeightFormat::BF16] {
+            let wv: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let rb = format.row_bytes(k);
+            let mut w = vec![0u8; rows * rb];
+            for (r, d) in w.chunks_exact_mut(rb).enumerate() {
+                quantize_row(format, &wv[r * k..(r + 1) * k], d);
+            }
+            let n = 71;
+            let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            for (path, run) in simd_paths() {
+                let mut all = vec![0.0f32; n * rows];
+                // SAFETY: `n` rows of `rows` floats; the CPU has the path.
+                unsafe { run(format, &w, rows, &x, n, k, all.as_mut_ptr(), rows) };
+                for i in [0, 5, 6, 40, 70] {
+                    let mut one = vec![0.0f32; rows];
+                    // SAFETY: one row of `rows` floats.
+                    unsafe { run(format, &w, rows, &x[i * k..], 1, k, one.as_mut_ptr(), rows) };
+                    assert_eq!(
+                        one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        all[i * rows..(i + 1) * rows]
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect::<Vec<_>>(),
+                        "{path} {format:?} row {i}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Every shape class of the kernel (full and partial tiles in both directions, k tails,
     /// more rows than one activation block) against the scalar path.
     #[test]
@@ -384,6 +448,9 @@ mod tests {
                 (9, 70, 33),
                 (3, 131, 128),
                 (2, 3, 7),
+                (8, 13, 47),
+                (4, 6, 32),
+                (11, 12, 100),
             ] {
                 let wv: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -394,24 +461,25 @@ mod tests {
                 }
                 // `[n, rows + 3]`: a row stride wider than the run of columns written.
                 let ldo = rows + 3;
-                let mut got = vec![f32::NAN; n * ldo];
                 let mut want = vec![f32::NAN; n * ldo];
-                // SAFETY: both buffers hold `n` rows of `ldo ≥ rows` floats.
-                unsafe {
-                    gemm_rows(format, &w, rows, &x, n, k, got.as_mut_ptr(), ldo);
-                    scalar::gemm_rows(format, &w, rows, &x, n, k, want.as_mut_ptr(), ldo);
-                }
-                assert!(got
-                    .chunks(ldo)
-                    .all(|r| r[rows..].iter().all(|v| v.is_nan())));
-                for (idx, (g, e)) in got.iter().zip(&want).enumerate() {
-                    if idx % ldo >= rows {
-                        continue;
+                // SAFETY: the buffer holds `n` rows of `ldo ≥ rows` floats.
+                unsafe { scalar::gemm_rows(format, &w, rows, &x, n, k, want.as_mut_ptr(), ldo) };
+                for (path, run) in simd_paths() {
+                    let mut got = vec![f32::NAN; n * ldo];
+                    // SAFETY: as above; `simd_paths` lists only what the CPU has.
+                    unsafe { run(format, &w, rows, &x, n, k, got.as_mut_ptr(), ldo) };
+                    assert!(got
+                        .chunks(ldo)
+                        .all(|r| r[rows..].iter().all(|v| v.is_nan())));
+                    for (idx, (g, e)) in got.iter().zip(&want).enumerate() {
+                        if idx % ldo >= rows {
+                            continue;
+                        }
+                        assert!(
+                            (g - e).abs() <= 1e-5 * (k as f32).sqrt() * 4.0,
+                            "{path} {format:?} rows={rows} n={n} k={k} [{idx}]: {g} vs {e}"
+                        );
                     }
-                    assert!(
-                        (g - e).abs() <= 1e-5 * (k as f32).sqrt() * 4.0,
-                        "{format:?} rows={rows} n={n} k={k} [{idx}]: {g} vs {e}"
-                    );
                 }
             }
         }

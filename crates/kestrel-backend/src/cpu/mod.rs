@@ -19,6 +19,8 @@ mod attention;
 mod attention_tiled;
 mod gemm;
 #[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
+#[cfg(target_arch = "x86_64")]
 mod gemm_packed;
 pub mod isa;
 mod matmul;

@@ -1,0 +1,277 @@
+//! The floating-point row GEMM of `gemm.rs` (F32 / F16 / BF16 weights, f32 activations) on
+//! AVX-512: 16 lanes per register and, with 32 registers, a tile of `R ≤ 4` weight rows ×
+//! `C ≤ 6` activation rows (24 accumulators; per 16 columns, four weight loads widened in
+//! registers and six activation loads feed 24 fused multiply-adds).
+//!
+//! Batch invariance as in `gemm.rs`: every output is one 16-lane accumulator over `k`
+//! (sequential fused multiply-adds), the fixed reduction of `_mm512_reduce_add_ps`, then a
+//! scalar tail, for the matrix-vector product (`n = 1`) and every tile alike. The order differs
+//! from the AVX2 path's (8 lanes), so a process uses one path for every step.
+
+use std::arch::x86_64::*;
+
+use super::isa::STREAM_PREFETCH_BYTES;
+use super::quant::WeightFormat;
+
+/// Activation rows per block: 64 rows of a 2,048-wide model are 512 KiB of f32 (in L2).
+const ROW_BLOCK: usize = 64;
+/// Lanes per register.
+const L: usize = 16;
+
+/// How one storage format turns into f32 lanes.
+trait Load {
+    const BYTES: usize;
+    /// Sixteen elements starting at element `t` of the row at `p`.
+    unsafe fn load16(p: *const u8, t: usize) -> __m512;
+    unsafe fn load1(p: *const u8, t: usize) -> f32;
+}
+
+struct F32;
+struct F16;
+struct Bf16;
+
+impl Load for F32 {
+    const BYTES: usize = 4;
+    #[inline(always)]
+    unsafe fn load16(p: *const u8, t: usize) -> __m512 {
+        _mm512_loadu_ps(p.add(4 * t) as *const f32)
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u8, t: usize) -> f32 {
+        (p.add(4 * t) as *const f32).read_unaligned()
+    }
+}
+
+impl Load for F16 {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    unsafe fn load16(p: *const u8, t: usize) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * t) as *const __m256i))
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u8, t: usize) -> f32 {
+        half::f16::from_bits((p.add(2 * t) as *const u16).read_unaligned()).to_f32()
+    }
+}
+
+impl Load for Bf16 {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    unsafe fn load16(p: *const u8, t: usize) -> __m512 {
+        let h = _mm256_loadu_si256(p.add(2 * t) as *const __m256i);
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u8, t: usize) -> f32 {
+        f32::from_bits(((p.add(2 * t) as *const u16).read_unaligned() as u32) << 16)
+    }
+}
+
+/// As `gemm::gemm_rows`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW; sizes as checked by `gemm::gemm_rows`; `dst` valid for
+/// writing `dst[i · ldo + j]` (`i < n`, `j < rows`), written by no other thread meanwhile.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+pub(super) unsafe fn gemm_rows(
+    format: WeightFormat,
+    w: &[u8],
+    rows: usize,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldo: usize,
+) {
+    match format {
+        WeightFormat::F32 => rows_of::<F32>(w, rows, x, n, k, dst, ldo),
+        WeightFormat::F16 => rows_of::<F16>(w, rows, x, n, k, dst, ldo),
+        WeightFormat::BF16 => rows_of::<Bf16>(w, rows, x, n, k, dst, ldo),
+        other => unreachable!("gemm_rows on {other:?}"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn rows_of<T: Load>(
+    w: &[u8],
+    rows: usize,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ldo: usize,
+) {
+    let wp = w.as_ptr();
+    let xp = x.as_ptr();
+    let row_bytes = k * T::BYTES;
+    if n == 1 {
+        // Six rows at a time: six independent FMA chains hide the FMA latency of the one
+        // accumulator per row.
+        let mut j = 0;
+        while j + 6 <= rows {
+            matvec::<T, 6>(wp.add(j * row_bytes), row_bytes, xp, k, dst.add(j));
+            j += 6;
+        }
+        let (w0, d0) = (wp.add(j * row_bytes), dst.add(j));
+        match rows - j {
+            5 => matvec::<T, 5>(w0, row_bytes, xp, k, d0),
+            4 => matvec::<T, 4>(w0, row_bytes, xp, k, d0),
+            3 => matvec::<T, 3>(w0, row_bytes, xp, k, d0),
+            2 => matvec::<T, 2>(w0, row_bytes, xp, k, d0),
+            1 => matvec::<T, 1>(w0, row_bytes, xp, k, d0),
+            _ => {}
+        }
+        return;
+    }
+    let mut i0 = 0;
+    while i0 < n {
+        let nb = ROW_BLOCK.min(n - i0);
+        let mut j = 0;
+        while j + 4 <= rows {
+            panel::<T, 4>(wp.add(j * row_bytes), row_bytes, xp, k, i0, nb, dst, j, ldo);
+            j += 4;
+        }
+        let w0 = wp.add(j * row_bytes);
+        match rows - j {
+            3 => panel::<T, 3>(w0, row_bytes, xp, k, i0, nb, dst, j, ldo),
+            2 => panel::<T, 2>(w0, row_bytes, xp, k, i0, nb, dst, j, ldo),
+            1 => panel::<T, 1>(w0, row_bytes, xp, k, i0, nb, dst, j, ldo),
+            _ => {}
+        }
+        i0 += nb;
+    }
+}
+
+/// Weight rows `j..j+R` against activation rows `i0..i0+nb`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn panel<T: Load, const R: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    x: *const f32,
+    k: usize,
+    i0: usize,
+    nb: usize,
+    dst: *mut f32,
+    j: usize,
+    ldo: usize,
+) {
+    let mut i = i0;
+    let end = i0 + nb;
+    while i + 6 <= end {
+        store(
+            dst,
+            &tile::<T, R, 6>(w, row_bytes, x.add(i * k), k),
+            j,
+            i,
+            ldo,
+        );
+        i += 6;
+    }
+    let xi = x.add(i * k);
+    match end - i {
+        5 => store(dst, &tile::<T, R, 5>(w, row_bytes, xi, k), j, i, ldo),
+        4 => store(dst, &tile::<T, R, 4>(w, row_bytes, xi, k), j, i, ldo),
+        3 => store(dst, &tile::<T, R, 3>(w, row_bytes, xi, k), j, i, ldo),
+        2 => store(dst, &tile::<T, R, 2>(w, row_bytes, xi, k), j, i, ldo),
+        1 => store(dst, &tile::<T, R, 1>(w, row_bytes, xi, k), j, i, ldo),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+unsafe fn store<const R: usize, const C: usize>(
+    dst: *mut f32,
+    out: &[[f32; C]; R],
+    j: usize,
+    i: usize,
+    ldo: usize,
+) {
+    for (r, row) in out.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            *dst.add((i + c) * ldo + j + r) = *v;
+        }
+    }
+}
+
+/// `R` weight rows (stride `row_bytes`) × `C` activation rows (stride `k`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn tile<T: Load, const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    x: *const f32,
+    k: usize,
+) -> [[f32; C]; R] {
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut t = 0;
+    while t + L <= k {
+        let mut wv = [_mm512_setzero_ps(); R];
+        for (r, v) in wv.iter_mut().enumerate() {
+            *v = T::load16(w.add(r * row_bytes), t);
+        }
+        for c in 0..C {
+            let xv = _mm512_loadu_ps(x.add(c * k + t));
+            for (acc_r, wv_r) in acc.iter_mut().zip(&wv) {
+                acc_r[c] = _mm512_fmadd_ps(*wv_r, xv, acc_r[c]);
+            }
+        }
+        t += L;
+    }
+    let mut out = [[0.0f32; C]; R];
+    for (r, (out_r, acc_r)) in out.iter_mut().zip(&acc).enumerate() {
+        for (c, (o, a)) in out_r.iter_mut().zip(acc_r).enumerate() {
+            let mut s = _mm512_reduce_add_ps(*a);
+            for u in t..k {
+                s += T::load1(w.add(r * row_bytes), u) * *x.add(c * k + u);
+            }
+            *o = s;
+        }
+    }
+    out
+}
+
+/// `R` weight rows × one activation row: one accumulator per row, in the order of [`tile`]
+/// (a row's result is the same bits alone as in a batch), the weight stream prefetched ahead.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn matvec<T: Load, const R: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    x: *const f32,
+    k: usize,
+    dst: *mut f32,
+) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut t = 0;
+    while t + 2 * L <= k {
+        let x0 = _mm512_loadu_ps(x.add(t));
+        let x1 = _mm512_loadu_ps(x.add(t + L));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let p = w.add(r * row_bytes);
+            _mm_prefetch::<_MM_HINT_T0>(
+                p.wrapping_add(t * T::BYTES + STREAM_PREFETCH_BYTES) as *const i8
+            );
+            *a = _mm512_fmadd_ps(T::load16(p, t), x0, *a);
+            *a = _mm512_fmadd_ps(T::load16(p, t + L), x1, *a);
+        }
+        t += 2 * L;
+    }
+    if t + L <= k {
+        let x0 = _mm512_loadu_ps(x.add(t));
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(T::load16(w.add(r * row_bytes), t), x0, *a);
+        }
+        t += L;
+    }
+    for (r, a) in acc.iter().enumerate() {
+        let mut s = _mm512_reduce_add_ps(*a);
+        for u in t..k {
+            s += T::load1(w.add(r * row_bytes), u) * *x.add(u);
+        }
+        *dst.add(r) = s;
+    }
+}
