@@ -12,6 +12,7 @@
 
 use std::arch::x86_64::*;
 
+use super::super::super::isa::STREAM_PREFETCH_BYTES;
 use super::super::act::Q8_K_BLOCK_BYTES;
 use super::super::q8_0;
 
@@ -29,6 +30,16 @@ pub struct ActRow {
 #[inline(always)]
 unsafe fn bcast(p: *const u8) -> __m512i {
     _mm512_set1_epi32((p as *const i32).read_unaligned())
+}
+
+/// Decode (`N = 1`) reads each weight once, at the machine's bandwidth: fetch the line
+/// `STREAM_PREFETCH_BYTES` ahead of the one being read (the hardware prefetchers alone keep too
+/// few misses in flight). A prefetch past the end of the weights is a harmless hint.
+#[inline(always)]
+unsafe fn stream_ahead<const N: usize>(p: *const u8) {
+    if N == 1 {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(STREAM_PREFETCH_BYTES) as *const i8);
+    }
 }
 
 #[inline(always)]
@@ -53,10 +64,14 @@ pub unsafe fn q8_0_tile<const N: usize>(
     let mut acc = [_mm512_setzero_ps(); N];
     for b in 0..nb {
         let q = quants.add(b * 512);
+        // The scales' stream: one line per two blocks.
+        stream_ahead::<N>(meta.add(b * 32));
         let dw = f16s(meta.add(b * 32));
         let mut s0 = [_mm512_setzero_si512(); N];
         let mut s1 = [_mm512_setzero_si512(); N];
         for g in (0..8).step_by(2) {
+            stream_ahead::<N>(q.add(64 * g));
+            stream_ahead::<N>(q.add(64 * g + 64));
             let w0 = _mm512_load_si512(q.add(64 * g) as *const _);
             let w1 = _mm512_load_si512(q.add(64 * g + 64) as *const _);
             for (i, r) in rows.iter().enumerate() {
@@ -99,11 +114,15 @@ pub unsafe fn q4_k_tile<const N: usize>(
     for b in 0..nb {
         let q = quants.add(b * 2048);
         let m = meta.add(b * 320);
+        for line in 0..5 {
+            stream_ahead::<N>(m.add(64 * line));
+        }
         let mut s = [_mm512_setzero_si512(); N];
         for c in 0..4 {
             let mut lo = [_mm512_setzero_si512(); N];
             let mut hi = [_mm512_setzero_si512(); N];
             for g in 0..8 {
+                stream_ahead::<N>(q.add((c * 8 + g) * 64));
                 let w = _mm512_load_si512(q.add((c * 8 + g) * 64) as *const _);
                 let wl = _mm512_and_si512(w, m4);
                 let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
@@ -169,11 +188,17 @@ pub unsafe fn q6_k_tile<const N: usize>(
         let lo = quants.add(b * 3072);
         let hi = lo.add(2048);
         let m = meta.add(b * 288);
+        for line in 0..5 {
+            stream_ahead::<N>(m.add(64 * line));
+        }
         let mut s = [_mm512_setzero_si512(); N];
         for sb in 0..4 {
             // Groups t = 4·sb .. 4·sb + 4 of each quarter: sub-blocks sb, 4 + sb, 8 + sb, 12 + sb.
             let mut part = [[_mm512_setzero_si512(); 4]; N];
             for t in 4 * sb..4 * sb + 4 {
+                stream_ahead::<N>(lo.add(t * 64));
+                stream_ahead::<N>(lo.add((16 + t) * 64));
+                stream_ahead::<N>(hi.add(t * 64));
                 let l0 = _mm512_load_si512(lo.add(t * 64) as *const _);
                 let l1 = _mm512_load_si512(lo.add((16 + t) * 64) as *const _);
                 let h = _mm512_load_si512(hi.add(t * 64) as *const _);
