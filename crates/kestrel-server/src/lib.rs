@@ -4,8 +4,10 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
 //! `POST /tokenize`, `POST /detokenize` (vLLM shapes), `GET /health`, `GET /ready`,
-//! `GET /metrics`, `GET /version`, and the built-in chat page at `/` ([`webui`]). Every error is
-//! OpenAI's JSON body via [`ApiError`]. [`serve`] drains on SIGTERM ([`lifecycle`]).
+//! `GET /metrics`, `GET /version`, TGI's `POST /generate`, `POST /generate_stream` and `POST /`
+//! ([`tgi`], answering errors in TGI's shape), and the built-in chat page at `/` ([`webui`]).
+//! Every other error is OpenAI's JSON body via [`ApiError`]. [`serve`] drains on SIGTERM
+//! ([`lifecycle`]).
 
 pub mod access_log;
 pub mod auth;
@@ -22,6 +24,7 @@ pub mod routes;
 pub mod state;
 pub mod stream;
 pub mod submit;
+pub mod tgi;
 pub mod validate;
 pub mod webui;
 

@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::lifecycle::admit;
 use crate::metrics::metrics;
 use crate::state::AppState;
+use crate::tgi;
 use crate::validate::{normalize_messages, thinking_kwargs};
 use crate::webui;
 
@@ -37,6 +38,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let generation = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/generate", post(tgi::generate))
+        .route("/generate_stream", post(tgi::generate_stream))
+        // TGI's root route; `GET /` stays the chat page's (or a 404 without it), not a 405.
+        .route("/", post(tgi::compat_generate).fallback(not_found))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     let protected = Router::new()
         .merge(generation)
