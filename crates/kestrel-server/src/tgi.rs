@@ -382,6 +382,16 @@ async fn run(
                 )
             })
             .unzip::<_, _, Vec<_>, Vec<_>>();
+        let mut tokens = tokens;
+        // The end-of-sequence token is counted in `generated_tokens` and, as in TGI, listed
+        // (it is not text, so the engine sent no event for it and its logprob is unknown).
+        if let Some(serde_json::Value::Number(n)) = &c.finish.stop_reason {
+            if let Some(id) = n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                if tokens.len() < c.finish.completion_tokens {
+                    tokens.push(token(&model, id, token_text(&model.tokenizer, id), None));
+                }
+            }
+        }
         TgiDetails {
             finish_reason: finish_reason(&c.finish).into(),
             generated_tokens: c.finish.completion_tokens,
