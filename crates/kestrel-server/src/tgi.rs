@@ -150,7 +150,7 @@ pub struct TgiPlan {
 
 fn strictly_positive(name: &'static str, value: Option<f32>) -> Result<(), ApiError> {
     match value {
-        Some(v) if !(v > 0.0) || !v.is_finite() => Err(ApiError::bad_request(
+        Some(v) if !v.is_finite() || v <= 0.0 => Err(ApiError::bad_request(
             name,
             format!("`{name}` must be strictly positive, got {v}"),
         )),
