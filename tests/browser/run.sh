@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Browser tests of the built-in chat page: Debian's Chromium driven headless by playwright-core
+# Browser tests of the built-in chat page and of the `EventSource` route: Debian's Chromium driven headless by playwright-core
 # (from npm, pinned in package-lock.json) against the real binary. Three servers: a tiny
 # random-weight Qwen3 with the real Qwen3 tokenizer (`kestrel synth`), open and with --api-key,
 # and the real Qwen2.5-Coder-0.5B GGUF. Installs Chromium with apt-get if it is missing; uses
@@ -80,4 +80,4 @@ export KESTREL_URL KESTREL_KEYED_URL KESTREL_REAL_URL
 export KESTREL_DOCS="$root/docs"
 
 cd "$here"
-node --test --test-concurrency=1 --test-reporter=spec "$@" webui.test.mjs
+node --test --test-concurrency=1 --test-reporter=spec "$@" webui.test.mjs eventsource.test.mjs

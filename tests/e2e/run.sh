@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end: the real binary serving the real GGUF, exercised with the `openai` and
-# `langchain-openai` clients from PyPI. Makes its own venv; fetches the fixtures if missing.
+# End-to-end: the real binary serving the real GGUF, exercised with the `openai`,
+# `langchain-openai` and `huggingface_hub` (TGI's API) clients from PyPI. Makes its own venv;
+# fetches the fixtures if missing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 fixtures="${KESTREL_FIXTURES:-$HOME/.cache/kestrel/fixtures}"
@@ -14,9 +15,9 @@ if [ -z "$bin" ]; then
     (cd "$root" && cargo build --release -p kestrel)
     bin="$root/target/release/kestrel"
 fi
-if [ ! -x "$venv/bin/pytest" ]; then
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import huggingface_hub" 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q openai==3.57.0 langchain-openai==1.7.4 langchain-core==1.8.3 pytest==9.2.0
+    "$venv/bin/pip" install -q openai==3.57.0 langchain-openai==1.7.4 langchain-core==1.8.3 pytest==9.2.0 huggingface_hub==2.4.0
 fi
 
 "$bin" serve --model "$gguf" --served-model-name qwen --port "$port" --kv-cache-memory 1GiB &

@@ -1,4 +1,4 @@
-"""End-to-end tests with the real `openai` and `langchain-openai` clients against `kestrel serve`.
+"""End-to-end tests with the real `openai`, `langchain-openai` and `huggingface_hub` clients against `kestrel serve`.
 
 Run by `tests/e2e/run.sh`, which builds the binary, makes a venv, starts the server on the
 registry-hosted Qwen2.5-Coder-0.5B-Instruct GGUF and sets KESTREL_BASE_URL.
@@ -6,6 +6,7 @@ registry-hosted Qwen2.5-Coder-0.5B-Instruct GGUF and sets KESTREL_BASE_URL.
 
 import json
 import os
+import urllib.error
 import urllib.request
 
 import openai
@@ -178,3 +179,53 @@ def test_langchain_invoke_and_stream():
         pieces.append(chunk.content)
     print()
     assert "".join(pieces)
+
+
+def _root():
+    return BASE_URL.rsplit("/v1", 1)[0]
+
+
+def test_tgi_text_generation_with_huggingface_hub():
+    """`huggingface_hub`'s `InferenceClient` against the server's root, as against a TGI server."""
+    from huggingface_hub import InferenceClient
+
+    hf = InferenceClient(base_url=_root())
+    prompt = "def fibonacci(n):"
+    text = hf.text_generation(prompt, max_new_tokens=16)
+    assert text
+    # Streamed tokens add up to the non-streamed greedy answer.
+    assert "".join(hf.text_generation(prompt, max_new_tokens=16, stream=True)) == text
+    out = hf.text_generation(prompt, max_new_tokens=16, details=True)
+    assert out.generated_text == text
+    assert out.details.finish_reason in ("length", "eos_token", "stop_sequence")
+    assert len(out.details.tokens) == out.details.generated_tokens
+    events = list(hf.text_generation(prompt, max_new_tokens=16, details=True, stream=True))
+    assert events[-1].generated_text == text
+    assert events[-1].details.generated_tokens == out.details.generated_tokens
+    assert all(e.generated_text is None for e in events[:-1])
+    # Against the OpenAI route, the same greedy answer.
+    r = openai.OpenAI(base_url=BASE_URL, api_key="EMPTY").completions.create(
+        model=MODEL, prompt=prompt, max_tokens=16, temperature=0
+    )
+    assert r.choices[0].text == text
+
+
+def test_tgi_validation_error_shape():
+    from huggingface_hub import InferenceClient
+    from huggingface_hub.errors import ValidationError
+
+    hf = InferenceClient(base_url=_root())
+    with pytest.raises(ValidationError) as e:
+        hf.text_generation("x", max_new_tokens=4, top_k=0)
+    assert "top_k" in str(e.value)
+    req = urllib.request.Request(
+        _root() + "/generate",
+        data=json.dumps({"inputs": "x", "parameters": {"temperature": -1}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 422
+    body = json.load(e.value)
+    assert body["error_type"] == "validation" and "temperature" in body["error"]
+    assert set(body) == {"error", "error_type"}

@@ -294,6 +294,33 @@ mod tests {
         assert!(c.tie_word_embeddings);
     }
 
+    /// Qwen1.5-1.8B's `config.json` (Qwen2 architecture; no `head_dim`, a `sliding_window` that
+    /// is off), and the shapes `kestrel synth --arch qwen2 --size 1.8b` writes.
+    const QWEN1_5_1_8B: &str = r#"{
+      "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+      "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 2048,
+      "initializer_range": 0.02, "intermediate_size": 5504, "max_position_embeddings": 32768,
+      "max_window_layers": 21, "model_type": "qwen2", "num_attention_heads": 16,
+      "num_hidden_layers": 24, "num_key_value_heads": 16, "rms_norm_eps": 1e-06,
+      "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": false,
+      "torch_dtype": "bfloat16", "transformers_version": "4.37.0", "use_cache": true,
+      "use_sliding_window": false, "vocab_size": 151936
+    }"#;
+
+    #[test]
+    fn reads_the_real_qwen1_5_1_8b_config_as_qwen2() {
+        let c = ModelConfig::from_hf_json(QWEN1_5_1_8B, Path::new("config.json")).unwrap();
+        assert_eq!(c.arch, Arch::Qwen2);
+        assert_eq!(c.head_dim, 128, "hidden_size / num_attention_heads");
+        assert!(!c.tie_word_embeddings);
+        assert_eq!(c, crate::synth::qwen2_config("1.8b").unwrap());
+        // What synth writes reads back the same.
+        let written = crate::synth::hf_config_json(&c, kestrel_backend::WeightFormat::BF16);
+        let back =
+            ModelConfig::from_hf_json(&written.to_string(), Path::new("config.json")).unwrap();
+        assert_eq!(back, c);
+    }
+
     #[test]
     fn transformers_5_rope_parameters_are_read() {
         let text = QWEN3_1_7B.replace(

@@ -1,5 +1,5 @@
-//! Random-weight models with the exact shapes of real Qwen3 checkpoints, for benchmarks and
-//! tests (values do not change speed). Written as a Hugging Face directory (safetensors +
+//! Random-weight models with the exact shapes of real Qwen3 (and Qwen2-architecture: Qwen1.5)
+//! checkpoints, for benchmarks and tests (values do not change speed). Written as a Hugging Face directory (safetensors +
 //! config.json) or as a GGUF file with llama.cpp's metadata; a real tokenizer directory can be
 //! attached so the model is usable end to end (the GGUF then carries the `tokenizer.ggml.*`
 //! vocabulary and the chat template).
@@ -41,6 +41,30 @@ pub fn qwen3_config(size: &str) -> Option<ModelConfig> {
         rope_theta: 1_000_000.0,
         max_position_embeddings: 40_960,
         tie_word_embeddings: size != "8b",
+    })
+}
+
+/// Shapes of Qwen2-architecture checkpoints: `tiny` (for tests) and `1.8b`, Qwen1.5-1.8B (from
+/// its `config.json`: no GQA, untied embeddings, biases on q, k and v).
+pub fn qwen2_config(size: &str) -> Option<ModelConfig> {
+    let (hidden, inter, layers, heads, kv, head_dim, tied, max_pos) = match size {
+        "tiny" => (64, 128, 2, 4, 2, 16, true, 32_768),
+        "1.8b" => (2048, 5504, 24, 16, 16, 128, false, 32_768),
+        _ => return None,
+    };
+    Some(ModelConfig {
+        arch: Arch::Qwen2,
+        vocab_size: 151_936,
+        hidden_size: hidden,
+        intermediate_size: inter,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv,
+        head_dim,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1_000_000.0,
+        max_position_embeddings: max_pos,
+        tie_word_embeddings: tied,
     })
 }
 

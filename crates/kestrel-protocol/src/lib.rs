@@ -1,6 +1,6 @@
 //! OpenAI-compatible wire types: chat completions, completions, models, vLLM's tokenize /
-//! detokenize, and the error body. Serde types and their JSON parsing only; validation of
-//! ranges and semantics lives in `kestrel-server`.
+//! detokenize, and the error body; and TGI's native `/generate` shapes ([`tgi`]). Serde types and
+//! their JSON parsing only; validation of ranges and semantics lives in `kestrel-server`.
 //!
 //! Unknown fields are ignored (clients send vendor extensions freely); a known field with the
 //! wrong type is a [`ParseError`] whose message and `param` name the field's path.
@@ -10,6 +10,7 @@ pub mod common;
 pub mod completion;
 pub mod error;
 pub mod models;
+pub mod tgi;
 pub mod tokenize;
 
 pub use chat::*;

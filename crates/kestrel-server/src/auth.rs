@@ -1,5 +1,5 @@
 //! API keys (`--api-key`, repeatable): every protected route needs `Authorization: Bearer <key>`
-//! with one of them. Keys are compared through their SHA-256 digests in constant time and every
+//! with one of them (`GET /api/generate`, for `EventSource`, also takes `?api_key=<key>`). Keys are compared through their SHA-256 digests in constant time and every
 //! configured key is checked, so the answer's timing says nothing about how much of a guess
 //! was right.
 //!
@@ -8,9 +8,10 @@
 //! KV blocks (and cannot learn from timing what another caller's prompts were), as vLLM's
 //! `cache_salt` isolates tenants.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -77,6 +78,19 @@ fn matching_key(keys: &[String], given: &str) -> Option<[u8; 32]> {
     found
 }
 
+/// The routes a browser's `EventSource` calls: it cannot send headers, so the key may come as
+/// the query's `api_key` (the access log records paths only, never the query).
+const QUERY_KEY_PATHS: [&str; 1] = ["/api/generate"];
+
+/// `api_key` from the query of a [`QUERY_KEY_PATHS`] request.
+fn query_key(uri: &axum::http::Uri) -> Option<String> {
+    if !QUERY_KEY_PATHS.contains(&uri.path()) {
+        return None;
+    }
+    let Query(mut query) = Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
+    query.remove("api_key").map(|k| k.trim().to_string())
+}
+
 /// Middleware of the protected routes: 401 without a valid key; the caller's
 /// [`ApiKeyIdentity`] and, with `cache_salt_by_api_key`, its [`Tenant`] go into the request's
 /// extensions.
@@ -87,13 +101,14 @@ pub async fn require_api_key(
 ) -> Response {
     let config = &state.config;
     if !config.api_keys.is_empty() {
-        let given = request
+        let header_key = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(key) = given.and_then(|g| matching_key(&config.api_keys, g)) else {
+            .map(|v| v.trim().to_string());
+        let given = header_key.or_else(|| query_key(request.uri()));
+        let Some(key) = given.and_then(|g| matching_key(&config.api_keys, &g)) else {
             return ApiError::Unauthorized.into_response();
         };
         request.extensions_mut().insert(ApiKeyIdentity(hex(&key)));
@@ -116,6 +131,16 @@ mod tests {
         assert_eq!(matching_key(&keys, "alph"), None);
         assert_eq!(matching_key(&keys, "alphaa"), None);
         assert_eq!(matching_key(&keys, ""), None);
+    }
+
+    #[test]
+    fn the_query_key_counts_only_where_eventsource_calls() {
+        let uri: axum::http::Uri = "/api/generate?message=hi&api_key=k%201".parse().unwrap();
+        assert_eq!(query_key(&uri).as_deref(), Some("k 1"));
+        let uri: axum::http::Uri = "/v1/models?api_key=k".parse().unwrap();
+        assert_eq!(query_key(&uri), None);
+        let uri: axum::http::Uri = "/api/generate?message=hi".parse().unwrap();
+        assert_eq!(query_key(&uri), None);
     }
 
     #[test]

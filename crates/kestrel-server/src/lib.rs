@@ -4,14 +4,17 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
 //! `POST /tokenize`, `POST /detokenize` (vLLM shapes), `GET /health`, `GET /ready`,
-//! `GET /metrics`, `GET /version`, and the built-in chat page at `/` ([`webui`]). Every error is
-//! OpenAI's JSON body via [`ApiError`]. [`serve`] drains on SIGTERM ([`lifecycle`]).
+//! `GET /metrics`, `GET /version`, TGI's `POST /generate`, `POST /generate_stream` and `POST /`
+//! ([`tgi`], answering errors in TGI's shape), `GET /api/generate` for the browser's
+//! `EventSource` ([`eventsource`]), and the built-in chat page at `/` ([`webui`]). Every other
+//! error is OpenAI's JSON body via [`ApiError`]. [`serve`] drains on SIGTERM ([`lifecycle`]).
 
 pub mod access_log;
 pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod error;
+pub mod eventsource;
 pub mod generation;
 mod guarded_body;
 pub mod lifecycle;
@@ -22,6 +25,7 @@ pub mod routes;
 pub mod state;
 pub mod stream;
 pub mod submit;
+pub mod tgi;
 pub mod validate;
 pub mod webui;
 

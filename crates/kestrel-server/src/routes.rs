@@ -25,9 +25,11 @@ use crate::body_bytes;
 use crate::chat::{chat_completions, render_prompt};
 use crate::completions::completions;
 use crate::error::ApiError;
+use crate::eventsource::api_generate;
 use crate::lifecycle::admit;
 use crate::metrics::metrics;
 use crate::state::AppState;
+use crate::tgi;
 use crate::validate::{normalize_messages, thinking_kwargs};
 use crate::webui;
 
@@ -37,6 +39,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     let generation = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/generate", post(tgi::generate))
+        .route("/generate_stream", post(tgi::generate_stream))
+        // TGI's root route; `GET /` stays the chat page's (or a 404 without it), not a 405.
+        .route("/", post(tgi::compat_generate).fallback(not_found))
+        .route("/api/generate", get(api_generate))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     let protected = Router::new()
         .merge(generation)

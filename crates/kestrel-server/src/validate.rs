@@ -461,6 +461,29 @@ pub fn validate_completion(
     })
 }
 
+/// The request of another API (TGI's `/generate`, the `EventSource` route) once its fields were
+/// mapped onto [`SamplingOptions`]: checked like the OpenAI endpoints, errors naming that API's
+/// own fields. `max_tokens` is `o.max_tokens` (none: up to the end of the context).
+pub fn validate_options(
+    o: &SamplingOptions,
+    max_tokens_field: &'static str,
+    prompt_field: &'static str,
+    logprobs: Option<usize>,
+    limits: &Limits,
+) -> Result<GenerationPlan, ApiError> {
+    plan(
+        o,
+        Endpoint {
+            max_tokens: o.max_tokens,
+            default_max_tokens: None,
+            max_tokens_field,
+            prompt_field,
+            logprobs,
+        },
+        limits,
+    )
+}
+
 /// Messages as the chat template takes them. Qwen3's template fails on `content: null`
 /// (llama.cpp #13178), so null becomes "" and text parts are joined into one string;
 /// `reasoning` on input is accepted as an alias of `reasoning_content`.

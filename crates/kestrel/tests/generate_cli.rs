@@ -56,9 +56,16 @@ fn stdout_json(out: &Output) -> Value {
 
 /// `kestrel synth` of the tiny f32 Qwen3 with the real tokenizer, in `format`, at `out`.
 fn synth_tiny_f32(format: &str, seed: &str, out: &Path) {
+    synth_tiny_f32_arch("qwen3", format, seed, out)
+}
+
+/// [`synth_tiny_f32`] of architecture `arch` (qwen3 or qwen2).
+fn synth_tiny_f32_arch(arch: &str, format: &str, seed: &str, out: &Path) {
     let tok = fixtures_dir().join("qwen3-tokenizer");
     let o = kestrel(&[
         "synth",
+        "--arch",
+        arch,
         "--size",
         "tiny",
         "--dtype",
@@ -159,40 +166,43 @@ fn real_gguf_chat_answer_equals_llama_cpp() {
 
 #[test]
 fn synthetic_model_runs_the_same_in_both_formats() {
-    let tmp = tempfile::tempdir().unwrap();
-    let st = tmp.path().join("st");
-    let gguf = tmp.path().join("tiny.gguf");
-    for (fmt, out) in [("safetensors", &st), ("gguf", &gguf)] {
-        synth_tiny_f32(fmt, "3", out);
+    // Qwen2 is also the architecture of Qwen1.5 (`--arch qwen2 --size 1.8b`).
+    for arch in ["qwen3", "qwen2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = tmp.path().join("st");
+        let gguf = tmp.path().join("tiny.gguf");
+        for (fmt, out) in [("safetensors", &st), ("gguf", &gguf)] {
+            synth_tiny_f32_arch(arch, fmt, "3", out);
+        }
+        let run = |model: &Path| {
+            stdout_json(&kestrel(&[
+                "generate",
+                "--model",
+                model.to_str().unwrap(),
+                "--prompt",
+                "Hello, 你好 👋",
+                "--temperature",
+                "0",
+                "--ignore-eos",
+                "--max-tokens",
+                "12",
+                "--output",
+                "json",
+                "--kv-cache-dtype",
+                "f32",
+            ]))
+        };
+        let (a, b) = (run(&st), run(&gguf));
+        assert_eq!(
+            a["prompt_ids"], b["prompt_ids"],
+            "{arch}: same template and tokenizer from both sources"
+        );
+        assert_eq!(
+            a["output_ids"], b["output_ids"],
+            "{arch}: same weights, same greedy tokens"
+        );
+        assert_eq!(ids(&a["output_ids"]).len(), 12);
     }
-    let run = |model: &Path| {
-        stdout_json(&kestrel(&[
-            "generate",
-            "--model",
-            model.to_str().unwrap(),
-            "--prompt",
-            "Hello, 你好 👋",
-            "--temperature",
-            "0",
-            "--ignore-eos",
-            "--max-tokens",
-            "12",
-            "--output",
-            "json",
-            "--kv-cache-dtype",
-            "f32",
-        ]))
-    };
-    let (a, b) = (run(&st), run(&gguf));
-    assert_eq!(
-        a["prompt_ids"], b["prompt_ids"],
-        "same template and tokenizer from both sources"
-    );
-    assert_eq!(
-        a["output_ids"], b["output_ids"],
-        "same weights, same greedy tokens"
-    );
-    assert_eq!(ids(&a["output_ids"]).len(), 12);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

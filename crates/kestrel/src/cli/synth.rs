@@ -11,6 +11,8 @@ use kestrel_model::synth;
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SynthArch {
     Qwen3,
+    /// Qwen2 architecture (Qwen1.5, Qwen2, Qwen2.5).
+    Qwen2,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -30,7 +32,7 @@ pub enum SynthFormat {
 pub struct SynthArgs {
     #[arg(long, value_enum, default_value = "qwen3")]
     arch: SynthArch,
-    /// tiny, 0.6b, 1.7b, 4b or 8b.
+    /// qwen3: tiny, 0.6b, 1.7b, 4b or 8b; qwen2: tiny or 1.8b (Qwen1.5-1.8B).
     #[arg(long)]
     size: String,
     #[arg(long, value_enum, default_value = "bf16")]
@@ -49,12 +51,12 @@ pub struct SynthArgs {
 }
 
 pub fn run(args: SynthArgs) -> Result<()> {
-    let SynthArch::Qwen3 = args.arch;
-    let Some(config) = synth::qwen3_config(&args.size) else {
-        bail!(
-            "--size `{}` is not one of tiny, 0.6b, 1.7b, 4b, 8b",
-            args.size
-        );
+    let (config, sizes) = match args.arch {
+        SynthArch::Qwen3 => (synth::qwen3_config(&args.size), "tiny, 0.6b, 1.7b, 4b, 8b"),
+        SynthArch::Qwen2 => (synth::qwen2_config(&args.size), "tiny, 1.8b"),
+    };
+    let Some(config) = config else {
+        bail!("--size `{}` is not one of {sizes}", args.size);
     };
     let dtype = match args.dtype {
         SynthDtype::Bf16 => WeightFormat::BF16,
