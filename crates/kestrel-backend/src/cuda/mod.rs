@@ -653,7 +653,7 @@ impl Backend for CudaBackend {
         args.extend(sampling.kernel_args(self.stream()));
         self.l()
             .launch(Kernel::SampleRows, (rows as u32, 1, 1), 1024, &args)?;
-        sampling.enqueue_copy_back(self.stream())?;
+        sampling.enqueue_copy_back(self.l())?;
         sampling.step = self.inner.current.load(Ordering::Relaxed);
         Ok(())
     }

@@ -11,7 +11,7 @@ use cudarc::driver::result as raw;
 use cudarc::driver::{CudaSlice, CudaStream};
 
 use super::buffers::zeros;
-use super::launch::{ptr, Arg};
+use super::launch::{ptr, Arg, Launcher};
 use crate::error::{BackendError, Result};
 use crate::sampling::{RowParams, SampleOutput, SamplingBatch, MAX_TOP_LOGPROBS};
 
@@ -216,11 +216,23 @@ impl CudaSampling {
         ]
     }
 
-    /// Enqueues the copy of the results to pinned host memory (after the kernel).
-    pub fn enqueue_copy_back(&mut self, stream: &CudaStream) -> Result<()> {
+    /// Enqueues the copy of the results to pinned host memory (after the kernel), noting
+    /// for a graph's fingerprint which copies the step makes.
+    pub fn enqueue_copy_back(&mut self, launcher: &Launcher) -> Result<()> {
+        let stream = &*launcher.stream;
         let n = self.rows.len();
+        let with_logprobs = self.rows.iter().any(|r| r.num_logprobs >= 0);
+        launcher.note(
+            "copy_back",
+            &[
+                n as u64,
+                with_logprobs as u64,
+                self.host_tokens.ptr as u64,
+                self.host_logprobs.ptr as u64,
+            ],
+        );
         copy_back(stream, &self.tokens, &mut self.host_tokens, n)?;
-        if self.rows.iter().any(|r| r.num_logprobs >= 0) {
+        if with_logprobs {
             copy_back(stream, &self.logprobs, &mut self.host_logprobs, n)?;
             copy_back(
                 stream,
