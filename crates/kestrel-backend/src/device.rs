@@ -10,7 +10,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::cpu::CpuBackend;
-use crate::error::{BackendError, Result};
+#[cfg(not(feature = "cuda"))]
+use crate::error::BackendError;
+use crate::error::Result;
 use crate::Backend;
 
 /// A kind of compute device.
@@ -93,11 +95,33 @@ pub fn compiled_devices() -> &'static [DeviceKind] {
 /// CPU when no accelerator is compiled in or present.
 pub fn with_backend<V: BackendVisitor>(choice: DeviceChoice, visitor: V) -> Result<V::Output> {
     match choice {
-        DeviceChoice::Cpu | DeviceChoice::Auto => Ok(visitor.visit(CpuBackend::new())),
+        DeviceChoice::Cpu => Ok(visitor.visit(CpuBackend::new())),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda => Ok(visitor.visit(crate::cuda::CudaBackend::open(0)?)),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Auto => match crate::cuda::CudaBackend::open(0) {
+            Ok(b) => Ok(visitor.visit(b)),
+            Err(e) => {
+                *FALLBACK.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                Ok(visitor.visit(CpuBackend::new()))
+            }
+        },
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Auto => Ok(visitor.visit(CpuBackend::new())),
+        #[cfg(not(feature = "cuda"))]
         DeviceChoice::Cuda => Err(BackendError::Device(
             "this build of kestrel has no CUDA support; rebuild with `--features cuda`".into(),
         )),
     }
+}
+
+/// Why `--device auto` fell back to the CPU in a build with an accelerator compiled in.
+static FALLBACK: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The reason the last `auto` choice fell back to the CPU, for the caller's log line; `None`
+/// when it did not (or no accelerator is compiled in).
+pub fn fallback_reason() -> Option<String> {
+    FALLBACK.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 #[cfg(test)]

@@ -25,6 +25,32 @@ macro_rules! backend_tests {
     };
 }
 
+/// The CUDA half of [`backend_tests!`]: each body on GPU 0, or a printed reason to skip when
+/// this machine has no usable GPU (`KESTREL_REQUIRE_CUDA=1` turns the skip into a failure).
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __backend_tests_cuda {
+    ($($name:ident),*) => {
+        mod cuda {
+            $(
+                #[test]
+                fn $name() {
+                    match $crate::cuda::CudaBackend::open(0) {
+                        Ok(b) => super::$name(b),
+                        Err(e) => {
+                            if std::env::var_os("KESTREL_REQUIRE_CUDA").is_some_and(|v| v == "1") {
+                                panic!("KESTREL_REQUIRE_CUDA=1 but the GPU cannot be used: {e}");
+                            }
+                            eprintln!("skipped: no usable GPU ({e})");
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// The CUDA half of [`backend_tests!`]; empty without the `cuda` feature.
 #[cfg(not(feature = "cuda"))]
 #[doc(hidden)]

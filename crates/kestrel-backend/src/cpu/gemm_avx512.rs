@@ -129,6 +129,21 @@ unsafe fn rows_of<T: Load>(
     while i0 < n {
         let nb = ROW_BLOCK.min(n - i0);
         let mut j = 0;
+        if T::BYTES != 4 && nb > 6 {
+            // Half-precision weights: widen each 4-row panel to f32 once and run its tiles on
+            // that, instead of widening it again in every tile (the conversions compete with
+            // the multiply-adds for the same ports). Exact, so the results are the same bits.
+            PANEL.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.resize(4 * k, 0.0);
+                while j + 4 <= rows {
+                    widen::<T>(wp.add(j * row_bytes), row_bytes, 4, k, &mut buf);
+                    let wf = buf.as_ptr() as *const u8;
+                    panel::<F32, 4>(wf, 4 * k, xp, k, i0, nb, dst, j, ldo);
+                    j += 4;
+                }
+            });
+        }
         while j + 4 <= rows {
             panel::<T, 4>(wp.add(j * row_bytes), row_bytes, xp, k, i0, nb, dst, j, ldo);
             j += 4;
@@ -141,6 +156,29 @@ unsafe fn rows_of<T: Load>(
             _ => {}
         }
         i0 += nb;
+    }
+}
+
+thread_local! {
+    /// A 4-row weight panel widened to f32 (`[4, k]`), per compute thread.
+    static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `rows` weight rows of `k` elements (stride `row_bytes`) → f32 `[rows, k]` in `out`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn widen<T: Load>(w: *const u8, row_bytes: usize, rows: usize, k: usize, out: &mut [f32]) {
+    for r in 0..rows {
+        let src = w.add(r * row_bytes);
+        let dst = out.as_mut_ptr().add(r * k);
+        let mut t = 0;
+        while t + L <= k {
+            _mm512_storeu_ps(dst.add(t), T::load16(src, t));
+            t += L;
+        }
+        for u in t..k {
+            *dst.add(u) = T::load1(src, u);
+        }
     }
 }
 

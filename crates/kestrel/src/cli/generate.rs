@@ -145,6 +145,9 @@ fn generate<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
         loaded.backend.describe(),
         loaded.load_time.as_secs_f64()
     );
+    if let Some(reason) = kestrel_backend::device::fallback_reason() {
+        eprintln!("--device auto found no usable GPU ({reason}); running on the CPU");
+    }
     let tokenizer = loaded.tokenizer.map(std::sync::Arc::new);
 
     let prompt_ids = match (&args.prompt_ids, &args.prompt) {

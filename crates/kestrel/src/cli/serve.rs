@@ -268,6 +268,9 @@ fn load_model<B: Backend>(args: &ServeArgs, backend: B) -> Result<Model> {
         backend = %loaded.backend.describe(),
         "weights loaded"
     );
+    if let Some(reason) = kestrel_backend::device::fallback_reason() {
+        tracing::warn!("--device auto found no usable GPU ({reason}); running on the CPU");
+    }
     let Some(tokenizer) = loaded.tokenizer else {
         bail!(
             "{} has no tokenizer (tokenizer.json or GGUF tokenizer metadata)",
