@@ -8,6 +8,7 @@
 //! cargo run --release -p kestrel-engine --example batching_bench -- \
 //!     [--size 0.6b | --model DIR] [--scenario all|streams|prefix|itl] [--max-num-batched-tokens N]
 //!     [--long-prefill-token-threshold N] [--batch-invariant auto|on|off]
+//!     [--batching-policy latency|throughput]
 //! ```
 //!
 //! The requests are greedy, so under the default `--batch-invariant auto` their steps run the
@@ -29,6 +30,7 @@ struct Args {
     budget: usize,
     prefill_cap: usize,
     invariance: kestrel_engine::BatchInvariance,
+    policy: kestrel_engine::BatchingPolicy,
 }
 
 fn args() -> Args {
@@ -39,6 +41,7 @@ fn args() -> Args {
         budget: 2048,
         prefill_cap: 0,
         invariance: kestrel_engine::BatchInvariance::Auto,
+        policy: kestrel_engine::BatchingPolicy::Latency,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -50,6 +53,7 @@ fn args() -> Args {
             "--max-num-batched-tokens" => a.budget = v.parse().expect("a number"),
             "--long-prefill-token-threshold" => a.prefill_cap = v.parse().expect("a number"),
             "--batch-invariant" => a.invariance = v.parse().expect("auto, on or off"),
+            "--batching-policy" => a.policy = v.parse().expect("latency or throughput"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -88,6 +92,7 @@ fn engine(a: &Args, tmp: &mut Option<tempfile::TempDir>, prefix_caching: bool) -
         enable_prefix_caching: prefix_caching,
         kv_dtype,
         long_prefill_token_threshold: a.prefill_cap,
+        batching_policy: a.policy,
         batch_invariance: a.invariance,
         ..EngineConfig::default()
     };
@@ -307,11 +312,12 @@ fn main() {
         .as_ref()
         .map_or(a.size.clone(), |m| m.display().to_string());
     println!(
-        "model {model} (random weights), {}, max_num_batched_tokens {}, long_prefill_token_threshold {}, batch invariance {:?}",
+        "model {model} (random weights), {}, max_num_batched_tokens {}, long_prefill_token_threshold {}, batch invariance {:?}, batching policy {}",
         kestrel_backend::Backend::describe(&CpuBackend::new()),
         a.budget,
         a.prefill_cap,
-        a.invariance
+        a.invariance,
+        a.policy.as_str()
     );
     let all = a.scenario == "all";
     if all || a.scenario == "streams" {

@@ -32,6 +32,7 @@ use kestrel_model::{ModelRunner, QwenModel, RunnerConfig};
 use rand::Rng;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use crate::batching_policy::{BatchingPolicy, PrefillLimits};
 use crate::block_hash::CacheSalt;
 use crate::handle::{Command, EngineHandle, Shared, Submission};
 use crate::metrics::{EngineMetrics, RequestTimes};
@@ -85,10 +86,21 @@ pub struct EngineConfig {
     /// Most submitted sequences waiting for their first step; more are `QueueFull`.
     pub max_queued_requests: usize,
     pub kv_dtype: KvDtype,
-    /// Most prefill tokens one sequence gets per step (vLLM's `long_prefill_token_threshold`);
-    /// 0 is no cap beyond the budget. A small cap keeps a long newcomer from stalling the
-    /// running decodes, at the cost of the newcomer's own time to first token.
+    /// How a step's budget is shared between decodes and prefills (`batching_policy.rs`).
+    pub batching_policy: BatchingPolicy,
+    /// vLLM's `long_prefill_token_threshold`: prompts with more tokens left are long, and one
+    /// sequence's prefill chunk per step is at most this. 0 is automatic: under the latency
+    /// policy 4 % of `max_model_len` (64 to a quarter of the budget), applied while anything
+    /// decodes; under the throughput policy no cap. A value set here caps every step.
     pub long_prefill_token_threshold: usize,
+    /// Most sequences prefilling in one step under the latency policy (vLLM's
+    /// `max_num_partial_prefills`, 1).
+    pub max_num_partial_prefills: usize,
+    /// Most of those whose prompt left is long (vLLM's `max_long_partial_prefills`, 1).
+    pub max_long_partial_prefills: usize,
+    /// Split prompts over steps (on); off, a prompt is prefilled whole in one step, so
+    /// `max_num_batched_tokens` must be at least `max_model_len`.
+    pub enable_chunked_prefill: bool,
     pub batch_invariance: BatchInvariance,
     /// Schedule step N+1 while step N runs (vLLM's `--async-scheduling`).
     pub async_scheduling: bool,
@@ -105,7 +117,11 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             max_queued_requests: 1024,
             kv_dtype: KvDtype::F16,
+            batching_policy: BatchingPolicy::Latency,
             long_prefill_token_threshold: 0,
+            max_num_partial_prefills: 1,
+            max_long_partial_prefills: 1,
+            enable_chunked_prefill: true,
             batch_invariance: BatchInvariance::Auto,
             async_scheduling: false,
         }
@@ -139,6 +155,23 @@ pub fn start_engine<B: Backend>(
             "block_size, max_num_seqs, max_num_batched_tokens and max_model_len must be positive"
                 .into(),
         );
+    }
+    if c.max_num_partial_prefills == 0 || c.max_long_partial_prefills == 0 {
+        return invalid(
+            "max_num_partial_prefills and max_long_partial_prefills must be positive".into(),
+        );
+    }
+    if c.max_long_partial_prefills > c.max_num_partial_prefills {
+        return invalid(format!(
+            "max_long_partial_prefills {} exceeds max_num_partial_prefills {}",
+            c.max_long_partial_prefills, c.max_num_partial_prefills
+        ));
+    }
+    if !c.enable_chunked_prefill && c.max_num_batched_tokens < c.max_model_len {
+        return invalid(format!(
+            "without chunked prefill a prompt is prefilled in one step: max_num_batched_tokens {} must be at least max_model_len {}",
+            c.max_num_batched_tokens, c.max_model_len
+        ));
     }
     if c.max_model_len > model.config.max_position_embeddings {
         return invalid(format!(
@@ -175,7 +208,15 @@ pub fn start_engine<B: Backend>(
         block_size: c.block_size,
         num_blocks: c.num_blocks,
         enable_prefix_caching: c.enable_prefix_caching,
-        long_prefill_token_threshold: c.long_prefill_token_threshold,
+        prefill: PrefillLimits::resolve(
+            c.batching_policy,
+            c.long_prefill_token_threshold,
+            c.max_model_len,
+            c.max_num_batched_tokens,
+            c.max_num_partial_prefills,
+            c.max_long_partial_prefills,
+            c.enable_chunked_prefill,
+        ),
     });
     let (commands, rx) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(EngineMetrics::new(&config));

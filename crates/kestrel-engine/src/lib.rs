@@ -5,6 +5,7 @@
 
 pub mod generation_config;
 
+pub mod batching_policy;
 pub mod block_hash;
 pub mod block_pool;
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod sampling_state;
 pub mod scheduler;
 pub mod sequence;
 
+pub use batching_policy::BatchingPolicy;
 pub use engine::{start_engine, BatchInvariance, EngineConfig, EngineError};
 pub use handle::{EngineHandle, RequestStream, SubmitError};
 pub use kestrel_backend::sampling::{SamplingError, MAX_TOP_LOGPROBS, MIN_LOGPROB};

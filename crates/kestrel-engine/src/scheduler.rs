@@ -1,10 +1,15 @@
 //! The token-budget scheduler of vLLM v1. There is no prefill or decode phase: each sequence
 //! has `num_computed_tokens` that catches up with its `num_tokens()`, and each step hands out at
-//! most `max_num_batched_tokens` tokens, running sequences first (a decode takes 1, an unfinished
-//! prefill takes what is left of the budget: chunked prefill), then waiting ones in FCFS order
-//! (after their prefix-cache hit). Prefill chunks and decodes of different sequences share one
-//! forward pass. When a running sequence cannot get a block, the newest running sequence is
-//! preempted by recompute (its blocks freed, `num_computed_tokens` back to 0, front of the queue).
+//! most `max_num_batched_tokens` tokens. How they are shared is the batching policy
+//! (`batching_policy.rs`): under the latency policy (the default) every decode first, then the
+//! prefills of at most `max_num_partial_prefills` sequences, oldest first, within a prefill
+//! budget that shrinks as more sequences decode; under the throughput policy running sequences
+//! first, oldest first (a decode takes 1, an unfinished prefill what is left of the budget:
+//! chunked prefill), then waiting ones in FCFS order (after their prefix-cache hit) while the
+//! budget lasts. Prefill chunks and decodes of different sequences share one forward pass. When
+//! a running sequence cannot get a block, the newest running sequence not yet scheduled in this
+//! step is preempted by recompute (its blocks freed, `num_computed_tokens` back to 0, front of
+//! the queue).
 //!
 //! The output is plain data ([`SchedulerOutput`]); `engine.rs` turns it into a `BatchInput`.
 //! As in vLLM, `num_computed_tokens` advances when a step is *scheduled*, and a sampling step
@@ -16,6 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::batching_policy::{BatchingPolicy, PrefillLimits};
 use crate::kv_cache_manager::{ComputedBlocks, KvCacheManager};
 use crate::request::FinishReason;
 use crate::sequence::{SeqId, SeqStatus, Sequence};
@@ -27,21 +33,8 @@ pub struct SchedulerConfig {
     pub block_size: usize,
     pub num_blocks: usize,
     pub enable_prefix_caching: bool,
-    /// Most prefill tokens one sequence gets per step (vLLM's `long_prefill_token_threshold`);
-    /// 0 is no cap beyond the budget. A cap keeps a long newcomer from stalling running decodes.
-    pub long_prefill_token_threshold: usize,
-}
-
-impl SchedulerConfig {
-    /// Tokens a sequence with `num_remaining` uncomputed tokens may take out of `budget`.
-    fn num_new_tokens(&self, num_remaining: usize, budget: usize) -> usize {
-        let cap = if self.long_prefill_token_threshold == 0 {
-            usize::MAX
-        } else {
-            self.long_prefill_token_threshold
-        };
-        num_remaining.min(budget).min(cap)
-    }
+    /// The batching policy and its prefill limits (automatic values resolved).
+    pub prefill: PrefillLimits,
 }
 
 /// One sequence's share of a step: tokens `num_computed_tokens .. num_computed_tokens + num_new_tokens`.
@@ -160,8 +153,15 @@ impl Scheduler {
         Some(seq)
     }
 
-    fn preempt_newest(&mut self) -> SeqId {
-        let id = self.running.pop().expect("preempting with nothing running");
+    /// Preempts the newest running sequence not scheduled in `out` (possibly `for_id`, which is
+    /// not scheduled yet): its blocks are freed and it goes to the front of the queue.
+    fn preempt_victim(&mut self, out: &mut SchedulerOutput) -> SeqId {
+        let pos = self
+            .running
+            .iter()
+            .rposition(|id| !out.scheduled.iter().any(|s| s.seq_id == *id))
+            .expect("preempting with nothing unscheduled running");
+        let id = self.running.remove(pos);
         self.kv.free(id);
         let seq = self.seqs.get_mut(&id).expect("running sequences exist");
         seq.status = SeqStatus::Waiting;
@@ -170,7 +170,76 @@ impl Scheduler {
         seq.num_pending = 0;
         seq.epoch += 1;
         self.waiting.push_front(id);
+        out.preempted.push(id);
         id
+    }
+
+    /// Allocates `num_new` slots for running sequence `id`, preempting newer unscheduled
+    /// sequences while blocks are short. False when `id` itself had to be preempted.
+    fn allocate_running(&mut self, out: &mut SchedulerOutput, id: SeqId, num_new: usize) -> bool {
+        loop {
+            let seq = &self.seqs[&id];
+            if self.kv.allocate_slots(
+                id,
+                &seq.tokens,
+                seq.num_computed_tokens,
+                num_new,
+                &ComputedBlocks::default(),
+            ) {
+                return true;
+            }
+            if self.preempt_victim(out) == id {
+                return false;
+            }
+        }
+    }
+
+    /// Tokens a running sequence has left to compute (1 for a decode; 0 when its pending token
+    /// ends it, so it needs no further step).
+    fn num_remaining(&self, id: SeqId) -> usize {
+        let seq = &self.seqs[&id];
+        if seq.done_by_length_when_pending_land() {
+            0
+        } else {
+            seq.num_tokens_with_pending() - seq.num_computed_tokens
+        }
+    }
+
+    /// Moves the waiting sequence `waiting[index]` to running with `num_new`
+    /// tokens scheduled, if its blocks can be allocated (`computed`: its prefix-cache hit).
+    fn admit(
+        &mut self,
+        out: &mut SchedulerOutput,
+        index: usize,
+        num_new: usize,
+        computed: &ComputedBlocks,
+    ) -> bool {
+        let id = self.waiting[index];
+        let seq = &self.seqs[&id];
+        let num_computed = computed.num_tokens;
+        if !self
+            .kv
+            .allocate_slots(id, &seq.tokens, num_computed, num_new, computed)
+        {
+            return false;
+        }
+        self.waiting.remove(index);
+        self.running.push(id);
+        let seq = self.seqs.get_mut(&id).expect("waiting sequences exist");
+        seq.status = SeqStatus::Running;
+        seq.num_computed_tokens = num_computed;
+        seq.num_cached_tokens.get_or_insert(num_computed);
+        out.admitted.push((id, num_computed));
+        self.commit(out, id, num_new);
+        true
+    }
+
+    /// The prefix-cache hit of waiting sequence `waiting[index]`.
+    fn computed_blocks(&mut self, index: usize) -> ComputedBlocks {
+        let id = self.waiting[index];
+        let seq = &self.seqs[&id];
+        self.kv
+            .get_computed_blocks(id, &seq.tokens, seq.cache_salt.as_ref())
     }
 
     /// Records a scheduled share of a step: `num_computed_tokens` advances now, and a
@@ -191,89 +260,139 @@ impl Scheduler {
         }
     }
 
-    /// Plans one step.
+    /// Plans one step under the configured batching policy.
     pub fn schedule(&mut self) -> SchedulerOutput {
-        let mut out = SchedulerOutput::default();
-        let mut budget = self.config.max_num_batched_tokens;
+        let mut out = match self.config.prefill.policy {
+            BatchingPolicy::Latency => self.schedule_latency(),
+            BatchingPolicy::Throughput => self.schedule_throughput(),
+        };
+        out.num_batched_tokens = out.scheduled.iter().map(|s| s.num_new_tokens).sum();
+        debug_assert!(out.num_batched_tokens <= self.config.max_num_batched_tokens);
+        out
+    }
 
-        // Running sequences first, oldest first.
+    /// Running sequences oldest first, then waiting ones FCFS, while the budget lasts.
+    fn schedule_throughput(&mut self) -> SchedulerOutput {
+        let mut out = SchedulerOutput::default();
+        let limits = self.config.prefill;
+        let mut budget = self.config.max_num_batched_tokens;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
-            let seq = &self.seqs[&id];
-            // A sequence whose pending token ends it needs no further step.
-            let num_new = if seq.done_by_length_when_pending_land() {
-                0
-            } else {
-                self.config.num_new_tokens(
-                    seq.num_tokens_with_pending() - seq.num_computed_tokens,
-                    budget,
-                )
-            };
+            let num_new = limits.chunk(self.num_remaining(id), budget, false);
             if num_new == 0 {
                 i += 1;
                 continue;
             }
-            let scheduled = loop {
-                let seq = &self.seqs[&id];
-                let ok = self.kv.allocate_slots(
-                    id,
-                    &seq.tokens,
-                    seq.num_computed_tokens,
-                    num_new,
-                    &ComputedBlocks::default(),
-                );
-                if ok {
-                    break true;
-                }
-                // Only sequences after `i` (not yet scheduled this step) or `id` itself are popped.
-                let victim = self.preempt_newest();
-                out.preempted.push(victim);
-                if victim == id {
-                    break false;
-                }
-            };
-            if !scheduled {
+            // Only sequences after `i` (not yet scheduled this step) or `id` itself are preempted.
+            if !self.allocate_running(&mut out, id, num_new) {
                 break;
             }
             self.commit(&mut out, id, num_new);
             budget -= num_new;
             i += 1;
         }
-
         // Then waiting ones, unless this step had to preempt (no room to grow).
         while out.preempted.is_empty()
             && budget > 0
             && self.running.len() < self.config.max_num_seqs
+            && !self.waiting.is_empty()
         {
-            let Some(&id) = self.waiting.front() else {
-                break;
-            };
-            let seq = &self.seqs[&id];
-            let computed = self
-                .kv
-                .get_computed_blocks(id, &seq.tokens, seq.cache_salt.as_ref());
-            let num_computed = computed.num_tokens;
-            let num_new = self
-                .config
-                .num_new_tokens(seq.num_tokens() - num_computed, budget);
-            if !self
-                .kv
-                .allocate_slots(id, &seq.tokens, num_computed, num_new, &computed)
-            {
+            let computed = self.computed_blocks(0);
+            let seq = &self.seqs[&self.waiting[0]];
+            let num_new = limits.chunk(seq.num_tokens() - computed.num_tokens, budget, false);
+            if num_new == 0 || !self.admit(&mut out, 0, num_new, &computed) {
                 break;
             }
-            self.waiting.pop_front();
-            self.running.push(id);
-            let seq = self.seqs.get_mut(&id).expect("waiting sequences exist");
-            seq.status = SeqStatus::Running;
-            seq.num_computed_tokens = num_computed;
-            seq.num_cached_tokens.get_or_insert(num_computed);
-            out.admitted.push((id, num_computed));
-            self.commit(&mut out, id, num_new);
             budget -= num_new;
         }
-        out.num_batched_tokens = self.config.max_num_batched_tokens - budget;
+        out
+    }
+
+    /// Decodes first; then the prefills of at most `max_num_partial_prefills` sequences (at most
+    /// `max_long_partial_prefills` of them long), running ones before waiting ones, each group
+    /// oldest first, within the prefill budget left by the decodes.
+    fn schedule_latency(&mut self) -> SchedulerOutput {
+        let mut out = SchedulerOutput::default();
+        let limits = self.config.prefill;
+        let mut budget = self.config.max_num_batched_tokens;
+
+        // Every decode, oldest first.
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            if self.num_remaining(id) != 1 {
+                i += 1;
+                continue;
+            }
+            if !self.allocate_running(&mut out, id, 1) {
+                // `id` and everything newer are preempted; older unfinished prefills may still
+                // go on below (nothing is admitted this step).
+                continue;
+            }
+            self.commit(&mut out, id, 1);
+            budget -= 1;
+            i += 1;
+        }
+        let num_decodes = out.scheduled.len();
+        let decoding = num_decodes > 0;
+        let mut prefill_budget = limits.prefill_budget(budget, num_decodes);
+        let mut num_partial = 0;
+        let mut num_long = 0;
+
+        // Unfinished prefills of running sequences (chunked or recomputing), oldest first.
+        let mut i = 0;
+        while i < self.running.len()
+            && prefill_budget > 0
+            && num_partial < limits.max_num_partial_prefills
+        {
+            let id = self.running[i];
+            let remaining = self.num_remaining(id);
+            let long = limits.is_long(remaining);
+            if remaining <= 1 || (long && num_long >= limits.max_long_partial_prefills) {
+                i += 1;
+                continue;
+            }
+            let num_new = limits.chunk(remaining, prefill_budget, decoding);
+            if num_new == 0 {
+                i += 1;
+                continue;
+            }
+            if !self.allocate_running(&mut out, id, num_new) {
+                // `id` left `running`: `i` is the next sequence now.
+                continue;
+            }
+            self.commit(&mut out, id, num_new);
+            prefill_budget -= num_new;
+            num_partial += 1;
+            num_long += usize::from(long);
+            i += 1;
+        }
+
+        // Then waiting ones in arrival order (a short prompt may pass a long one that waits
+        // for a long-prefill slot), unless this step had to preempt (no room to grow).
+        let mut index = 0;
+        while out.preempted.is_empty()
+            && index < self.waiting.len()
+            && prefill_budget > 0
+            && num_partial < limits.max_num_partial_prefills
+            && self.running.len() < self.config.max_num_seqs
+        {
+            let computed = self.computed_blocks(index);
+            let remaining = self.seqs[&self.waiting[index]].num_tokens() - computed.num_tokens;
+            let long = limits.is_long(remaining);
+            if long && num_long >= limits.max_long_partial_prefills {
+                index += 1;
+                continue;
+            }
+            let num_new = limits.chunk(remaining, prefill_budget, decoding);
+            if num_new == 0 || !self.admit(&mut out, index, num_new, &computed) {
+                break;
+            }
+            prefill_budget -= num_new;
+            num_partial += 1;
+            num_long += usize::from(long);
+        }
         out
     }
 
@@ -344,8 +463,12 @@ mod tests {
             block_size: 4,
             num_blocks,
             enable_prefix_caching: true,
-            long_prefill_token_threshold: 0,
+            prefill: limits(BatchingPolicy::Throughput, 0),
         }
+    }
+
+    fn limits(policy: BatchingPolicy, threshold: usize) -> PrefillLimits {
+        PrefillLimits::resolve(policy, threshold, 64, 64, 1, 1, true)
     }
 
     /// Runs one step with a fake model that always samples `token`; returns finished ids.
@@ -398,7 +521,7 @@ mod tests {
     #[test]
     fn long_prefill_is_capped_per_step() {
         let mut s = Scheduler::new(SchedulerConfig {
-            long_prefill_token_threshold: 6,
+            prefill: limits(BatchingPolicy::Throughput, 6),
             ..config(8, 64, 64)
         });
         s.add(seq(0, 3, 5, vec![]));
@@ -480,12 +603,28 @@ mod tests {
             extra_blocks in 0usize..20,
             caching in any::<bool>(),
             threshold in 0usize..8,
+            latency in any::<bool>(),
+            max_partial in 1usize..4,
+            max_long in 1usize..4,
+            chunked in proptest::bool::weighted(0.8),
         ) {
-            // The cache must hold the longest sequence (the engine checks this at start).
-            let num_blocks = (40 + 12usize).div_ceil(4) + extra_blocks;
+            // The cache must hold the longest sequence (the engine checks this at start), and
+            // without chunked prefill so must the budget.
+            let longest = 40 + 12usize;
+            let budget = if chunked { budget } else { budget.max(longest) };
+            let num_blocks = longest.div_ceil(4) + extra_blocks;
+            let policy = if latency { BatchingPolicy::Latency } else { BatchingPolicy::Throughput };
             let mut s = Scheduler::new(SchedulerConfig {
                 enable_prefix_caching: caching,
-                long_prefill_token_threshold: threshold,
+                prefill: PrefillLimits::resolve(
+                    policy,
+                    threshold,
+                    longest,
+                    budget,
+                    max_partial,
+                    max_long.min(max_partial),
+                    chunked,
+                ),
                 ..config(max_num_seqs, budget, num_blocks)
             });
             let mut finished = 0;

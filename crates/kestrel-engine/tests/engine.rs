@@ -216,6 +216,49 @@ fn admission_control() {
 }
 
 #[test]
+fn bad_prefill_limits_are_configuration_errors_naming_the_field() {
+    let cases = [
+        (
+            EngineConfig {
+                max_num_partial_prefills: 0,
+                ..config()
+            },
+            "max_num_partial_prefills",
+        ),
+        (
+            EngineConfig {
+                max_num_partial_prefills: 2,
+                max_long_partial_prefills: 3,
+                ..config()
+            },
+            "max_long_partial_prefills 3 exceeds max_num_partial_prefills 2",
+        ),
+        (
+            EngineConfig {
+                enable_chunked_prefill: false,
+                max_num_batched_tokens: 128,
+                ..config()
+            },
+            "max_num_batched_tokens 128 must be at least max_model_len 256",
+        ),
+    ];
+    for (bad, field) in cases {
+        let backend = CpuBackend::new();
+        let model = load(&backend);
+        let err = start_engine(backend, model, bad).err().expect("rejected");
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    // Without chunked prefill a budget holding max_model_len is fine, and serves.
+    let handle = engine(EngineConfig {
+        enable_chunked_prefill: false,
+        max_num_batched_tokens: 256,
+        ..config()
+    });
+    let got = run_all(&handle, vec![request("whole", prompt(3, 200), 4)]);
+    assert_eq!(got[0].0.len(), 4);
+}
+
+#[test]
 fn async_recv_streams_tokens() {
     let handle = engine(config());
     let p = prompt(50, 9);

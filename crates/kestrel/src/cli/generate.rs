@@ -243,6 +243,7 @@ fn generate<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
             long_prefill_token_threshold: 0,
             batch_invariance: args.batch_invariant,
             async_scheduling: false,
+            ..EngineConfig::default()
         },
     )
     .context("starting the engine")?;

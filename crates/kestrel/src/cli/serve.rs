@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use kestrel_backend::{with_backend, Backend, BackendVisitor, DeviceChoice};
 use kestrel_engine::generation_config::GenerationDefaults;
-use kestrel_engine::{start_engine, BatchInvariance, EngineConfig};
+use kestrel_engine::{start_engine, BatchInvariance, BatchingPolicy, EngineConfig};
 use kestrel_model::{KvCache, Workspace};
 use kestrel_server::response_cache::{
     parse_duration, CacheBackend, ResponseCache, ResponseCacheConfig,
@@ -84,10 +84,30 @@ pub struct ServeArgs {
         default_value_t = 1024
     )]
     pub max_queued_requests: usize,
-    /// Most prompt tokens one request prefills per step (0: only the step budget limits it).
-    /// A small value keeps running streams smooth while a long prompt arrives.
+    /// How each step's token budget is shared: latency (decodes first, then waiting prompts
+    /// prefilled one at a time in arrival order) or throughput (fill the budget: every waiting
+    /// prompt that fits, so a burst's first tokens all come after its whole prefill).
+    #[arg(long, default_value = "latency")]
+    pub batching_policy: BatchingPolicy,
+    /// Prompts with more tokens left than this are long, and one request's prefill chunk per
+    /// step is at most this. 0: automatic (latency: 4% of --max-model-len, 64 to a quarter of
+    /// --max-num-batched-tokens, while anything decodes; throughput: no cap). A value given
+    /// caps every step.
     #[arg(long, default_value_t = 0)]
     pub long_prefill_token_threshold: usize,
+    /// Most requests prefilling in one step (latency policy).
+    #[arg(long, default_value_t = 1)]
+    pub max_num_partial_prefills: usize,
+    /// Most of those with a long prompt left (latency policy); below
+    /// --max-num-partial-prefills, short prompts may pass long ones.
+    #[arg(long, default_value_t = 1)]
+    pub max_long_partial_prefills: usize,
+    /// Split long prompts over steps (on by default); --no-enable-chunked-prefill prefills
+    /// each prompt whole in one step (then --max-num-batched-tokens must hold --max-model-len).
+    #[arg(long, overrides_with = "no_enable_chunked_prefill")]
+    pub enable_chunked_prefill: bool,
+    #[arg(long, overrides_with = "enable_chunked_prefill")]
+    pub no_enable_chunked_prefill: bool,
     #[arg(long, overrides_with = "no_enable_prefix_caching")]
     pub enable_prefix_caching: bool,
     #[arg(long, overrides_with = "enable_prefix_caching")]
@@ -316,7 +336,11 @@ fn load_model<B: Backend>(args: &ServeArgs, backend: B) -> Result<Model> {
         enable_prefix_caching: !args.no_enable_prefix_caching,
         max_queued_requests: args.max_queued_requests,
         kv_dtype: loaded.kv_dtype,
+        batching_policy: args.batching_policy,
         long_prefill_token_threshold: args.long_prefill_token_threshold,
+        max_num_partial_prefills: args.max_num_partial_prefills,
+        max_long_partial_prefills: args.max_long_partial_prefills,
+        enable_chunked_prefill: !args.no_enable_chunked_prefill,
         batch_invariance: args.batch_invariant,
         async_scheduling: args
             .async_scheduling
