@@ -48,6 +48,7 @@ pub fn submit(
                     min_tokens: gen.min_tokens,
                     stop_token_ids: stop_token_ids.clone(),
                     cache_salt: cache_salt.clone(),
+                    constraint: Default::default(),
                 })
                 .map_err(|e| submit_error(e, gen, prompt_ids.len(), model.max_model_len))?;
             choices.push(Choice::live(request_id, stream, processor(prompt_ids)));
