@@ -21,6 +21,7 @@ pub mod response_cache;
 pub mod routes;
 pub mod state;
 pub mod stream;
+pub mod structured;
 pub mod submit;
 pub mod validate;
 pub mod webui;
