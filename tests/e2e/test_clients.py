@@ -177,7 +177,7 @@ def test_tool_choice_required_and_named_force_valid_calls(client):
 from enum import Enum  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
-from pydantic import BaseModel  # noqa: E402
+from pydantic import BaseModel, Field  # noqa: E402
 
 
 class Unit(str, Enum):
@@ -185,16 +185,18 @@ class Unit(str, Enum):
     fahrenheit = "fahrenheit"
 
 
+# Length limits keep a 0.5B model's free text from running to `max_tokens` (the grammar holds
+# them; without them it may ramble inside a string until cut).
 class Place(BaseModel):
-    city: str
-    country: str
+    city: str = Field(max_length=40)
+    country: str = Field(max_length=40)
 
 
 class Forecast(BaseModel):
     place: Place
     unit: Unit
-    temperatures: List[int]
-    summary: Optional[str]
+    temperatures: List[int] = Field(max_length=7)
+    summary: Optional[str] = Field(max_length=80)
 
 
 PROMPTS = [
@@ -209,7 +211,7 @@ def test_parse_with_a_pydantic_model_for_20_prompts(client):
             model=MODEL,
             messages=[{"role": "user", "content": f"Give a three-day weather forecast for {city} as JSON."}],
             response_format=Forecast,
-            max_tokens=160,
+            max_tokens=200,
             temperature=0,
         )
         forecast = r.choices[0].message.parsed
