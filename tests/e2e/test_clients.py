@@ -132,12 +132,131 @@ def test_tools_round_trip(client):
     assert r.choices[0].message.content or r.choices[0].message.tool_calls
 
 
-def test_forced_tool_choice_is_refused(client):
+def _tool_calls(message):
+    """`(name, arguments as a dict)` of each tool call, which must be valid JSON."""
+    return [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls or []]
+
+
+def test_tool_choice_required_and_named_force_valid_calls(client):
+    time_tool = {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "Current time in a time zone",
+            "parameters": {
+                "type": "object",
+                "properties": {"zone": {"type": "string", "enum": ["UTC", "CET", "PST"]}},
+                "required": ["zone"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    messages = [{"role": "user", "content": "What is the weather in Paris, and what time is it in UTC?"}]
+    r = client.chat.completions.create(
+        model=MODEL, messages=messages, tools=[WEATHER_TOOL, time_tool], tool_choice="required",
+        parallel_tool_calls=False, max_tokens=64, temperature=0,
+    )
+    assert r.choices[0].finish_reason == "tool_calls", r
+    calls = _tool_calls(r.choices[0].message)
+    assert len(calls) == 1, calls
+    name, args = calls[0]
+    assert name in ("get_weather", "get_time")
+    if name == "get_weather":
+        assert isinstance(args["city"], str)
+    else:
+        assert args["zone"] in ("UTC", "CET", "PST")
+    r = client.chat.completions.create(
+        model=MODEL, messages=messages, tools=[WEATHER_TOOL, time_tool],
+        tool_choice={"type": "function", "function": {"name": "get_time"}}, max_tokens=64, temperature=0,
+    )
+    calls = _tool_calls(r.choices[0].message)
+    assert calls and all(n == "get_time" and a["zone"] in ("UTC", "CET", "PST") for n, a in calls), calls
+
+
+# Structured output: the Pydantic models the `openai` SDK turns into strict JSON schemas
+# (nested objects and `$ref`s, enums, arrays, optional fields as `anyOf` with null).
+from enum import Enum  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+from pydantic import BaseModel, Field  # noqa: E402
+
+
+class Unit(str, Enum):
+    celsius = "celsius"
+    fahrenheit = "fahrenheit"
+
+
+# Length limits keep a 0.5B model's free text from running to `max_tokens` (the grammar holds
+# them; without them it may ramble inside a string until cut).
+class Place(BaseModel):
+    city: str = Field(max_length=40)
+    country: str = Field(max_length=40)
+
+
+class Forecast(BaseModel):
+    place: Place
+    unit: Unit
+    temperatures: List[int] = Field(max_length=7)
+    summary: Optional[str] = Field(max_length=80)
+
+
+PROMPTS = [
+    "Paris", "Tokyo", "Oslo", "Cairo", "Lima", "Sydney", "Toronto", "Mumbai", "Nairobi", "Reykjavik",
+    "Madrid", "Seoul", "Denver", "Hanoi", "Dublin", "Santiago", "Warsaw", "Manila", "Lagos", "Helsinki",
+]
+
+
+def test_parse_with_a_pydantic_model_for_20_prompts(client):
+    for city in PROMPTS:
+        r = client.chat.completions.parse(
+            model=MODEL,
+            messages=[{"role": "user", "content": f"Give a three-day weather forecast for {city} as JSON."}],
+            response_format=Forecast,
+            max_tokens=200,
+            temperature=0,
+        )
+        forecast = r.choices[0].message.parsed
+        assert isinstance(forecast, Forecast), r
+        assert isinstance(forecast.place, Place) and isinstance(forecast.unit, Unit)
+
+
+def test_streamed_json_schema_concatenates_to_valid_json(client):
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Weather in Rome as JSON."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "forecast", "schema": Forecast.model_json_schema(), "strict": True},
+        },
+        max_tokens=160,
+        temperature=0,
+        stream=True,
+    )
+    text, finish = "", None
+    for chunk in stream:
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            finish = c.finish_reason or finish
+    assert finish == "stop"
+    Forecast.model_validate_json(text)
+
+
+def test_invalid_schema_is_a_400_naming_the_field(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "x"}], tools=[WEATHER_TOOL], tool_choice="required", max_tokens=4
+            model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=4,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}},
         )
-    assert "tool_choice" in str(e.value)
+    assert "response_format.json_schema.schema" in str(e.value)
+
+
+def test_langchain_with_structured_output():
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model=MODEL, base_url=BASE_URL, api_key="EMPTY", temperature=0, max_tokens=160)
+    for method in ("json_schema", "function_calling"):
+        forecast = llm.with_structured_output(Forecast, method=method).invoke("Weather in Berlin as JSON.")
+        assert isinstance(forecast, Forecast), (method, forecast)
 
 
 def test_cache_salt_isolates_the_prefix_cache(client):

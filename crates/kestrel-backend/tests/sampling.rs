@@ -485,7 +485,59 @@ kestrel_backend::backend_tests!(
     full_vocabulary_top_k_top_p,
     a_seed_reproduces_exactly,
     same_seed_in_one_batch_gives_identical_streams,
+    masked_tokens_are_never_sampled,
 );
+
+/// An allowed-token bitmask (structured output): a disallowed token is never drawn, however
+/// likely, greedy or not, with penalties and bias in play; the sampled token's logprob is its
+/// log-softmax over the allowed tokens; an unmasked row in the same step is unaffected; the
+/// tokens past the mask's words are disallowed.
+fn masked_tokens_are_never_sampled<B: Backend + Clone>(b: B) {
+    let vocab = 100;
+    // The likeliest tokens by far are the disallowed ones.
+    let logits: Vec<f32> = (0..vocab)
+        .map(|t| if t % 3 == 0 { 1.0 } else { 9.0 })
+        .collect();
+    // Allow every third token below 64 (two words; 64..100 lie past the mask).
+    let mut words = [0u32; 2];
+    for t in (0..64).step_by(3) {
+        words[t / 32] |= 1 << (t % 32);
+    }
+    let allowed = |t: u32| t < 64 && t % 3 == 0;
+    let params = [
+        SamplingParams::greedy(),
+        with(|p| p.temperature = 1.5),
+        with(|p| {
+            p.temperature = 0.8;
+            p.top_k = 5;
+            p.repetition_penalty = 1.3;
+            p.logit_bias = vec![(1, 50.0), (3, 2.0)];
+            p.logprobs = Some(3);
+        }),
+    ];
+    for p in &params {
+        let mut batch = SamplingBatch::default();
+        let rows = 64;
+        for pos in 0..rows {
+            batch.push(p, 99, pos, history(&[3, 4], &[6]), &[]);
+            batch.restrict_last_row(&words);
+        }
+        // One unrestricted row: the disallowed tokens stay its likeliest.
+        batch.push(&SamplingParams::greedy(), 99, 0, std::iter::empty(), &[]);
+        let all = logits.repeat(rows as usize + 1);
+        let out = sample(&b, &all, vocab, &batch);
+        for &t in &out.tokens[..rows as usize] {
+            assert!(allowed(t), "{p:?} drew disallowed token {t}");
+        }
+        assert!(!allowed(out.tokens[rows as usize]));
+        if p.logprobs.is_some() {
+            // 22 allowed tokens of equal logit: each has logprob -ln 22.
+            let lp = out.token_logprobs(0, &batch.rows[0]).expect("asked");
+            assert!((lp.logprob + (22f32).ln()).abs() < 1e-4, "{lp:?}");
+            assert!(lp.top.iter().all(|&(t, _)| allowed(t)), "{lp:?}");
+        }
+    }
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]

@@ -9,7 +9,13 @@
 //! scheduled and launched before the previous one's ids are back: a sequence decoding in step
 //! N gets its step N+1 input from step N's samples on the device (a placeholder id), and
 //! step N's results are applied while step N+1 runs. Sequences whose next step needs their
-//! last token on the host (penalties) make the loop wait instead. On the CPU a step runs inside
+//! last token on the host (penalties, a structured-output grammar whose mask follows from it)
+//! make the loop wait instead.
+//!
+//! Structured output: each constrained sequence's [`crate::structured::OutputControl`] is
+//! advanced as its sampled token is applied, which computes the allowed-token mask of its next
+//! step (llguidance, tens of microseconds for a JSON schema); the step copies the mask into its
+//! sampling rows and the backend applies it to the logits. On the CPU a step runs inside
 //! `launch`, so overlapping would only delay events: it is off unless asked for.
 //!
 //! Kernels: a step runs batch-invariant kernels when a sequence in it asks for reproducible
@@ -40,6 +46,7 @@ use crate::request::{EngineEvent, FinishReason, Usage};
 use crate::sampling_state::SequenceSampling;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput, TokenOutcome};
 use crate::sequence::{SeqId, Sequence};
+use crate::structured::{Advance, OutputControl};
 
 /// When steps use batch-invariant kernels (`--batch-invariant`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -351,10 +358,30 @@ impl<B: Backend> EngineCore<B> {
     fn add(&mut self, s: Submission) {
         let Submission {
             seq_id,
-            request,
+            mut request,
             events,
             arrival,
         } = s;
+        let constraint = std::mem::take(&mut request.constraint);
+        let control = if constraint.is_active() {
+            let mut control =
+                OutputControl::new(constraint, &request.stop_token_ids, self.shared.vocab_size);
+            let problem = match control.prepare() {
+                Advance::Continue => None,
+                Advance::Complete => {
+                    Some("structured output: the grammar allows only an empty output".to_string())
+                }
+                Advance::Failed(message) => Some(message),
+            };
+            if let Some(message) = problem {
+                self.shared.num_queued.fetch_sub(1, Ordering::AcqRel);
+                let _ = events.send(EngineEvent::Error { message });
+                return;
+            }
+            Some(control)
+        } else {
+            None
+        };
         let invariant = match self.shared.config.batch_invariance {
             BatchInvariance::On => true,
             BatchInvariance::Off => false,
@@ -378,6 +405,7 @@ impl<B: Backend> EngineCore<B> {
             self.shared.config.max_model_len,
             invariant,
         );
+        seq.control = control;
         if separate {
             // Under `Auto` the two kinds of kernels compute different KV for the same tokens:
             // the invariant steps' blocks are a tenant of their own.
@@ -492,13 +520,14 @@ impl<B: Backend> EngineCore<B> {
     }
 
     /// Whether the next step may be scheduled before the one in flight returns: every running
-    /// sequence's next step must be buildable without its last token on the host.
+    /// sequence's next step must be buildable without its last token on the host (penalties
+    /// read it, and so does a grammar mask).
     fn may_overlap(&self) -> bool {
         self.shared.config.async_scheduling
             && self
                 .scheduler
                 .running()
-                .all(|seq| !seq.sampling.params.has_penalties())
+                .all(|seq| !seq.sampling.params.has_penalties() && seq.control.is_none())
     }
 
     /// One engine iteration: schedule and launch a step, and apply the previous one's results
@@ -704,6 +733,9 @@ impl<B: Backend> EngineCore<B> {
                     seq.sampling.history().iter().copied(),
                     banned,
                 );
+                if let Some(mask) = seq.control.as_ref().and_then(|c| c.mask()) {
+                    self.sampling.restrict_last_row(mask);
+                }
             }
         }
     }

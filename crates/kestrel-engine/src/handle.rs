@@ -166,6 +166,11 @@ impl EngineHandle {
         self.shared.healthy.load(Ordering::Acquire)
     }
 
+    /// The model's vocabulary size (the logits' width).
+    pub fn vocab_size(&self) -> usize {
+        self.shared.vocab_size
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.shared.config
     }

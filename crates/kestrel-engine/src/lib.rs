@@ -16,6 +16,7 @@ pub mod request;
 pub mod sampling_state;
 pub mod scheduler;
 pub mod sequence;
+pub mod structured;
 
 pub use batching_policy::BatchingPolicy;
 pub use engine::{start_engine, BatchInvariance, EngineConfig, EngineError};
@@ -24,3 +25,6 @@ pub use kestrel_backend::sampling::{SamplingError, MAX_TOP_LOGPROBS, MIN_LOGPROB
 pub use kestrel_backend::{SamplingParams, TokenLogprobs};
 pub use metrics::EngineMetrics;
 pub use request::{EngineEvent, EngineRequest, FinishReason, Usage};
+pub use structured::{
+    Grammar, GrammarCompiler, GrammarError, GrammarSpec, OutputConstraint, Thinking,
+};

@@ -4,6 +4,8 @@
 
 use kestrel_backend::{SamplingParams, TokenLogprobs};
 
+use crate::structured::OutputConstraint;
+
 /// One sequence to generate. For `n > 1` the server submits one request per choice, with ids
 /// `"<id>-<choice index>"`; identical prompts then share their KV blocks through the prefix cache.
 #[derive(Clone, Debug)]
@@ -24,6 +26,10 @@ pub struct EngineRequest {
     /// vLLM's `cache_salt`: only sequences with the same salt (or both without one) share
     /// prefix-cache blocks. The server may fold the caller's API key into it. `None` by default.
     pub cache_salt: Option<String>,
+    /// Structured output: the answer's grammar and the reasoning phase before it (default:
+    /// nothing constrained). A complete grammar ends the sequence with `Stop { token: None }`;
+    /// one that can no longer be satisfied ends it with `Length`.
+    pub constraint: OutputConstraint,
 }
 
 /// What the engine tells one sequence's [`crate::handle::RequestStream`].

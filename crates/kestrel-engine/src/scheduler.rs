@@ -452,6 +452,7 @@ mod tests {
             min_tokens: 0,
             stop_token_ids: stop,
             cache_salt: None,
+            constraint: Default::default(),
         };
         Sequence::new(SeqId(id), req, sampling, 1 << 20, false)
     }

@@ -11,6 +11,7 @@ pub struct SeqId(pub u64);
 use crate::block_hash::CacheSalt;
 use crate::request::{EngineRequest, FinishReason};
 use crate::sampling_state::SequenceSampling;
+use crate::structured::{Advance, OutputControl};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeqStatus {
@@ -50,6 +51,9 @@ pub struct Sequence {
     /// The prefix-cache tenant: the request's `cache_salt`, folded with the kernel mode where
     /// the engine keeps the modes apart.
     pub cache_salt: Option<CacheSalt>,
+    /// Structured output (grammar mask, thinking budget), when the request has any; the
+    /// engine sets it at admission.
+    pub control: Option<OutputControl>,
 }
 
 impl Sequence {
@@ -79,6 +83,7 @@ impl Sequence {
             num_cached_tokens: None,
             stopped_by_token: false,
             cache_salt: request.cache_salt.as_deref().map(CacheSalt::new),
+            control: None,
         }
     }
 
@@ -114,8 +119,9 @@ impl Sequence {
     }
 
     /// Takes a sampled token: a stop token ends the sequence without being appended; any other
-    /// is appended (and recorded for the penalties), and may end it by length.
-    /// Returns `(appended, finish)`.
+    /// is appended (and recorded for the penalties), advances the output control (a complete
+    /// grammar ends the sequence as a stop; one that cannot be satisfied, as `Length`), and
+    /// may end it by length. Returns `(appended, finish)`.
     pub fn append_sampled(&mut self, token: u32) -> (bool, Option<FinishReason>) {
         if self.num_output_tokens() >= self.min_tokens && self.stop_token_ids.contains(&token) {
             self.stopped_by_token = true;
@@ -123,6 +129,13 @@ impl Sequence {
         }
         self.tokens.push(token);
         self.sampling.push_output(token);
+        if let Some(control) = &mut self.control {
+            match control.advance(token) {
+                Advance::Continue => {}
+                Advance::Complete => return (true, Some(FinishReason::Stop { token: None })),
+                Advance::Failed(_) => return (true, Some(FinishReason::Length)),
+            }
+        }
         let done =
             self.num_output_tokens() >= self.max_tokens || self.num_tokens() >= self.max_model_len;
         (true, done.then_some(FinishReason::Length))

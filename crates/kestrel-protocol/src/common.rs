@@ -29,6 +29,18 @@ pub struct SamplingOptions {
     /// OpenAI's end-user id, for the provider's abuse monitoring: accepted and not used.
     pub user: Option<String>,
     pub response_format: Option<Value>,
+    /// vLLM's structured-output object: one of `json`, `regex`, `choice`, `grammar`,
+    /// `json_object`.
+    pub structured_outputs: Option<Value>,
+    /// vLLM's older structured-output fields (one at most, and not with the above).
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<Value>,
+    pub guided_choice: Option<Value>,
+    pub guided_grammar: Option<Value>,
+    /// Most reasoning tokens before `</think>` is forced (`-1`: none); vLLM calls it
+    /// `thinking_token_budget`.
+    pub thinking_budget: Option<i64>,
+    pub thinking_token_budget: Option<i64>,
     // vLLM's extra sampling fields.
     pub ignore_eos: Option<bool>,
     pub min_tokens: Option<i64>,

@@ -26,6 +26,7 @@ use crate::response_cache::key::{ChatFields, Endpoint};
 use crate::response_cache::{look_up, replay, CacheDirectives, LookupRequest};
 use crate::state::{unix_now, AppState, Model, ReasoningField};
 use crate::stream::{collect, sse_response, Framing};
+use crate::structured;
 use crate::submit::submit;
 use crate::validate::{validate_chat, Limits};
 use crate::{body_bytes, random_id, random_u64};
@@ -82,15 +83,24 @@ async fn chat(
 
     let plan = Arc::new(plan);
     let (m, p) = (model.clone(), plan.clone());
-    let prompt_ids = tokio::task::spawn_blocking(move || {
-        render_prompt(
+    let (prompt_ids, constraint) = tokio::task::spawn_blocking(move || {
+        let ids = render_prompt(
             &m,
             &p.messages,
             p.tools.as_deref(),
             p.add_generation_prompt,
             &p.chat_template_kwargs,
             true,
-        )
+        )?;
+        // The grammar compiles off the async threads too (a large schema takes milliseconds).
+        let constraint = structured::constraint(
+            &m,
+            p.generation.grammar.as_ref(),
+            p.thinking_on,
+            p.generation.thinking_budget,
+            &ids,
+        )?;
+        Ok::<_, ApiError>((ids, constraint))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("tokenization task failed: {e}")))??;
@@ -124,6 +134,7 @@ async fn chat(
             &model,
             &id,
             &prompts,
+            std::slice::from_ref(&constraint),
             gen,
             salt,
             cache.take_recorder(),

@@ -24,6 +24,7 @@ use crate::response_cache::key::Endpoint;
 use crate::response_cache::{look_up, replay, CacheDirectives, LookupRequest};
 use crate::state::{unix_now, AppState};
 use crate::stream::{collect, sse_response, Framing};
+use crate::structured;
 use crate::submit::submit;
 use crate::validate::{validate_completion, Limits};
 use crate::{body_bytes, random_id};
@@ -69,8 +70,11 @@ async fn complete(
     }
     let m = model.clone();
     let vocab_size = m.tokenizer.vocab_size();
-    let prompts: Vec<Vec<u32>> = tokio::task::spawn_blocking(move || {
-        inputs
+    let grammar = plan.generation.grammar.clone();
+    let (prompts, constraint) = tokio::task::spawn_blocking(move || {
+        // The grammar compiles off the async threads too (a large schema takes milliseconds).
+        let constraint = structured::constraint(&m, grammar.as_ref(), false, None, &[])?;
+        let prompts = inputs
             .into_iter()
             .map(|input| match input {
                 PromptInput::Text(text) => {
@@ -85,7 +89,8 @@ async fn complete(
                     None => Ok(ids),
                 },
             })
-            .collect::<Result<Vec<_>, ApiError>>()
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok::<_, ApiError>((prompts, constraint))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("tokenization task failed: {e}")))??;
@@ -116,6 +121,7 @@ async fn complete(
             &model,
             &id,
             &prompts,
+            &vec![constraint; prompts.len()],
             gen,
             salt,
             cache.take_recorder(),

@@ -24,6 +24,7 @@ pub mod response_cache;
 pub mod routes;
 pub mod state;
 pub mod stream;
+pub mod structured;
 pub mod submit;
 pub mod tgi;
 pub mod validate;

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kestrel_engine::{EngineHandle, SamplingParams};
+use kestrel_engine::{EngineHandle, GrammarCompiler, SamplingParams};
 use kestrel_text::reasoning::ThinkTokens;
 use kestrel_text::{ChatTemplate, Tokenizer};
 
@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub max_n: usize,
     /// Serve the built-in chat page at `/` (`--no-webui` turns it off).
     pub webui: bool,
+    /// `--thinking-budget`: most reasoning tokens before `</think>` is forced, for requests
+    /// that set no `thinking_budget` of their own; `None` is no limit.
+    pub thinking_budget: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             max_n: 16,
             webui: true,
+            thinking_budget: None,
         }
     }
 }
@@ -105,6 +109,9 @@ pub struct Model {
     /// What the response cache's key calls this model: a digest of its weights and of the
     /// settings that change its arithmetic. `None`: the response cache is not used.
     pub identity: Option<String>,
+    /// Structured output's grammar compiler (the token trie), built on first use: most
+    /// servers never need it, and it takes a walk over the vocabulary.
+    grammar: OnceLock<Result<GrammarCompiler, String>>,
 }
 
 impl Model {
@@ -151,7 +158,25 @@ impl Model {
             max_prompt_bytes,
             created: unix_now(),
             identity: None,
+            grammar: OnceLock::new(),
         })
+    }
+
+    /// The grammar compiler for this model's vocabulary (built once, on first use); an error
+    /// says why the vocabulary cannot have one (not byte-level BPE).
+    pub fn grammar_compiler(&self) -> Result<&GrammarCompiler, String> {
+        self.grammar
+            .get_or_init(|| {
+                let bytes = self.tokenizer.token_bytes().map_err(|e| e.to_string())?;
+                let eos = *self
+                    .eos_token_ids
+                    .first()
+                    .ok_or("the model has no end-of-sequence token")?;
+                let vocab = self.engine.vocab_size().max(bytes.len());
+                GrammarCompiler::new(bytes, eos, vocab).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Names the model for the response cache (see [`Model::identity`]).

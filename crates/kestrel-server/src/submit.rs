@@ -5,7 +5,7 @@
 //! submitted; a refusal midway (a full queue) drops the streams already submitted, which aborts
 //! their sequences.
 
-use kestrel_engine::{EngineRequest, SubmitError};
+use kestrel_engine::{EngineRequest, OutputConstraint, SubmitError};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -19,11 +19,15 @@ use crate::validate::GenerationPlan;
 /// Submits `gen.n` choices of each prompt; `processor(prompt)` builds each choice's output
 /// processor. `cache_salt` is the salt the engine keys the prefix cache with (the request's, with
 /// the API key folded in when the server salts by key); `recorder` stores the answer in the
-/// response cache. Returns the driver's event channel and the usage tally of the response.
+/// response cache; `constraints[prompt]` is the prompt's compiled structured output (each choice
+/// gets its own copy of the grammar's state). Returns the driver's event channel and the usage
+/// tally of the response.
+#[allow(clippy::too_many_arguments)]
 pub fn submit(
     model: &Model,
     response_id: &str,
     prompts: &[Vec<u32>],
+    constraints: &[OutputConstraint],
     gen: &GenerationPlan,
     cache_salt: Option<String>,
     recorder: Option<Recorder>,
@@ -48,6 +52,7 @@ pub fn submit(
                     min_tokens: gen.min_tokens,
                     stop_token_ids: stop_token_ids.clone(),
                     cache_salt: cache_salt.clone(),
+                    constraint: constraints.get(p).cloned().unwrap_or_default(),
                 })
                 .map_err(|e| submit_error(e, gen, prompt_ids.len(), model.max_model_len))?;
             choices.push(Choice::live(request_id, stream, processor(prompt_ids)));

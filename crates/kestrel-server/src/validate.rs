@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::state::{Model, ServerConfig};
+use crate::structured::{self, GrammarRequest};
 
 /// Most stop strings per request.
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -31,6 +32,8 @@ pub struct Limits {
     pub vocab_size: usize,
     /// Sampling defaults from `generation_config.json`, before a request's own fields.
     pub default_sampling: SamplingParams,
+    /// `--thinking-budget`, for requests without their own.
+    pub thinking_budget: Option<usize>,
 }
 
 impl Limits {
@@ -41,6 +44,7 @@ impl Limits {
             max_model_len: model.max_model_len,
             vocab_size: model.tokenizer.vocab_size(),
             default_sampling: model.default_sampling.clone(),
+            thinking_budget: config.thinking_budget,
         }
     }
 }
@@ -65,9 +69,13 @@ pub struct GenerationPlan {
     pub ignore_eos: bool,
     pub include_stop_str_in_output: bool,
     pub skip_special_tokens: bool,
-    /// As the request sent it (only `{"type": "text"}` passes today); part of the response
-    /// cache's key.
+    /// As the request sent it; part of the response cache's key.
     pub response_format: Option<Value>,
+    /// The output's grammar (from `response_format`, `structured_outputs`, `guided_*` or a
+    /// forced tool call), compiled once the prompt is rendered.
+    pub grammar: Option<GrammarRequest>,
+    /// Most reasoning tokens before `</think>` is forced (the request's, or the server's).
+    pub thinking_budget: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
     /// vLLM's `stream_options.continuous_usage_stats`: usage on every chunk.
@@ -187,18 +195,8 @@ fn plan(
     endpoint: Endpoint,
     limits: &Limits,
 ) -> Result<GenerationPlan, ApiError> {
-    if let Some(format) = &o.response_format {
-        let kind = format.get("type").and_then(Value::as_str);
-        if kind != Some("text") {
-            return Err(ApiError::bad_request(
-                "response_format",
-                format!(
-                    "`response_format` {} is not supported; only {{\"type\":\"text\"}}",
-                    format
-                ),
-            ));
-        }
-    }
+    let grammar = structured::from_options(o)?;
+    let thinking_budget = structured::thinking_budget(o, limits.thinking_budget)?;
     // `stream_options` without `stream` has nothing to act on: a non-streamed response always
     // carries its usage.
     let stream = o.stream.unwrap_or(false);
@@ -324,6 +322,8 @@ fn plan(
         include_stop_str_in_output: o.include_stop_str_in_output.unwrap_or(false),
         skip_special_tokens: o.skip_special_tokens.unwrap_or(true),
         response_format: o.response_format.clone(),
+        grammar,
+        thinking_budget,
         stream,
         include_usage: stream && options.is_some_and(|o| o.include_usage),
         continuous_usage: stream && options.is_some_and(|o| o.continuous_usage_stats),
@@ -349,6 +349,8 @@ pub struct ChatPlan {
     /// `include_reasoning` / `return_reasoning`: false drops reasoning from the response.
     pub include_reasoning: bool,
     pub logprobs: bool,
+    /// The template's thinking switch is on (its default): a grammar starts after `</think>`.
+    pub thinking_on: bool,
 }
 
 pub fn validate_chat(req: &ChatCompletionRequest, limits: &Limits) -> Result<ChatPlan, ApiError> {
@@ -371,7 +373,7 @@ pub fn validate_chat(req: &ChatCompletionRequest, limits: &Limits) -> Result<Cha
             "`max_tokens` and `max_completion_tokens` disagree",
         ));
     }
-    let generation = plan(
+    let mut generation = plan(
         o,
         Endpoint {
             max_tokens: req.max_completion_tokens.or(o.max_tokens),
@@ -387,11 +389,29 @@ pub fn validate_chat(req: &ChatCompletionRequest, limits: &Limits) -> Result<Cha
         limits,
     )?;
     let messages = normalize_messages(&req.messages)?;
-    let tools = validate_tools(req.tools.as_deref())?;
     validate_tool_choice(
         req.tool_choice.as_ref(),
         req.tools.as_deref().unwrap_or(&[]),
     )?;
+    let parallel_tool_calls = req.parallel_tool_calls.unwrap_or(true);
+    let forced_call = structured::tool_grammar(
+        req.tools.as_deref().unwrap_or(&[]),
+        req.tool_choice.as_ref(),
+        parallel_tool_calls,
+    );
+    let tools = validate_tools(req.tools.as_deref(), forced_call.is_some())?;
+    if let Some(call) = forced_call {
+        if let Some(g) = &generation.grammar {
+            return Err(ApiError::BadRequest {
+                message: format!(
+                    "`tool_choice` forces a tool call, which cannot be combined with `{}`",
+                    g.param
+                ),
+                param: Some("tool_choice".into()),
+            });
+        }
+        generation.grammar = Some(call);
+    }
     let chat_template_kwargs = thinking_kwargs(
         req.chat_template_kwargs.as_ref(),
         req.enable_thinking,
@@ -407,7 +427,8 @@ pub fn validate_chat(req: &ChatCompletionRequest, limits: &Limits) -> Result<Cha
             num_tools,
             req.tool_choice.as_ref(),
         ),
-        parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
+        parallel_tool_calls,
+        thinking_on: chat_template_kwargs.get("enable_thinking") != Some(&Value::Bool(false)),
         chat_template_kwargs,
         add_generation_prompt: req.add_generation_prompt.unwrap_or(true),
         include_reasoning: req.include_reasoning.unwrap_or(true)
@@ -434,6 +455,20 @@ pub fn validate_completion(
     }
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request("suffix", "`suffix` is not supported"));
+    }
+    for (param, set) in [
+        ("thinking_budget", req.sampling.thinking_budget.is_some()),
+        (
+            "thinking_token_budget",
+            req.sampling.thinking_token_budget.is_some(),
+        ),
+    ] {
+        if set {
+            return Err(ApiError::bad_request(
+                param,
+                format!("`{param}` applies to chat completions (the completions endpoint has no reasoning phase)"),
+            ));
+        }
     }
     if let Some(best_of) = req.best_of {
         if best_of != req.sampling.n.unwrap_or(1) {
@@ -566,7 +601,9 @@ fn normalize_tool_call(call: &Value) -> Value {
     call
 }
 
-fn validate_tools(tools: Option<&[Tool]>) -> Result<Option<Vec<Value>>, ApiError> {
+/// `forced`: `tool_choice` forces a call, whose arguments the grammar then holds to the
+/// schema, so `strict: true` can be kept.
+fn validate_tools(tools: Option<&[Tool]>, forced: bool) -> Result<Option<Vec<Value>>, ApiError> {
     let Some(tools) = tools else { return Ok(None) };
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
@@ -586,11 +623,12 @@ fn validate_tools(tools: Option<&[Tool]>) -> Result<Option<Vec<Value>>, ApiError
         if tool.function.name.trim().is_empty() {
             return Err(bad("the function name must not be empty", ".function.name"));
         }
-        if tool.function.strict == Some(true) {
-            // OpenAI's `strict` promises output that matches the schema, which only constrained
-            // decoding can keep; Kestrel has none, so it refuses rather than pretend.
+        if tool.function.strict == Some(true) && !forced {
+            // OpenAI's `strict` promises arguments that match the schema, which the grammar
+            // keeps only for a forced call (`tool_choice` required or named); under `auto` the
+            // model may answer in prose, so the promise would be empty.
             return Err(bad(
-                "`strict: true` is not supported (no constrained decoding); leave it unset or false",
+                "`strict: true` needs `tool_choice` \"required\" or a named function (the only calls Kestrel constrains)",
                 ".function.strict",
             ));
         }
@@ -607,25 +645,18 @@ fn validate_tools(tools: Option<&[Tool]>) -> Result<Option<Vec<Value>>, ApiError
     Ok(Some(out))
 }
 
-/// `none` and `auto` are honoured. `required` and a named function promise a tool call, which
-/// vLLM and TGI keep with constrained decoding; Kestrel has none, so they are a 400 rather than
-/// a request that silently may answer in prose.
+/// `none` and `auto` leave the output free; `required` and a named function force a call,
+/// kept by a grammar ([`structured::tool_grammar`]).
 fn validate_tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<(), ApiError> {
     let Some(choice) = choice else { return Ok(()) };
     let bad = |m: String| ApiError::bad_request("tool_choice", m);
-    let unsupported = |what: &str| {
-        bad(format!(
-            "`tool_choice` {what} is not supported: Kestrel cannot force a tool call (no \
-             constrained decoding); use \"auto\" and describe the tool in the prompt"
-        ))
-    };
     match choice {
         Value::String(s) => match s.as_str() {
             "none" | "auto" => Ok(()),
             "required" if tools.is_empty() => {
                 Err(bad("`tool_choice` \"required\" needs `tools`".into()))
             }
-            "required" => Err(unsupported("\"required\"")),
+            "required" => Ok(()),
             other => Err(bad(format!(
                 "`tool_choice` must be none, auto, required or a named function, got {other:?}"
             ))),
@@ -633,9 +664,7 @@ fn validate_tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<(), Ap
         Value::Object(_) => {
             let name = choice.pointer("/function/name").and_then(Value::as_str);
             match name {
-                Some(name) if tools.iter().any(|t| t.function.name == name) => {
-                    Err(unsupported(&format!("naming function {name:?}")))
-                }
+                Some(name) if tools.iter().any(|t| t.function.name == name) => Ok(()),
                 Some(name) => Err(bad(format!("`tool_choice` names function {name:?}, which is not in `tools`"))),
                 None => Err(bad("`tool_choice` object must be {\"type\":\"function\",\"function\":{\"name\":...}}".into())),
             }
@@ -762,18 +791,17 @@ mod tests {
         assert!(validate_tool_choice(Some(&"auto".into()), &tools).is_ok());
         assert!(validate_tool_choice(Some(&"none".into()), &tools).is_ok());
         assert!(validate_tool_choice(Some(&"sometimes".into()), &tools).is_err());
-        // A forced call cannot be kept without constrained decoding: refused, not ignored.
-        let e = validate_tool_choice(Some(&"required".into()), &tools).unwrap_err();
-        assert!(e.to_string().contains("not supported"), "{e}");
+        // A forced call is kept by a grammar.
+        assert!(validate_tool_choice(Some(&"required".into()), &tools).is_ok());
+        assert!(validate_tool_choice(Some(&"required".into()), &[]).is_err());
         let named = serde_json::json!({"type":"function","function":{"name":"get_weather"}});
-        let e = validate_tool_choice(Some(&named), &tools).unwrap_err();
-        assert!(e.to_string().contains("not supported"), "{e}");
+        assert!(validate_tool_choice(Some(&named), &tools).is_ok());
         let other = serde_json::json!({"type":"function","function":{"name":"nope"}});
         assert!(validate_tool_choice(Some(&other), &tools).is_err());
         let bad: Vec<Tool> = serde_json::from_str(
             r#"[{"type":"function","function":{"name":"f","parameters":"string"}}]"#,
         )
         .unwrap();
-        assert!(validate_tools(Some(&bad)).is_err());
+        assert!(validate_tools(Some(&bad), false).is_err());
     }
 }

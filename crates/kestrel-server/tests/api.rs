@@ -169,7 +169,7 @@ async fn malformed_request_battery_gets_4xx_and_server_keeps_serving() {
         (chat(json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}]})).to_string().into(), StatusCode::BAD_REQUEST, "parameters"),
         (chat(json!({"tools": "nope"})).to_string().into(), StatusCode::BAD_REQUEST, "tools"),
         (chat(json!({"tool_choice": "sometimes"})).to_string().into(), StatusCode::BAD_REQUEST, "tool_choice"),
-        (chat(json!({"response_format": {"type": "json_object"}})).to_string().into(), StatusCode::BAD_REQUEST, "not supported"),
+        (chat(json!({"response_format": {"type": "xml"}})).to_string().into(), StatusCode::BAD_REQUEST, "response_format.type"),
         (chat(json!({"enable_thinking": true, "reasoning_effort": "none"})).to_string().into(), StatusCode::BAD_REQUEST, "contradict"),
         (chat(json!({"model": "gpt-4"})).to_string().into(), StatusCode::NOT_FOUND, "gpt-4"),
         (chat(json!({"messages": [{"role": "user", "content": "word ".repeat(400)}], "max_tokens": 16})).to_string().into(), StatusCode::BAD_REQUEST, "maximum context length"),

@@ -7,6 +7,7 @@ pub mod chat_template;
 pub mod detokenizer;
 pub mod error;
 pub mod stop;
+pub mod token_bytes;
 pub mod tokenizer;
 
 pub use chat_template::{ChatTemplate, TemplateInput};

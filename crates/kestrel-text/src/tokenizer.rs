@@ -370,6 +370,12 @@ impl Tokenizer {
             .max(1)
     }
 
+    /// Each id's bytes (special tokens marked), for structured output's token trie; an error
+    /// for a vocabulary that is not byte-level BPE. See [`crate::token_bytes`].
+    pub fn token_bytes(&self) -> Result<Vec<Vec<u8>>> {
+        crate::token_bytes::token_bytes(&self.inner)
+    }
+
     /// Whether `id` is a special (control) token, i.e. one `skip_special_tokens` drops.
     pub fn is_special_id(&self, id: TokenId) -> bool {
         self.inner

@@ -1,6 +1,7 @@
 //! One step's sampling input and output in flat, device-friendly form: a [`RowParams`] per
 //! logit row (plain data, copied to a device in one go) whose ranges index shared flat lists
-//! of penalty history, logit bias and banned tokens; and a [`SampleOutput`] of sampled ids
+//! of penalty history, logit bias, banned tokens and allowed-token bitmasks (structured
+//! output); and a [`SampleOutput`] of sampled ids
 //! plus logprobs for the rows that asked. Both are refilled every step without allocating once
 //! their capacity has grown to the largest step.
 
@@ -30,6 +31,10 @@ pub struct RowParams {
     pub bias_end: u32,
     pub banned_start: u32,
     pub banned_end: u32,
+    /// `mask_start..mask_end` indexes [`SamplingBatch::allowed_words`]; an empty range
+    /// allows every token.
+    pub mask_start: u32,
+    pub mask_end: u32,
 }
 
 impl RowParams {
@@ -51,6 +56,10 @@ pub struct SamplingBatch {
     pub bias_values: Vec<f32>,
     /// Tokens that cannot be sampled at this step (stop tokens before `min_tokens`).
     pub banned_tokens: Vec<u32>,
+    /// Allowed-token bitmasks of the rows that have one (a grammar's next-token set): bit
+    /// `t % 32` of word `t / 32` of a row's range allows token `t`; tokens past the range are
+    /// disallowed.
+    pub allowed_words: Vec<u32>,
 }
 
 impl SamplingBatch {
@@ -61,6 +70,7 @@ impl SamplingBatch {
         self.bias_tokens.clear();
         self.bias_values.clear();
         self.banned_tokens.clear();
+        self.allowed_words.clear();
     }
 
     pub fn num_rows(&self) -> usize {
@@ -109,7 +119,29 @@ impl SamplingBatch {
             bias_end: self.bias_tokens.len() as u32,
             banned_start,
             banned_end: self.banned_tokens.len() as u32,
+            mask_start: 0,
+            mask_end: 0,
         });
+    }
+
+    /// Restricts the last pushed row to the tokens whose bits are set in `words` (bit `t % 32`
+    /// of word `t / 32`). A row whose mask allows nothing samples as if every logit were
+    /// `-inf` (the lowest id); the engine never asks for that.
+    pub fn restrict_last_row(&mut self, words: &[u32]) {
+        let start = self.allowed_words.len() as u32;
+        self.allowed_words.extend_from_slice(words);
+        let row = self
+            .rows
+            .last_mut()
+            .expect("restrict_last_row follows a push");
+        row.mask_start = start;
+        row.mask_end = self.allowed_words.len() as u32;
+    }
+
+    /// Row `row`'s allowed-token mask, `None` when every token is allowed.
+    pub fn allowed(&self, row: &RowParams) -> Option<&[u32]> {
+        (row.mask_end > row.mask_start)
+            .then(|| &self.allowed_words[row.mask_start as usize..row.mask_end as usize])
     }
 
     /// Checks the ranges and that every token id lies in a vocabulary of `vocab`.
@@ -134,6 +166,7 @@ impl SamplingBatch {
             if !ok(r.penalty_start, r.penalty_end, self.penalty_tokens.len())
                 || !ok(r.bias_start, r.bias_end, self.bias_tokens.len())
                 || !ok(r.banned_start, r.banned_end, self.banned_tokens.len())
+                || !ok(r.mask_start, r.mask_end, self.allowed_words.len())
             {
                 return bad(format!("sampling row {i}: ranges outside the lists"));
             }

@@ -94,6 +94,7 @@ pub fn request(
         min_tokens: 0,
         stop_token_ids: vec![],
         cache_salt: None,
+        constraint: Default::default(),
     }
 }
 

@@ -61,6 +61,7 @@ fn limits() -> Limits {
         max_model_len: 4096,
         vocab_size: 151_936,
         default_sampling: Default::default(),
+        thinking_budget: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn limits() -> Limits {
         max_model_len: 4096,
         vocab_size: VOCAB_SIZE,
         default_sampling: SamplingParams::default(),
+        thinking_budget: None,
     }
 }
 
@@ -56,6 +57,13 @@ const FIELDS: &[&str] = &[
     "parallel_tool_calls",
     "user",
     "response_format",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "thinking_budget",
+    "thinking_token_budget",
     "chat_template_kwargs",
     "enable_thinking",
     "reasoning_effort",

@@ -78,6 +78,8 @@ impl<'a> ChatFields<'a> {
             add_generation_prompt,
             include_reasoning,
             logprobs,
+            // Follows from `chat_template_kwargs`, which the key holds.
+            thinking_on: _,
         } = plan;
         Self {
             tools: tools.as_deref(),
@@ -166,6 +168,8 @@ fn generation(h: &mut KeyHasher, plan: &GenerationPlan) {
         include_stop_str_in_output,
         skip_special_tokens,
         response_format,
+        grammar,
+        thinking_budget,
         // Framing: a hit is replayed in the request's own framing.
         stream: _,
         include_usage: _,
@@ -184,6 +188,10 @@ fn generation(h: &mut KeyHasher, plan: &GenerationPlan) {
     h.bool("include_stop_str_in_output", *include_stop_str_in_output);
     h.bool("skip_special_tokens", *skip_special_tokens);
     h.opt_json("response_format", response_format.as_ref());
+    // The constraint itself, from whichever field set it (`structured_outputs`, `guided_*`, a
+    // forced tool call): two requests with different grammars never share an answer.
+    h.opt_json("grammar", grammar.as_ref().map(|g| g.key_json()).as_ref());
+    h.opt_u64("thinking_budget", thinking_budget.map(|b| b as u64));
 }
 
 fn sampling_params(h: &mut KeyHasher, s: &SamplingParams) {
@@ -374,6 +382,8 @@ mod tests {
             include_stop_str_in_output: false,
             skip_special_tokens: true,
             response_format: None,
+            grammar: None,
+            thinking_budget: None,
             stream: false,
             include_usage: false,
             continuous_usage: false,
@@ -503,6 +513,13 @@ mod tests {
         ("response_format", |r| {
             r.plan.response_format = Some(json!({"type": "text"}))
         }),
+        ("grammar", |r| {
+            r.plan.grammar = Some(crate::structured::GrammarRequest {
+                spec: kestrel_engine::GrammarSpec::Regex("a+".into()),
+                param: "guided_regex".into(),
+            })
+        }),
+        ("thinking_budget", |r| r.plan.thinking_budget = Some(8)),
         ("tools", |r| {
             r.tools = Some(vec![json!({"type": "function", "function": {"name": "f"}})])
         }),

@@ -264,6 +264,7 @@ fn generate<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
             min_tokens: 0,
             stop_token_ids: stop_ids,
             cache_salt: None,
+            constraint: Default::default(),
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out_ids = Vec::new();

@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// Which response field carries reasoning: both, reasoning_content or reasoning.
     #[arg(long, default_value = "both")]
     pub reasoning_field: ReasoningField,
+    /// Most reasoning tokens before `</think>` is forced, for requests that set no
+    /// `thinking_budget` of their own (so that a structured answer always comes); unset is no
+    /// limit.
+    #[arg(long)]
+    pub thinking_budget: Option<usize>,
     /// Most choices (`n`) per request.
     #[arg(long, default_value_t = 16)]
     pub max_n: usize,
@@ -212,6 +217,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_n: args.max_n,
         webui: !args.no_webui,
+        thinking_budget: args.thinking_budget,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

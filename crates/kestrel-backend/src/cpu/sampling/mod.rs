@@ -68,6 +68,8 @@ impl CpuSampling {
         }
         p.bias_values.clear();
         p.bias_values.extend_from_slice(&host.bias_values);
+        p.allowed_words.clear();
+        p.allowed_words.extend_from_slice(&host.allowed_words);
         Ok(())
     }
 
@@ -140,7 +142,8 @@ fn sample_row(
 ) -> (u32, f32) {
     let range = |a: u32, b: u32| a as usize..b as usize;
     let banned = &lists.banned_tokens[range(p.banned_start, p.banned_end)];
-    select::masked_row(raw, banned, &mut s.logits);
+    let allowed = lists.allowed(p);
+    select::masked_row(raw, banned, allowed, &mut s.logits);
     let lse = (p.num_logprobs >= 0).then(|| {
         let lse = logprobs::log_sum_exp(&s.logits);
         let n = top_len(p, raw.len());
@@ -150,7 +153,7 @@ fn sample_row(
     // The raw (masked) logit of the sampled token, before the penalties change the row.
     let raw_of = |t: u32| {
         let x = raw[t as usize];
-        if x.is_nan() || banned.contains(&t) {
+        if x.is_nan() || banned.contains(&t) || !select::is_allowed(allowed, t) {
             f32::NEG_INFINITY
         } else {
             x

@@ -48,8 +48,10 @@ pub(super) enum Candidates {
     Subset(usize),
 }
 
-/// `l` := the raw row with NaN as `-inf` and the banned tokens at `-inf`.
-pub(super) fn masked_row(raw: &[f32], banned: &[u32], l: &mut Vec<f32>) {
+/// `l` := the raw row with NaN as `-inf`, the banned tokens and the tokens outside the
+/// `allowed` bitmask (if any) at `-inf`. The mask is read a word at a time: a zero word
+/// clears 32 logits, a full one skips them.
+pub(super) fn masked_row(raw: &[f32], banned: &[u32], allowed: Option<&[u32]>, l: &mut Vec<f32>) {
     l.clear();
     l.extend(
         raw.iter()
@@ -58,6 +60,31 @@ pub(super) fn masked_row(raw: &[f32], banned: &[u32], l: &mut Vec<f32>) {
     for &t in banned {
         l[t as usize] = f32::NEG_INFINITY;
     }
+    if let Some(words) = allowed {
+        for (chunk, &word) in l.chunks_mut(32).zip(words) {
+            match word {
+                u32::MAX => {}
+                0 => chunk.fill(f32::NEG_INFINITY),
+                w => {
+                    for (bit, x) in chunk.iter_mut().enumerate() {
+                        if w & (1 << bit) == 0 {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+        }
+        let covered = (words.len() * 32).min(l.len());
+        l[covered..].fill(f32::NEG_INFINITY);
+    }
+}
+
+/// Whether `allowed` (a bitmask, `None` for all) allows token `t`.
+pub(super) fn is_allowed(allowed: Option<&[u32]>, t: u32) -> bool {
+    allowed.is_none_or(|w| {
+        w.get(t as usize / 32)
+            .is_some_and(|&word| word & (1 << (t % 32)) != 0)
+    })
 }
 
 /// Penalties (vLLM's `apply_penalties`: repetition over prompt + output, then frequency and

@@ -56,7 +56,7 @@ fn reference_candidates(p: &SamplingParams, processed: &[f32]) -> Vec<u32> {
 
 fn sampler_candidates(p: &SamplingParams, logits: &[f32]) -> Vec<u32> {
     let mut s = RowScratch::default();
-    masked_row(logits, &[], &mut s.logits);
+    masked_row(logits, &[], None, &mut s.logits);
     let (cands, total) = candidates(&row(p), &mut s).expect("finite logits");
     assert!(total >= 1.0, "the top token has weight 1");
     let mut ids: Vec<u32> = match cands {
@@ -105,7 +105,7 @@ fn penalties_and_bias_follow_vllm() {
     b.push(&p, 0, 0, [(0, 0), (1, 1), (2, 2)], &[3]);
     let r = b.rows[0];
     let mut l = Vec::new();
-    masked_row(&[4.0, -4.0, 2.0, 1.0, 1.0], &b.banned_tokens, &mut l);
+    masked_row(&[4.0, -4.0, 2.0, 1.0, 1.0], &b.banned_tokens, None, &mut l);
     apply_penalties(
         &r,
         (&b.penalty_tokens, &b.penalty_counts),
