@@ -91,6 +91,7 @@ fn request(id: String, prompt_ids: Vec<u32>, max_tokens: usize) -> EngineRequest
         min_tokens: 0,
         stop_token_ids: vec![],
         cache_salt: None,
+        constraint: Default::default(),
     }
 }
 

@@ -75,6 +75,7 @@ fn seq_with_prefix(id: u64, shared: &[u32], own: usize, max_tokens: usize) -> Se
         min_tokens: 0,
         stop_token_ids: vec![],
         cache_salt: None,
+        constraint: Default::default(),
     };
     Sequence::new(SeqId(id), request, sampling, MAX_MODEL_LEN, false)
 }

@@ -172,7 +172,7 @@ async fn run(
 
     let id = format!("api-generate-{}", random_id());
     let salt = effective_salt(tenant.as_ref(), gen.cache_salt.as_deref());
-    let (rx, _) = submit(&model, &id, &[prompt], &gen, salt, None, |prompt| {
+    let (rx, _) = submit(&model, &id, &[prompt], &[], &gen, salt, None, |prompt| {
         OutputProcessor::new(
             model.tokenizer.clone(),
             gen.skip_special_tokens,

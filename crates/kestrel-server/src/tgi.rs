@@ -337,7 +337,7 @@ async fn run(
     let id = format!("generate-{}", random_id());
     let salt = effective_salt(tenant.as_ref(), gen.cache_salt.as_deref());
     let input_length = prompt.len();
-    let (rx, mut tally) = submit(&model, &id, &[prompt], &gen, salt, None, |_| {
+    let (rx, mut tally) = submit(&model, &id, &[prompt], &[], &gen, salt, None, |_| {
         OutputProcessor::new(
             model.tokenizer.clone(),
             gen.skip_special_tokens,

@@ -385,7 +385,7 @@ extern "C" __global__ void cast_f32(const float* x, void* out, int dtype, long l
 // Sampling (the semantics are in crates/kestrel-backend/src/sampling/mod.rs)
 // ---------------------------------------------------------------------------------------------
 
-// Mirrors `RowParams` (repr(C), 72 bytes).
+// Mirrors `RowParams` (repr(C), 80 bytes).
 struct RowParams {
     u64 seed;
     u64 position;
@@ -393,7 +393,15 @@ struct RowParams {
     u32 top_k;
     int num_logprobs;
     u32 penalty_start, penalty_end, bias_start, bias_end, banned_start, banned_end;
+    u32 mask_start, mask_end;
 };
+
+// Whether the row's allowed-token bitmask (`words[mask_start..mask_end]`, empty: all) allows t.
+__device__ __forceinline__ bool is_allowed(const RowParams& p, const u32* words, u32 t) {
+    if (p.mask_end <= p.mask_start) return true;
+    u32 w = p.mask_start + t / 32;
+    return w < p.mask_end && ((words[w] >> (t % 32)) & 1u);
+}
 
 // Philox4x32-10, as `sampling::philox`.
 __device__ void philox4x32_10(u32 c[4], u32 k0, u32 k1) {
@@ -513,7 +521,8 @@ __device__ void apply_cut(const float* x, unsigned char* in, int vocab, int metr
 extern "C" __global__ void sample_rows(
     const float* logits, float* work, unsigned char* keep, const RowParams* params,
     const u32* penalty_tokens, const u32* penalty_counts, const u32* bias_tokens,
-    const float* bias_values, const u32* banned_tokens, int vocab, u32* out_tokens,
+    const float* bias_values, const u32* banned_tokens, const u32* allowed_words, int vocab,
+    u32* out_tokens,
     float* out_logprobs, u32* out_top_ids, float* out_top_lps) {
     const int row = blockIdx.x;
     const RowParams p = params[row];
@@ -523,10 +532,10 @@ extern "C" __global__ void sample_rows(
     __shared__ u32 s_token;
     __shared__ double s_lse;
 
-    // 1. The raw row, NaN and banned tokens at -inf.
+    // 1. The raw row, NaN, tokens outside the allowed mask and banned tokens at -inf.
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float v = raw[i];
-        x[i] = v != v ? NEG_INF : v;
+        x[i] = (v != v || !is_allowed(p, allowed_words, i)) ? NEG_INF : v;
     }
     __syncthreads();
     for (u32 j = p.banned_start + threadIdx.x; j < p.banned_end; j += blockDim.x) {
@@ -675,7 +684,7 @@ extern "C" __global__ void sample_rows(
         float lp = 0.0f;
         if (p.num_logprobs >= 0) {
             float v = raw[tok];
-            bool banned = v != v;
+            bool banned = v != v || !is_allowed(p, allowed_words, tok);
             for (u32 j = p.banned_start; j < p.banned_end; j++) banned |= banned_tokens[j] == tok;
             lp = clamp_logprob((banned ? (double)NEG_INF : (double)v) - s_lse);
         }

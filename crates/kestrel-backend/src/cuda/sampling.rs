@@ -19,6 +19,9 @@ fn dev_err(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Device(format!("{what}: {e}"))
 }
 
+// `kernels.cu` mirrors `RowParams` field by field: a change there must change both.
+const _: () = assert!(std::mem::size_of::<RowParams>() == 80);
+
 /// A device list that grows (reallocates) when an upload needs more room.
 struct List<T> {
     buf: CudaSlice<T>,
@@ -118,6 +121,7 @@ pub struct CudaSampling {
     bias_tokens: List<u32>,
     bias_values: List<f32>,
     banned: List<u32>,
+    allowed_words: List<u32>,
     /// `[max_rows, vocab]` processed logits and candidate flags.
     work: CudaSlice<f32>,
     keep: CudaSlice<u8>,
@@ -151,6 +155,7 @@ impl CudaSampling {
             bias_tokens: List::new(stream, r * 16)?,
             bias_values: List::new(stream, r * 16)?,
             banned: List::new(stream, r * 16)?,
+            allowed_words: List::new(stream, r * vocab.div_ceil(32))?,
             work: zeros(stream, r * vocab, "sampling work rows")?,
             keep: zeros(stream, r * vocab, "sampling candidate flags")?,
             tokens: zeros(stream, r, "sampled ids")?,
@@ -192,13 +197,14 @@ impl CudaSampling {
         self.bias_tokens.upload(stream, &host.bias_tokens)?;
         self.bias_values.upload(stream, &host.bias_values)?;
         self.banned.upload(stream, &host.banned_tokens)?;
+        self.allowed_words.upload(stream, &host.allowed_words)?;
         self.rows.clear();
         self.rows.extend_from_slice(&host.rows);
         Ok(())
     }
 
     /// The `sample_rows` arguments after `logits`, in the kernel's order.
-    pub fn kernel_args(&self, stream: &CudaStream) -> [Arg; 13] {
+    pub fn kernel_args(&self, stream: &CudaStream) -> [Arg; 14] {
         [
             Arg::U64(ptr(&self.work, stream)),
             Arg::U64(ptr(&self.keep, stream)),
@@ -208,6 +214,7 @@ impl CudaSampling {
             Arg::U64(ptr(&self.bias_tokens.buf, stream)),
             Arg::U64(ptr(&self.bias_values.buf, stream)),
             Arg::U64(ptr(&self.banned.buf, stream)),
+            Arg::U64(ptr(&self.allowed_words.buf, stream)),
             Arg::I32(self.vocab as i32),
             Arg::U64(ptr(&self.tokens, stream)),
             Arg::U64(ptr(&self.logprobs, stream)),
