@@ -12,11 +12,13 @@
 //! last token on the host (penalties, a structured-output grammar whose mask follows from it)
 //! make the loop wait instead.
 //!
-//! Structured output: each constrained sequence's [`crate::structured::OutputControl`] is
-//! advanced as its sampled token is applied, which computes the allowed-token mask of its next
-//! step (llguidance, tens of microseconds for a JSON schema); the step copies the mask into its
-//! sampling rows and the backend applies it to the logits. On the CPU a step runs inside
-//! `launch`, so overlapping would only delay events: it is off unless asked for.
+//! Structured output: each constrained sequence's [`crate::structured::OutputControl`] takes
+//! its sampled token as it is applied; the allowed-token mask of its next step (llguidance,
+//! tens of microseconds to a few milliseconds for a JSON schema over a 150k vocabulary) is
+//! computed on a worker thread while that step's forward runs
+//! ([`ModelRunner::launch_late_masks`]), written into the step's sampling rows, and applied by
+//! the backend to the logits. The next step itself waits for the token (async scheduling is
+//! off while a grammar is active): the mask follows from it.
 //!
 //! Kernels: a step runs batch-invariant kernels when a sequence in it asks for reproducible
 //! output (greedy or seeded, by default), so such a sequence gets the same logits whatever
@@ -250,6 +252,7 @@ pub fn start_engine<B: Backend>(
         outcomes: Vec::new(),
         in_flight: None,
         prev_rows: HashMap::new(),
+        late_masks: Vec::new(),
     };
     std::thread::Builder::new()
         .name("kestrel-engine".into())
@@ -291,6 +294,9 @@ struct EngineCore<B: Backend> {
     in_flight: Option<InFlight>,
     /// Sampling row of each sequence in the step in flight (placeholders read it).
     prev_rows: HashMap<SeqId, u32>,
+    /// The step's rows whose grammar mask is computed while its forward runs: the sequence
+    /// and the offset of the words reserved in `sampling`.
+    late_masks: Vec<(SeqId, usize)>,
 }
 
 /// Marks the engine unhealthy when the thread ends, however it ends.
@@ -552,7 +558,11 @@ impl<B: Backend> EngineCore<B> {
                 batch_invariant: invariant,
                 graph_tokens: decode_only.then_some(self.batch.num_tokens()),
             };
-            self.runner.launch(&self.batch, &self.sampling, opts)?;
+            if self.late_masks.is_empty() {
+                self.runner.launch(&self.batch, &self.sampling, opts)?;
+            } else {
+                self.launch_late_masks(opts)?;
+            }
             self.shared
                 .metrics
                 .record_iteration(self.batch.num_tokens());
@@ -682,6 +692,52 @@ impl<B: Backend> EngineCore<B> {
         }
     }
 
+    /// Launches a step whose grammar masks are computed on a worker thread while its forward
+    /// runs; the sampling waits for them. A mask that ends the output (the grammar cannot go
+    /// on) leaves its row free and is taken up when the step's sample is applied.
+    fn launch_late_masks(&mut self, opts: StepOptions) -> Result<(), kestrel_model::ModelError> {
+        let Self {
+            runner,
+            scheduler,
+            batch,
+            sampling,
+            late_masks,
+            ..
+        } = self;
+        let mut jobs: Vec<(&mut OutputControl, usize)> = scheduler
+            .seqs_mut()
+            .filter_map(|seq| {
+                let (_, start) = late_masks.iter().find(|(id, _)| *id == seq.id)?;
+                Some((seq.control.as_mut()?, *start))
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("kestrel-grammar".into())
+                .spawn_scoped(scope, move || {
+                    for (control, _) in &mut jobs {
+                        control.prepare_deferred();
+                    }
+                    jobs
+                })
+                .map_err(|e| {
+                    kestrel_model::ModelError::Step(format!("starting the grammar worker: {e}"))
+                })?;
+            runner.launch_late_masks(batch, sampling, opts, |sampling| {
+                let jobs = worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                for (control, start) in jobs {
+                    if let Some(mask) = control.mask() {
+                        sampling
+                            .mask_words_mut(start, mask.len())
+                            .copy_from_slice(mask);
+                    }
+                }
+            })
+        })
+    }
+
     /// Fills the step's batch and sampling rows: each scheduled sequence's new tokens (the
     /// pending one as a placeholder for the step in flight's sample), positions and slots, and
     /// a sampling row for the sequences that sample.
@@ -690,6 +746,7 @@ impl<B: Backend> EngineCore<B> {
         self.batch.clear();
         self.batch.block_size = bs;
         self.sampling.clear();
+        self.late_masks.clear();
         let mut table: Vec<u32> = Vec::new();
         for s in &out.scheduled {
             let seq = self
@@ -733,8 +790,17 @@ impl<B: Backend> EngineCore<B> {
                     seq.sampling.history().iter().copied(),
                     banned,
                 );
-                if let Some(mask) = seq.control.as_ref().and_then(|c| c.mask()) {
-                    self.sampling.restrict_last_row(mask);
+                match &seq.control {
+                    Some(c) if c.is_stale() => {
+                        let start = self.sampling.reserve_mask_last_row(c.num_words());
+                        self.late_masks.push((s.seq_id, start));
+                    }
+                    Some(c) => {
+                        if let Some(mask) = c.mask() {
+                            self.sampling.restrict_last_row(mask);
+                        }
+                    }
+                    None => {}
                 }
             }
         }

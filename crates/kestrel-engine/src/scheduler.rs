@@ -126,6 +126,11 @@ impl Scheduler {
         self.seqs.get_mut(&id)
     }
 
+    /// Every sequence, mutably, in no particular order.
+    pub fn seqs_mut(&mut self) -> impl Iterator<Item = &mut Sequence> + '_ {
+        self.seqs.values_mut()
+    }
+
     /// The running sequences, oldest first.
     pub fn running(&self) -> impl Iterator<Item = &Sequence> + '_ {
         self.running.iter().map(|id| &self.seqs[id])

@@ -120,9 +120,17 @@ impl Sequence {
 
     /// Takes a sampled token: a stop token ends the sequence without being appended; any other
     /// is appended (and recorded for the penalties), advances the output control (a complete
-    /// grammar ends the sequence as a stop; one that cannot be satisfied, as `Length`), and
-    /// may end it by length. Returns `(appended, finish)`.
+    /// grammar ends the sequence as a stop; one that cannot be satisfied, as `Length`; the
+    /// next mask is computed before the next sampling), and may end it by length. Returns
+    /// `(appended, finish)`.
     pub fn append_sampled(&mut self, token: u32) -> (bool, Option<FinishReason>) {
+        // A mask computed while this step ran may have ended the output: the step sampled
+        // without one, and its token is not taken.
+        match self.control.as_mut().and_then(|c| c.take_deferred()) {
+            Some(Advance::Complete) => return (false, Some(FinishReason::Stop { token: None })),
+            Some(_) => return (false, Some(FinishReason::Length)),
+            None => {}
+        }
         if self.num_output_tokens() >= self.min_tokens && self.stop_token_ids.contains(&token) {
             self.stopped_by_token = true;
             return (false, Some(FinishReason::Stop { token: Some(token) }));
@@ -130,7 +138,7 @@ impl Sequence {
         self.tokens.push(token);
         self.sampling.push_output(token);
         if let Some(control) = &mut self.control {
-            match control.advance(token) {
+            match control.consume(token) {
                 Advance::Continue => {}
                 Advance::Complete => return (true, Some(FinishReason::Stop { token: None })),
                 Advance::Failed(_) => return (true, Some(FinishReason::Length)),

@@ -4,7 +4,9 @@
 //!
 //! A step is [`ModelRunner::launch`] (validate and upload the batch and sampling parameters,
 //! then one [`Backend::run_step`] running the forward and the sampling) and
-//! [`ModelRunner::wait`] (the sampled ids back on the host). Up to two steps may be in flight:
+//! [`ModelRunner::wait`] (the sampled ids back on the host); [`ModelRunner::launch_late_masks`]
+//! splits the forward from the sampling so that a grammar's masks are computed meanwhile. Up
+//! to two steps may be in flight:
 //! the caller may launch step N+1, whose placeholder input ids are step N's sampled ids, before
 //! it waits for step N; each in-flight step has its own sampling buffers.
 
@@ -125,29 +127,7 @@ impl<B: Backend> ModelRunner<B> {
         sampling: &SamplingBatch,
         opts: StepOptions,
     ) -> Result<()> {
-        if self.in_flight.len() == 2 {
-            return Err(ModelError::Step(
-                "two steps are in flight: wait for the oldest first".into(),
-            ));
-        }
-        let vocab = self.model.config.vocab_size;
-        let prev_rows = if batch.prev_sampled.is_empty() {
-            0
-        } else if self.in_flight.is_empty() && self.prev_rows == 0 {
-            return Err(ModelError::Step(
-                "placeholder ids without a previous step".into(),
-            ));
-        } else {
-            self.prev_rows
-        };
-        batch.validate(self.config.num_blocks, vocab, prev_rows)?;
-        if batch.num_logits() != sampling.num_rows() {
-            return Err(ModelError::Step(format!(
-                "{} logit rows but {} sampling rows",
-                batch.num_logits(),
-                sampling.num_rows()
-            )));
-        }
+        self.check_step(batch, sampling.num_rows())?;
         let b = &self.backend;
         let cur = self.next;
         b.upload_batch(batch, &mut self.batch)?;
@@ -171,10 +151,89 @@ impl<B: Backend> ModelRunner<B> {
             b.sample(&ws.logits, cur_set)?;
             Ok(())
         })?;
-        self.in_flight.push_back(cur);
-        self.next = 1 - cur;
-        self.prev_rows = sampling.num_rows();
+        self.finish_launch(cur, sampling.num_rows());
         Ok(())
+    }
+
+    /// [`Self::launch`] for a step whose allowed-token masks are computed while its forward
+    /// runs: the forward is run (or enqueued) first, then `late` completes `sampling` (it
+    /// writes the masks reserved with [`SamplingBatch::reserve_mask_last_row`]; on the CPU it
+    /// runs once the forward is done, on a device while the device computes it), then the
+    /// sampling parameters are uploaded and the sampling runs (or is enqueued) after the
+    /// forward.
+    pub fn launch_late_masks(
+        &mut self,
+        batch: &BatchInput,
+        sampling: &mut SamplingBatch,
+        opts: StepOptions,
+        late: impl FnOnce(&mut SamplingBatch),
+    ) -> Result<()> {
+        self.check_step(batch, sampling.num_rows())?;
+        let b = &self.backend;
+        let cur = self.next;
+        b.upload_batch(batch, &mut self.batch)?;
+        let has_placeholders = !batch.prev_sampled.is_empty();
+        {
+            let Self {
+                model,
+                ws,
+                kv,
+                batch: dev_batch,
+                sampling: sets,
+                ..
+            } = self;
+            let prev_set = &sets[1 - cur];
+            b.run_step(opts, || -> Result<()> {
+                if has_placeholders {
+                    b.resolve_placeholders(dev_batch, prev_set)?;
+                }
+                model.forward(b, ws, dev_batch, kv)
+            })?;
+        }
+        late(sampling);
+        b.upload_sampling(sampling, &mut self.sampling[cur])?;
+        let (ws, set) = (&self.ws, &mut self.sampling[cur]);
+        let eager = StepOptions {
+            graph_tokens: None,
+            ..opts
+        };
+        b.run_step(eager, || b.sample(&ws.logits, set))?;
+        self.finish_launch(cur, sampling.num_rows());
+        Ok(())
+    }
+
+    /// The checks before a launch; a step's sampling rows must match its logit rows.
+    fn check_step(&self, batch: &BatchInput, sampling_rows: usize) -> Result<()> {
+        if self.in_flight.len() == 2 {
+            return Err(ModelError::Step(
+                "two steps are in flight: wait for the oldest first".into(),
+            ));
+        }
+        let vocab = self.model.config.vocab_size;
+        let prev_rows = if batch.prev_sampled.is_empty() {
+            0
+        } else if self.in_flight.is_empty() && self.prev_rows == 0 {
+            return Err(ModelError::Step(
+                "placeholder ids without a previous step".into(),
+            ));
+        } else {
+            self.prev_rows
+        };
+        batch.validate(self.config.num_blocks, vocab, prev_rows)?;
+        if batch.num_logits() != sampling_rows {
+            return Err(ModelError::Step(format!(
+                "{} logit rows but {} sampling rows",
+                batch.num_logits(),
+                sampling_rows
+            )));
+        }
+        Ok(())
+    }
+
+    fn finish_launch(&mut self, set: usize, rows: usize) {
+        self.in_flight.push_back(set);
+        self.next = 1 - set;
+        self.prev_rows = rows;
     }
 
     /// Waits for the oldest launched step and copies its sampled ids (and logprobs) to `out`.

@@ -138,6 +138,26 @@ impl SamplingBatch {
         row.mask_end = self.allowed_words.len() as u32;
     }
 
+    /// Reserves `num_words` mask words for the last pushed row, all tokens allowed, to be
+    /// written after the step's forward has started ([`Self::mask_words_mut`]): a grammar
+    /// computes its mask while the forward pass runs. Returns the words' offset.
+    pub fn reserve_mask_last_row(&mut self, num_words: usize) -> usize {
+        let start = self.allowed_words.len();
+        self.allowed_words.resize(start + num_words, u32::MAX);
+        let row = self
+            .rows
+            .last_mut()
+            .expect("reserve_mask_last_row follows a push");
+        row.mask_start = start as u32;
+        row.mask_end = self.allowed_words.len() as u32;
+        start
+    }
+
+    /// The mask words reserved at `start` by [`Self::reserve_mask_last_row`].
+    pub fn mask_words_mut(&mut self, start: usize, num_words: usize) -> &mut [u32] {
+        &mut self.allowed_words[start..start + num_words]
+    }
+
     /// Row `row`'s allowed-token mask, `None` when every token is allowed.
     pub fn allowed(&self, row: &RowParams) -> Option<&[u32]> {
         (row.mask_end > row.mask_start)

@@ -5,7 +5,9 @@
 //! token.
 //!
 //! Invariants: the mask always describes the next token to sample (it is recomputed by
-//! [`OutputControl::prepare`] after every [`OutputControl::advance`]); when the grammar may end
+//! [`OutputControl::prepare`] after every [`OutputControl::advance`], or after a
+//! [`OutputControl::consume`] before the next sampling: the engine computes it on a worker
+//! thread while the next step's forward runs); when the grammar may end
 //! here, the sequence's stop tokens are allowed too, so the model can finish with its own
 //! end-of-turn token; when the grammar can take no more tokens the sequence is complete
 //! ([`Advance::Complete`], `finish_reason: "stop"`); a mask that allows nothing, or a parser
@@ -77,6 +79,11 @@ pub struct OutputControl {
     mask: Vec<u32>,
     /// Whether `mask` applies to the next step (free otherwise).
     masked: bool,
+    /// A token was consumed and the next mask is not computed yet ([`Self::consume`]).
+    stale: bool,
+    /// The outcome of a deferred [`Self::prepare`] that ended the output (its step's sample
+    /// is not to be taken).
+    deferred: Option<Advance>,
 }
 
 impl fmt::Debug for OutputControl {
@@ -115,6 +122,8 @@ impl OutputControl {
             stop_tokens: stop_tokens.to_vec(),
             mask: vec![0; vocab.div_ceil(32)],
             masked: false,
+            stale: false,
+            deferred: None,
         }
     }
 
@@ -128,8 +137,28 @@ impl OutputControl {
         self.reasoning.is_none() && self.matcher.is_some()
     }
 
+    /// The number of words of a mask (a multiple of 32 tokens covering the vocabulary).
+    pub fn num_words(&self) -> usize {
+        self.mask.len()
+    }
+
+    /// Whether a token was consumed and the next step's mask still has to be computed.
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
     /// Takes a sampled (and appended) token and prepares the next step's mask.
     pub fn advance(&mut self, token: u32) -> Advance {
+        match self.consume(token) {
+            Advance::Continue => self.prepare(),
+            done => done,
+        }
+    }
+
+    /// Takes a sampled (and appended) token; the next mask is left to [`Self::prepare`] or
+    /// [`Self::prepare_deferred`] (the engine computes it while the next forward runs).
+    pub fn consume(&mut self, token: u32) -> Advance {
+        self.masked = false;
         if let Some(r) = &mut self.reasoning {
             if r.start_token.take().is_some() {
                 // The forced opening tag: not a reasoning token.
@@ -138,7 +167,8 @@ impl OutputControl {
             } else if let Some(left) = &mut r.left {
                 *left = left.saturating_sub(1);
             }
-            return self.prepare();
+            self.stale = true;
+            return Advance::Continue;
         }
         let Some(m) = &mut self.matcher else {
             return Advance::Continue;
@@ -153,15 +183,31 @@ impl OutputControl {
             ));
         }
         if m.is_stopped() {
-            self.masked = false;
             return Advance::Complete;
         }
-        self.prepare()
+        self.stale = true;
+        Advance::Continue
+    }
+
+    /// [`Self::prepare`] for a step already launched: an outcome that ends the output is kept
+    /// for [`Self::take_deferred`] (the step samples with every token allowed, and that sample
+    /// is dropped).
+    pub fn prepare_deferred(&mut self) {
+        match self.prepare() {
+            Advance::Continue => {}
+            done => self.deferred = Some(done),
+        }
+    }
+
+    /// The outcome a deferred [`Self::prepare`] ended the output with.
+    pub fn take_deferred(&mut self) -> Option<Advance> {
+        self.deferred.take()
     }
 
     /// Computes the mask of the next step from the current state.
     pub fn prepare(&mut self) -> Advance {
         self.masked = false;
+        self.stale = false;
         if let Some(r) = &self.reasoning {
             if let Some(forced) = r.start_token.or((r.left == Some(0)).then_some(r.end_token)) {
                 self.mask.fill(0);
@@ -225,6 +271,53 @@ mod tests {
         (0..300u32)
             .filter(|&t| m[t as usize / 32] & (1 << (t % 32)) != 0)
             .collect()
+    }
+
+    #[test]
+    fn consume_leaves_the_mask_to_a_later_prepare() {
+        let g = compiler()
+            .compile(&GrammarSpec::Regex("[0-9]+".into()))
+            .unwrap();
+        let constraint = OutputConstraint {
+            grammar: Some(g),
+            thinking: None,
+        };
+        let mut c = OutputControl::new(constraint, &[299], 300);
+        assert_eq!(c.prepare(), Advance::Continue);
+        assert!(!c.is_stale());
+        assert_eq!(c.consume(b'7' as u32), Advance::Continue);
+        assert!(c.is_stale() && c.mask().is_none(), "no mask until prepared");
+        c.prepare_deferred();
+        assert!(!c.is_stale());
+        assert_eq!(c.take_deferred(), None);
+        let mut digits: Vec<u32> = (b'0'..=b'9').map(u32::from).collect();
+        digits.push(299);
+        assert_eq!(allowed(&c), digits);
+        assert_eq!(c.num_words(), 300usize.div_ceil(32));
+    }
+
+    #[test]
+    fn a_deferred_mask_that_allows_nothing_is_kept_as_the_outcome() {
+        // "ab" where no token spells "b": after "a" nothing can continue.
+        let words = vec![b"a".to_vec(), b"\xFF<|end|>".to_vec()];
+        let g = GrammarCompiler::new(words, 1, 2)
+            .expect("token table")
+            .compile(&GrammarSpec::Regex("ab".into()))
+            .unwrap();
+        let constraint = OutputConstraint {
+            grammar: Some(g),
+            thinking: None,
+        };
+        let mut c = OutputControl::new(constraint, &[1], 2);
+        assert_eq!(c.prepare(), Advance::Continue);
+        assert_eq!(c.consume(0), Advance::Continue);
+        c.prepare_deferred();
+        assert!(
+            c.mask().is_none(),
+            "the row samples free, and its sample is dropped"
+        );
+        assert!(matches!(c.take_deferred(), Some(Advance::Failed(_))));
+        assert_eq!(c.take_deferred(), None, "taken once");
     }
 
     #[test]
