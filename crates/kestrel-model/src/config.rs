@@ -223,12 +223,12 @@ impl ModelConfig {
                             f.len()
                         ));
                     }
-                    if f.iter().any(|v| !(*v > 0.0)) {
+                    if !f.iter().copied().all(positive) {
                         return fail(format!("rope scaling `{name}` must be positive"));
                     }
                 }
             }
-            RopeScaling::Factors(f) if f.len() != half || f.iter().any(|v| !(*v > 0.0)) => {
+            RopeScaling::Factors(f) if f.len() != half || !f.iter().copied().all(positive) => {
                 return fail(format!(
                     "rope frequency factors: {} values, expected {half} positive ones",
                     f.len()
@@ -239,18 +239,16 @@ impl ModelConfig {
                 low_freq_factor,
                 high_freq_factor,
                 original_max_position_embeddings,
-            } => {
-                if !(*factor > 0.0)
-                    || !(*low_freq_factor > 0.0)
-                    || !(high_freq_factor > low_freq_factor)
-                    || *original_max_position_embeddings == 0
-                {
-                    return fail(
-                        "rope scaling `llama3` needs factor > 0, 0 < low_freq_factor < \
-                         high_freq_factor and original_max_position_embeddings > 0"
-                            .into(),
-                    );
-                }
+            } if !positive(*factor)
+                || !positive(*low_freq_factor)
+                || !positive(high_freq_factor - low_freq_factor)
+                || *original_max_position_embeddings == 0 =>
+            {
+                return fail(
+                    "rope scaling `llama3` needs factor > 0, 0 < low_freq_factor < \
+                     high_freq_factor and original_max_position_embeddings > 0"
+                        .into(),
+                );
             }
             _ => {}
         }
@@ -421,6 +419,11 @@ impl ModelConfig {
         cfg.validate(path)?;
         Ok(cfg)
     }
+}
+
+/// `v > 0` and not NaN.
+fn positive(v: f64) -> bool {
+    v > 0.0
 }
 
 /// RoPE scaling as llama.cpp's converter stores it: `llama3` as per-pair frequency divisors
