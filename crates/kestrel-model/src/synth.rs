@@ -426,27 +426,32 @@ pub fn gguf_tokenizer_metadata(dir: &Path, vocab_size: usize) -> Result<Vec<(Str
     if tokens.iter().enumerate().any(|(i, t)| t.0 as usize != i) {
         return Err(ModelError::file(&tj, "token ids are not contiguous from 0"));
     }
-    if tokens.len() > vocab_size {
-        return Err(ModelError::file(
-            &tj,
-            format!("{} tokens for a vocab_size of {vocab_size}", tokens.len()),
-        ));
-    }
+    // A tokenizer larger than the model (Qwen's 151k tokens on a random Llama-3.2-1B or
+    // Phi-3-mini for a benchmark) is cut to the model's vocabulary: later ids go, with the
+    // merges that need them, so every id the tokenizer produces has an embedding row.
+    let cut = tokens.len() > vocab_size;
+    tokens.truncate(vocab_size);
     for id in tokens.len()..vocab_size {
         tokens.push((id as u32, format!("[PAD{id}]"), 5));
     }
+    let kept: std::collections::HashSet<&str> = if cut {
+        tokens.iter().map(|t| t.1.as_str()).collect()
+    } else {
+        Default::default()
+    };
     let merges: Vec<GgufValue> = v["model"]["merges"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|m| match m {
-            Value::String(s) => Some(GgufValue::Str(s.clone())),
-            Value::Array(p) => Some(GgufValue::Str(format!(
-                "{} {}",
-                p.first()?.as_str()?,
-                p.get(1)?.as_str()?
-            ))),
-            _ => None,
+        .filter_map(|m| {
+            let (a, b) = match m {
+                Value::String(s) => s.split_once(' ')?,
+                Value::Array(p) => (p.first()?.as_str()?, p.get(1)?.as_str()?),
+                _ => return None,
+            };
+            let usable = !cut
+                || (kept.contains(a) && kept.contains(b) && kept.contains(&*format!("{a}{b}")));
+            usable.then(|| GgufValue::Str(format!("{a} {b}")))
         })
         .collect();
     let id_of = |content: &str| tokens.iter().find(|t| t.1 == content).map(|t| t.0);

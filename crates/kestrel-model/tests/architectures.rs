@@ -259,3 +259,46 @@ fn a_missing_tensor_of_the_architecture_is_named() {
         .to_string();
     assert!(err.contains("mlp.gate_up_proj.weight"), "{err}");
 }
+
+/// A byte-level BPE tokenizer larger than the model is cut to the model's vocabulary, with the
+/// merges that need a dropped token, so a random Phi-3 or Llama can borrow Qwen's tokenizer.
+#[test]
+fn a_larger_tokenizer_is_cut_to_the_vocabulary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokenizer = serde_json::json!({
+        "model": {
+            "type": "BPE",
+            "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, "bc": 5},
+            "merges": ["a b", ["ab", "c"], "b c"],
+        },
+        "added_tokens": [{"id": 6, "content": "<|end|>", "special": true}],
+    });
+    std::fs::write(
+        tmp.path().join("tokenizer.json"),
+        serde_json::to_string(&tokenizer).unwrap(),
+    )
+    .unwrap();
+    let md = kestrel_model::synth::gguf_tokenizer_metadata(tmp.path(), 4).unwrap();
+    let get = |k: &str| md.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let strs = |k: &str| match get(k) {
+        Some(kestrel_model::gguf::GgufValue::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(strs("tokenizer.ggml.tokens"), ["a", "b", "c", "ab"]);
+    assert_eq!(strs("tokenizer.ggml.merges"), ["a b"]);
+    // A model with room for every token keeps them all and pads.
+    let md = kestrel_model::synth::gguf_tokenizer_metadata(tmp.path(), 9).unwrap();
+    let tokens = match &md
+        .iter()
+        .find(|(k, _)| k == "tokenizer.ggml.tokens")
+        .unwrap()
+        .1
+    {
+        kestrel_model::gguf::GgufValue::Array(items) => items.len(),
+        _ => 0,
+    };
+    assert_eq!(tokens, 9);
+}
