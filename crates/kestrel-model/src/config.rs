@@ -21,7 +21,8 @@ pub enum Arch {
     /// scaling. llama.cpp's GGUF files hold q and k permuted for its interleaved RoPE.
     Llama,
     /// `Phi3ForCausalLM` (Phi-3 mini): fused `qkv_proj` and `gate_up_proj`, optional
-    /// `longrope` scaling.
+    /// `longrope` scaling. Its `sliding_window` (2047 in Phi-3-mini-4k) is not applied:
+    /// attention sees the whole context, which is the same up to 2047 tokens.
     Phi3,
 }
 

@@ -585,7 +585,6 @@ pub fn write_gguf_model(
     out: &Path,
     tokenizer_dir: Option<&Path>,
 ) -> Result<()> {
-    let arch = c.arch.name();
     let ftype = match dtype {
         WeightFormat::F32 => 0u32,
         WeightFormat::F16 => 1,
@@ -597,7 +596,9 @@ pub fn write_gguf_model(
             ))
         }
     };
-    let md = gguf_metadata(c, ftype, &format!("synthetic {arch}"), tokenizer_dir)?;
+    // No architecture in the name: llama.cpp sets Phi-3 token attributes when `general.name`
+    // says "phi3", which fails on a borrowed (Qwen) vocabulary.
+    let md = gguf_metadata(c, ftype, "kestrel synth (random weights)", tokenizer_dir)?;
     let shapes = tensor_shapes(c);
     let rope = gguf_rope_tensors(c);
     // Random values need no q/k permutation: any order is as random as another.
