@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reference logits and greedy continuations from Hugging Face transformers for
-tiny random-weight Qwen3 / Qwen2 models.
+tiny random-weight Qwen3 / Qwen2 / Llama / Phi-3 models.
 
 Requirements (versions used to produce the committed fixtures; CPU-only is fine):
 
@@ -23,8 +23,9 @@ showing parity on unseen shapes):
                    "rope_theta": 500000}'
 
 `--config` takes inline JSON or a path to a JSON file. Keys are passed to
-`Qwen3Config` / `Qwen2Config` (selected by "model_type", default "qwen3");
-"rope_theta" is accepted. Add `--bf16` to store the weights in bfloat16 (the
+`Qwen3Config` / `Qwen2Config` / `LlamaConfig` / `Phi3Config` (selected by
+"model_type", default "qwen3"); "rope_theta" is accepted, and a
+"rope_parameters" object with a "rope_type" (llama3, longrope) sets scaled RoPE. Add `--bf16` to store the weights in bfloat16 (the
 golden is then computed in float32 from the bf16-rounded weights).
 `--prompt-lens` (default 1,7,33,70) and `--new-tokens` (default 32) are optional.
 
@@ -60,6 +61,10 @@ import torch
 import transformers
 from transformers import (
     GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -86,6 +91,72 @@ QWEN3_TIED = dict(
     tie_word_embeddings=True,
     max_position_embeddings=256,
 )
+
+LLAMA_TIED = dict(
+    model_type="llama",
+    vocab_size=320,
+    hidden_size=64,
+    intermediate_size=136,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    tie_word_embeddings=True,
+    max_position_embeddings=256,
+)
+
+# head_dim 16, theta 10000: with an original context of 64, pair 0 keeps its frequency
+# (wavelength 6 < 64/4), pairs 1 and 2 are in the smoothed band, pairs 3.. are divided by 8.
+LLAMA3_SCALED = dict(
+    LLAMA_TIED,
+    vocab_size=300,
+    tie_word_embeddings=False,
+    rope_theta=None,
+    rope_parameters=dict(
+        rope_type="llama3",
+        rope_theta=10000.0,
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position_embeddings=64,
+    ),
+)
+
+PHI3 = dict(
+    model_type="phi3",
+    vocab_size=320,
+    hidden_size=64,
+    intermediate_size=136,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    tie_word_embeddings=False,
+    max_position_embeddings=256,
+    original_max_position_embeddings=256,
+    sliding_window=None,
+)
+
+# Context 256 over an original 32: transformers takes the long factors once a forward's
+# longest position passes 32, so every prompt here is longer than that (PROMPT_LENS below).
+PHI3_LONGROPE = dict(
+    PHI3,
+    vocab_size=288,
+    rope_theta=None,
+    original_max_position_embeddings=32,
+    rope_parameters=dict(
+        rope_type="longrope",
+        rope_theta=10000.0,
+        short_factor=[1.0, 1.02, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0],
+        long_factor=[1.0, 1.3, 2.1, 3.4, 5.5, 8.9, 14.4, 23.3],
+        original_max_position_embeddings=32,
+    ),
+)
+
+# Prompt lengths per fixture where the default does not fit.
+PROMPT_LENS = {"phi3-tiny-longrope": (33, 47, 70)}
 
 FIXTURES = [
     # (name, seed, config, bf16 weights)
@@ -145,11 +216,17 @@ FIXTURES = [
     ),
     # Same weights as qwen3-tiny-tied (same seed), stored rounded to bfloat16.
     ("qwen3-tiny-tied-bf16", 1001, QWEN3_TIED, True),
+    ("llama-tiny-tied", 1005, LLAMA_TIED, False),
+    ("llama-tiny-untied-llama3", 1006, LLAMA3_SCALED, False),
+    ("phi3-tiny", 1007, PHI3, False),
+    ("phi3-tiny-longrope", 1008, PHI3_LONGROPE, False),
 ]
 
 ARCH = {
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 
 
@@ -160,7 +237,7 @@ def build_config(cfg):
         sys.exit(f"unsupported model_type {model_type!r} (expected one of {sorted(ARCH)})")
     config_cls, model_cls = ARCH[model_type]
     theta = cfg.pop("rope_theta", None)
-    if theta is not None:
+    if theta is not None and "rope_parameters" not in cfg:
         cfg.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": float(theta)})
     cfg.setdefault("max_position_embeddings", 256)
     cfg.setdefault("rms_norm_eps", 1e-6)
@@ -196,6 +273,9 @@ def patch_config_json(path, dtype_name):
     rp = cfg.get("rope_parameters") or {}
     if "rope_theta" not in cfg and "rope_theta" in rp:
         cfg["rope_theta"] = rp["rope_theta"]
+    if rp.get("rope_type", "default") != "default":
+        # Hub checkpoints carry scaled RoPE as `rope_scaling`.
+        cfg.setdefault("rope_scaling", {k: v for k, v in rp.items() if k != "rope_theta"})
     cfg.setdefault("rope_scaling", None)
     cfg["torch_dtype"] = dtype_name
     if "dtype" in cfg:
@@ -344,6 +424,7 @@ def main():
     ap.add_argument("--bf16", action="store_true", help="store custom model weights in bf16")
     ap.add_argument("--prompt-lens", default=",".join(map(str, DEFAULT_PROMPT_LENS)))
     ap.add_argument("--new-tokens", type=int, default=DEFAULT_NEW_TOKENS)
+    ap.add_argument("--only", help="comma-separated fixture names to regenerate")
     ap.add_argument("--out-root", default=DEFAULT_OUT_ROOT,
                     help="where the standard fixtures go (default tests/fixtures/hf)")
     args = ap.parse_args()
@@ -363,9 +444,12 @@ def main():
                  new_tokens=args.new_tokens)
         return
 
+    only = set(args.only.split(",")) if args.only else None
     for name, seed, cfg, bf16 in FIXTURES:
+        if only and name not in only:
+            continue
         make_one(os.path.join(args.out_root, name), cfg, seed, bf16=bf16,
-                 prompt_lens=lens, new_tokens=args.new_tokens)
+                 prompt_lens=PROMPT_LENS.get(name, lens), new_tokens=args.new_tokens)
 
 
 if __name__ == "__main__":

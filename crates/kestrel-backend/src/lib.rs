@@ -91,6 +91,27 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
+/// Rotary embedding of one model (NeoX layout: within a head, element `i` pairs with
+/// `i + head_dim/2`, rotated by `pos * inv_freq[i]`, and both are multiplied by `scale`).
+#[derive(Debug)]
+pub struct Rope<'a, W> {
+    pub head_dim: usize,
+    /// Base of the default frequencies `inv_freq[i] = theta^(-2i/head_dim)`.
+    pub theta: f64,
+    /// Per-pair inverse frequencies `[1, head_dim / 2]` (f32) that replace the default ones:
+    /// scaled RoPE (Llama 3's `llama3`, Phi-3's `longrope`) computes them once at load.
+    pub inv_freq: Option<&'a W>,
+    /// Factor on cos and sin (the attention factor of `longrope`); 1 otherwise.
+    pub scale: f32,
+}
+
+impl<W> Clone for Rope<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<W> Copy for Rope<'_, W> {}
+
 /// The largest step a batch buffer holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchLimits {
@@ -186,8 +207,7 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         x: &mut Self::Tensor,
         batch: &Self::Batch,
-        head_dim: usize,
-        theta: f64,
+        rope: Rope<'_, Self::Weight>,
     ) -> Result<()>;
     /// Writes `k, v [num_tokens, num_kv_heads * head_dim]` into the cache at the batch slot mapping.
     fn write_kv(

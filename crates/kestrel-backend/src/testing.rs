@@ -192,10 +192,9 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         &self,
         x: &mut Self::Tensor,
         b: &Self::Batch,
-        head_dim: usize,
-        theta: f64,
+        rope: crate::Rope<'_, Self::Weight>,
     ) -> Result<()> {
-        self.inner.rope(x, b, head_dim, theta)
+        self.inner.rope(x, b, rope)
     }
     fn write_kv(
         &self,

@@ -73,6 +73,18 @@ impl HostBytes {
         }
     }
 
+    /// Bytes `offset..offset + len` of these bytes, sharing the owner (no copy); `None` when
+    /// the range is outside them.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<Self> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len).then(|| Self {
+            owner: self.owner.clone(),
+            mapping: self.mapping.clone(),
+            offset: self.offset + offset,
+            len,
+        })
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         &(*self.owner).as_ref()[self.offset..self.offset + self.len]
     }

@@ -5,7 +5,7 @@
 
 use kestrel_backend::cpu::quant::{dequantize_row, quantize_row};
 use kestrel_backend::{
-    AttnShape, Backend, BatchInput, BatchLimits, HostBytes, HostWeight, KvDtype, KvLayout,
+    AttnShape, Backend, BatchInput, BatchLimits, HostBytes, HostWeight, KvDtype, KvLayout, Rope,
     SampleOutput, SamplingBatch, SamplingParams, StepOptions, WeightFormat,
 };
 use rand::rngs::StdRng;
@@ -260,21 +260,47 @@ fn row_ops_match_reference<B: Backend + Clone>(b: B) {
         input.push_seq([1], p as usize, &table, true);
     }
     let dev = batch(&b, &input);
-    let mut r = tensor(&b, n, cols, &x);
-    b.rope(&mut r, &dev, d, 1e6).unwrap();
-    let mut want = x.clone();
-    for (row, &p) in want.chunks_mut(cols).zip(&positions) {
-        for head in row.chunks_mut(d) {
-            for i in 0..d / 2 {
-                let a = p as f64 * 1e6f64.powf(-((2 * i) as f64) / d as f64);
-                let (c, s) = (a.cos() as f32, a.sin() as f32);
-                let (u, v) = (head[i], head[i + d / 2]);
-                head[i] = u * c - v * s;
-                head[i + d / 2] = v * c + u * s;
+    // Default frequencies, then per-pair ones (scaled RoPE) with a factor on cos and sin.
+    let table: Vec<f32> = (0..d / 2).map(|i| 0.9f32.powi(i as i32) / 3.0).collect();
+    let (tw, _) = weight(&b, WeightFormat::F32, 1, d / 2, &table);
+    for (inv_freq, scale) in [(None, 1.0f32), (Some(&tw), 1.19)] {
+        let mut r = tensor(&b, n, cols, &x);
+        let rope = Rope {
+            head_dim: d,
+            theta: 1e6,
+            inv_freq,
+            scale,
+        };
+        b.rope(&mut r, &dev, rope).unwrap();
+        let mut want = x.clone();
+        for (row, &p) in want.chunks_mut(cols).zip(&positions) {
+            for head in row.chunks_mut(d) {
+                for i in 0..d / 2 {
+                    let f = match inv_freq {
+                        Some(_) => table[i] as f64,
+                        None => 1e6f64.powf(-((2 * i) as f64) / d as f64),
+                    };
+                    let a = p as f64 * f;
+                    let (c, s) = (a.cos() as f32 * scale, a.sin() as f32 * scale);
+                    let (u, v) = (head[i], head[i + d / 2]);
+                    head[i] = u * c - v * s;
+                    head[i + d / 2] = v * c + u * s;
+                }
             }
         }
+        assert_close(&host(&b, &r), &want, 1e-5, "rope");
     }
-    assert_close(&host(&b, &r), &want, 1e-5, "rope");
+    // A table of the wrong length is an error naming the op.
+    let (short, _) = weight(&b, WeightFormat::F32, 1, d / 4, &table[..d / 4]);
+    let mut r = tensor(&b, n, cols, &x);
+    let rope = Rope {
+        head_dim: d,
+        theta: 1e6,
+        inv_freq: Some(&short),
+        scale: 1.0,
+    };
+    let err = b.rope(&mut r, &dev, rope).unwrap_err().to_string();
+    assert!(err.contains("rope"), "{err}");
     // The logit rows of the batch (each sequence's last token).
     let mut rows = b.alloc_tensor(n, cols).unwrap();
     b.gather_logit_rows(&xt, &dev, &mut rows).unwrap();

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 
 use crate::error::{ModelError, Result};
 use crate::gguf_writer::{write_gguf, TensorSpec};
-use crate::source::{gguf_name, ModelFiles, WeightSource};
-use crate::synth::{gguf_metadata, tensor_shapes};
+use crate::source::{gguf_name, llama_permute, llama_permuted_heads, ModelFiles, WeightSource};
+use crate::synth::{gguf_metadata, gguf_rope_tensors, tensor_shapes};
 
 /// The formats `--quantization` and `kestrel quantize --type` accept, by their llama.cpp names.
 pub fn parse_target(name: &str) -> Option<WeightFormat> {
@@ -112,6 +112,18 @@ fn quantize_weight(w: &HostWeight, target: WeightFormat) -> HostWeight {
 /// in `target`, llama.cpp's tensor names and metadata, and the directory's tokenizer when it
 /// has one.
 pub fn write_quantized_gguf(files: &ModelFiles, target: WeightFormat, out: &Path) -> Result<()> {
+    write_gguf_from_hf(files, Some(target), out)
+}
+
+/// Converts the checkpoint in `files` (a Hugging Face directory) to GGUF as llama.cpp's
+/// `convert_hf_to_gguf.py` does: llama.cpp's tensor names and metadata, vectors in f32, Llama's
+/// q and k rows permuted for llama.cpp's RoPE, scaled RoPE as its factor tensors, and the
+/// matrices quantized to `target` (or kept in the checkpoint's float type for `None`).
+pub fn write_gguf_from_hf(
+    files: &ModelFiles,
+    target: Option<WeightFormat>,
+    out: &Path,
+) -> Result<()> {
     let ModelFiles::HfDir { dir, config, .. } = files else {
         return Err(ModelError::file(
             out,
@@ -120,9 +132,24 @@ pub fn write_quantized_gguf(files: &ModelFiles, target: WeightFormat, out: &Path
         ));
     };
     let tokenizer = dir.join("tokenizer.json").exists().then_some(dir.as_path());
-    let name = format!("{} {}", dir.display(), target.name());
-    let md = gguf_metadata(config, file_type(target), &name, tokenizer)?;
-    let source = QuantizedSource::new(files.weights(), target);
+    let (ftype, name) = match target {
+        Some(t) => (file_type(t), format!("{} {}", dir.display(), t.name())),
+        None => {
+            let embed = files.weights().get("model.embed_tokens.weight")?.format;
+            let ftype = match embed {
+                WeightFormat::F32 => 0,
+                WeightFormat::BF16 => 32,
+                _ => 1,
+            };
+            (ftype, dir.display().to_string())
+        }
+    };
+    let md = gguf_metadata(config, ftype, &name, tokenizer)?;
+    let quantized = target.map(|t| QuantizedSource::new(files.weights(), t));
+    let source: &dyn WeightSource = match &quantized {
+        Some(q) => q,
+        None => files.weights(),
+    };
     let shapes = tensor_shapes(config);
     // Fetch (and quantize) every tensor first so errors surface before the file is written.
     let mut weights = Vec::with_capacity(shapes.len());
@@ -139,11 +166,23 @@ pub fn write_quantized_gguf(files: &ModelFiles, target: WeightFormat, out: &Path
                 ..w
             };
         }
+        if let Some(heads) = llama_permuted_heads(config, hf_name) {
+            w = llama_permute(w, heads, true, &source.describe())?;
+        }
         let gname = gguf_name(hf_name).expect("every checkpoint tensor has a GGUF name");
         specs.push(TensorSpec::new(gname, w.format, *rows, *cols));
-        weights.push(w);
+        weights.push(w.bytes);
+    }
+    for (gname, values) in gguf_rope_tensors(config) {
+        specs.push(TensorSpec::new(
+            gname,
+            WeightFormat::F32,
+            None,
+            values.len(),
+        ));
+        weights.push(HostBytes::from_vec(bytemuck::cast_slice(&values).to_vec()));
     }
     write_gguf(out, &md, &specs, |i, buf| {
-        buf.copy_from_slice(weights[i].bytes.as_slice())
+        buf.copy_from_slice(weights[i].as_slice())
     })
 }

@@ -16,9 +16,9 @@ use kestrel_backend::{
     Backend, BatchInput, BatchLimits, KvDtype, SampleOutput, SamplingBatch, StepOptions,
 };
 
+use crate::decoder::DecoderModel;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::qwen::QwenModel;
 use crate::workspace::Workspace;
 
 /// The sizes a runner is built for.
@@ -55,7 +55,7 @@ impl RunnerConfig {
 
 pub struct ModelRunner<B: Backend> {
     backend: B,
-    model: QwenModel<B>,
+    model: DecoderModel<B>,
     ws: Workspace<B>,
     kv: KvCache<B>,
     batch: B::Batch,
@@ -71,7 +71,7 @@ pub struct ModelRunner<B: Backend> {
 }
 
 impl<B: Backend> ModelRunner<B> {
-    pub fn new(backend: B, model: QwenModel<B>, config: RunnerConfig) -> Result<Self> {
+    pub fn new(backend: B, model: DecoderModel<B>, config: RunnerConfig) -> Result<Self> {
         let c = &model.config;
         let ws = Workspace::new(&backend, c, config.max_num_tokens, config.max_num_logits)?;
         let kv = KvCache::new(
@@ -108,7 +108,7 @@ impl<B: Backend> ModelRunner<B> {
         &self.backend
     }
 
-    pub fn model(&self) -> &QwenModel<B> {
+    pub fn model(&self) -> &DecoderModel<B> {
         &self.model
     }
 

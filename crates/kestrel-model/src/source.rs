@@ -2,13 +2,16 @@
 //!
 //! Weights are always asked for by their Hugging Face checkpoint name
 //! (`model.layers.{i}.self_attn.q_proj.weight`); the GGUF source maps those to llama.cpp's names
-//! (`blk.{i}.attn_q.weight`), so the model definition exists once.
+//! (`blk.{i}.attn_q.weight`), so the model definition exists once. llama.cpp's converter
+//! permutes the rows of Llama's q and k (weights and biases) for its interleaved ("normal")
+//! RoPE; the GGUF source puts them back in the checkpoint's order, for the NeoX-layout RoPE
+//! every architecture here uses ([`llama_permute_rows`] and its inverse).
 
 use std::path::{Path, PathBuf};
 
-use kestrel_backend::{HostWeight, KvDtype, WeightFormat};
+use kestrel_backend::{HostBytes, HostWeight, KvDtype, WeightFormat};
 
-use crate::config::ModelConfig;
+use crate::config::{Arch, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::safetensors_source::SafetensorsSource;
@@ -81,7 +84,7 @@ impl ModelFiles {
     }
 }
 
-/// llama.cpp's tensor name for a Hugging Face Qwen2/Qwen3 weight name.
+/// llama.cpp's tensor name for a Hugging Face Qwen2 / Qwen3 / Llama / Phi-3 weight name.
 pub fn gguf_name(hf_name: &str) -> Option<String> {
     let (stem, suffix) = hf_name.rsplit_once('.')?;
     let base = match stem {
@@ -96,12 +99,15 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
                 "self_attn.k_proj" => "attn_k",
                 "self_attn.v_proj" => "attn_v",
                 "self_attn.o_proj" => "attn_output",
+                "self_attn.qkv_proj" => "attn_qkv",
                 "self_attn.q_norm" => "attn_q_norm",
                 "self_attn.k_norm" => "attn_k_norm",
                 "input_layernorm" => "attn_norm",
                 "post_attention_layernorm" => "ffn_norm",
                 "mlp.gate_proj" => "ffn_gate",
                 "mlp.up_proj" => "ffn_up",
+                // Phi-3's fused gate and up, as llama.cpp's converter names it.
+                "mlp.gate_up_proj" => "ffn_up",
                 "mlp.down_proj" => "ffn_down",
                 _ => return None,
             };
@@ -109,6 +115,76 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
         }
     };
     Some(format!("{base}.{suffix}"))
+}
+
+/// For a Llama checkpoint, the number of heads whose rows llama.cpp's converter permutes in
+/// tensor `hf_name` (`q_proj` by the attention heads, `k_proj` by the KV heads), else `None`.
+pub fn llama_permuted_heads(c: &ModelConfig, hf_name: &str) -> Option<usize> {
+    (c.arch == Arch::Llama)
+        .then(|| permuted_heads(hf_name, c.num_heads, c.num_kv_heads))
+        .flatten()
+}
+
+fn permuted_heads(hf_name: &str, num_heads: usize, num_kv_heads: usize) -> Option<usize> {
+    let stem = hf_name
+        .strip_suffix(".weight")
+        .or_else(|| hf_name.strip_suffix(".bias"))?;
+    if stem.ends_with("self_attn.q_proj") {
+        Some(num_heads)
+    } else if stem.ends_with("self_attn.k_proj") {
+        Some(num_kv_heads)
+    } else {
+        None
+    }
+}
+
+/// Reorders the `units` (rows of a matrix, elements of a bias) of `bytes` head by head as
+/// llama.cpp's `LlamaModel.permute` does (`to_gguf`) or back (`!to_gguf`): within a head of
+/// `d` units, checkpoint unit `s * d/2 + i` (half `s`, pair `i`) is GGUF unit `2 * i + s`.
+pub fn llama_permute_rows(bytes: &[u8], units: usize, heads: usize, to_gguf: bool) -> Vec<u8> {
+    let unit = bytes.len() / units;
+    let d = units / heads;
+    let half = d / 2;
+    let mut out = vec![0u8; bytes.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for i in 0..half {
+                let hf = h * d + s * half + i;
+                let gguf = h * d + 2 * i + s;
+                let (from, to) = if to_gguf { (hf, gguf) } else { (gguf, hf) };
+                out[to * unit..(to + 1) * unit]
+                    .copy_from_slice(&bytes[from * unit..(from + 1) * unit]);
+            }
+        }
+    }
+    out
+}
+
+/// `w` with the units of `heads` rotary heads permuted (see [`llama_permute_rows`]).
+pub fn llama_permute(
+    w: HostWeight,
+    heads: usize,
+    to_gguf: bool,
+    source: &str,
+) -> Result<HostWeight> {
+    let units = if w.rows == 1 { w.cols } else { w.rows };
+    if heads == 0 || units % (2 * heads) != 0 || (w.rows == 1 && w.format.block_len() != 1) {
+        return Err(ModelError::BadWeight {
+            name: w.name.clone(),
+            source_desc: source.to_string(),
+            detail: format!(
+                "[{}, {}] {} cannot be split into {heads} rotary heads",
+                w.rows,
+                w.cols,
+                w.format.name()
+            ),
+        });
+    }
+    let bytes = llama_permute_rows(w.bytes.as_slice(), units, heads, to_gguf);
+    Ok(HostWeight {
+        bytes: HostBytes::from_vec(bytes),
+        ..w
+    })
 }
 
 impl WeightSource for GgufFile {
@@ -120,7 +196,18 @@ impl WeightSource for GgufFile {
             name: hf_name.to_string(),
             source_desc: self.describe(),
         })?;
-        self.weight(&name)
+        let w = self.weight(&name)?;
+        // Llama's q and k go back to the checkpoint's row order (see the module header).
+        if self.get_str("general.architecture") != Ok(Arch::Llama.name()) {
+            return Ok(w);
+        }
+        let count = |k: &str| self.get_u64(&format!("llama.attention.{k}")).ok();
+        let num_heads = count("head_count").unwrap_or(0) as usize;
+        let num_kv_heads = count("head_count_kv").map_or(num_heads, |v| v as usize);
+        match permuted_heads(hf_name, num_heads, num_kv_heads) {
+            Some(heads) => llama_permute(w, heads, false, &self.describe()),
+            None => Ok(w),
+        }
     }
     fn describe(&self) -> String {
         self.path().display().to_string()
@@ -129,7 +216,21 @@ impl WeightSource for GgufFile {
 
 #[cfg(test)]
 mod tests {
-    use super::gguf_name;
+    use super::{gguf_name, llama_permute_rows};
+
+    /// llama.cpp's `LlamaModel.permute` on rows 0..16 of one matrix with 2 heads of 8:
+    /// `np.arange(16).reshape(2, 2, 4).swapaxes(1, 2).reshape(16)`.
+    #[test]
+    fn llama_permutation_is_llama_cpps_and_inverts() {
+        let rows: Vec<u8> = (0..16).collect();
+        let gguf = llama_permute_rows(&rows, 16, 2, true);
+        assert_eq!(gguf, [0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]);
+        assert_eq!(llama_permute_rows(&gguf, 16, 2, false), rows);
+        // Units of several bytes (a row) move whole.
+        let wide: Vec<u8> = (0..8u8).flat_map(|r| [r, 100 + r]).collect();
+        let back = llama_permute_rows(&llama_permute_rows(&wide, 8, 2, true), 8, 2, false);
+        assert_eq!(back, wide);
+    }
 
     #[test]
     fn maps_hf_names_to_llama_cpp_names() {

@@ -214,8 +214,13 @@ impl Backend for CpuBackend {
         ops::add_bias(x, bias)
     }
 
-    fn rope(&self, x: &mut CpuTensor, batch: &CpuBatch, head_dim: usize, theta: f64) -> Result<()> {
-        ops::rope_neox(x, &batch.input.positions, head_dim, theta)
+    fn rope(
+        &self,
+        x: &mut CpuTensor,
+        batch: &CpuBatch,
+        rope: crate::Rope<'_, CpuWeight>,
+    ) -> Result<()> {
+        ops::rope_neox(x, &batch.input.positions, rope)
     }
 
     fn write_kv(

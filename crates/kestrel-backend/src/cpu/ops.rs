@@ -1,5 +1,5 @@
 //! Element-wise and row-wise CPU ops: embedding gather, RMSNorm (whole row or per head),
-//! bias, NeoX rotary embedding, SiLU·mul, residual add and the logit-row gather. Rows are
+//! bias, NeoX rotary embedding (default or per-pair frequencies), SiLU·mul, residual add and the logit-row gather. Rows are
 //! split across threads; every op writes into a tensor it is given and allocates nothing.
 
 use rayon::prelude::*;
@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use super::quant::dequantize_row;
 use super::tensor::{CpuTensor, CpuWeight};
 use crate::error::{shape_err, BackendError, Result};
+use crate::Rope;
 
 /// Elements per parallel task of the element-wise ops.
 const CHUNK: usize = 4096;
@@ -122,9 +123,12 @@ pub fn add_bias(x: &mut CpuTensor, bias: &CpuWeight) -> Result<()> {
     Ok(())
 }
 
-/// Rotary embedding in the NeoX (GPT-J "rotate half") layout used by Qwen: within each head,
-/// element `i` pairs with `i + head_dim/2`, rotated by `pos * theta^(-2i/head_dim)`.
-pub fn rope_neox(x: &mut CpuTensor, positions: &[u32], head_dim: usize, theta: f64) -> Result<()> {
+/// Rotary embedding in the NeoX (GPT-J "rotate half") layout used by Qwen, Llama and Phi-3
+/// checkpoints: within each head, element `i` pairs with `i + head_dim/2`, rotated by
+/// `pos * inv_freq[i]` with `inv_freq[i] = theta^(-2i/head_dim)` unless the model gives its own
+/// (scaled RoPE); cos and sin are multiplied by `rope.scale`. Angles are computed in f64.
+pub fn rope_neox(x: &mut CpuTensor, positions: &[u32], rope: Rope<'_, CpuWeight>) -> Result<()> {
+    let head_dim = rope.head_dim;
     if positions.len() != x.rows
         || head_dim % 2 != 0
         || head_dim > MAX_ROPE_HEAD_DIM
@@ -141,6 +145,22 @@ pub fn rope_neox(x: &mut CpuTensor, positions: &[u32], head_dim: usize, theta: f
         ));
     }
     let half = head_dim / 2;
+    let table = match rope.inv_freq {
+        None => None,
+        Some(w) => match w.vector() {
+            Some(v) if v.len() == half => Some(v),
+            _ => {
+                return Err(shape_err(
+                    "rope",
+                    format!(
+                        "inverse frequencies [{}, {}] for head_dim {head_dim}",
+                        w.rows, w.cols
+                    ),
+                ))
+            }
+        },
+    };
+    let (theta, scale) = (rope.theta, rope.scale);
     let cols = x.cols;
     x.as_mut_slice()
         .par_chunks_mut(cols)
@@ -149,10 +169,13 @@ pub fn rope_neox(x: &mut CpuTensor, positions: &[u32], head_dim: usize, theta: f
             let mut cos = [0.0f32; MAX_ROPE_HEAD_DIM / 2];
             let mut sin = [0.0f32; MAX_ROPE_HEAD_DIM / 2];
             for i in 0..half {
-                let inv_freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
+                let inv_freq = match table {
+                    Some(t) => t[i] as f64,
+                    None => theta.powf(-((2 * i) as f64) / head_dim as f64),
+                };
                 let a = pos as f64 * inv_freq;
-                cos[i] = a.cos() as f32;
-                sin[i] = a.sin() as f32;
+                cos[i] = a.cos() as f32 * scale;
+                sin[i] = a.sin() as f32 * scale;
             }
             for head in row.chunks_exact_mut(head_dim) {
                 let (lo, hi) = head.split_at_mut(half);

@@ -235,18 +235,22 @@ extern "C" __global__ void add_bias(float* x, const void* bias, int dtype, long 
 }
 
 // NeoX rotary embedding in place on `x [rows, cols]`, heads of `head_dim`. Grid: rows blocks.
-// The angle is computed in double precision, as the CPU backend does.
+// The frequencies are `theta^(-2i/head_dim)`, or `inv_freq [head_dim/2]` (of `inv_dtype`) when
+// `has_inv` (scaled RoPE); cos and sin are multiplied by `scale`. The angle is computed in double
+// precision, as the CPU backend does.
 extern "C" __global__ void rope_neox(float* x, const u32* positions, int cols, int head_dim,
-                                    double theta) {
+                                    double theta, const void* inv_freq, int inv_dtype,
+                                    int has_inv, float scale) {
     int half = head_dim / 2;
     int heads = cols / head_dim;
     double pos = (double)positions[blockIdx.x];
     float* row = x + (long long)blockIdx.x * cols;
     for (int j = threadIdx.x; j < heads * half; j += blockDim.x) {
         int h = j / half, i = j % half;
-        double inv_freq = pow(theta, -((double)(2 * i)) / (double)head_dim);
-        double a = pos * inv_freq;
-        float c = (float)cos(a), s = (float)sin(a);
+        double f = has_inv ? (double)load_elem(inv_freq, i, inv_dtype)
+                           : pow(theta, -((double)(2 * i)) / (double)head_dim);
+        double a = pos * f;
+        float c = (float)cos(a) * scale, s = (float)sin(a) * scale;
         float* head = row + h * head_dim;
         float lo = head[i], hi = head[i + half];
         head[i] = lo * c - hi * s;

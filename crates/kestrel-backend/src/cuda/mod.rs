@@ -465,9 +465,9 @@ impl Backend for CudaBackend {
         &self,
         x: &mut CudaTensor,
         batch: &CudaBatch,
-        head_dim: usize,
-        theta: f64,
+        rope: crate::Rope<'_, CudaWeight>,
     ) -> Result<()> {
+        let head_dim = rope.head_dim;
         if x.rows != batch.num_tokens
             || head_dim % 2 != 0
             || head_dim == 0
@@ -481,6 +481,21 @@ impl Backend for CudaBackend {
                 ),
             ));
         }
+        let (inv_ptr, inv_dtype, has_inv) = match rope.inv_freq {
+            None => (0, 0, 0),
+            Some(w) if w.is_vector() && w.cols == head_dim / 2 => {
+                (w.ptr(self.stream()), w.dtype, 1)
+            }
+            Some(w) => {
+                return Err(shape_err(
+                    "rope",
+                    format!(
+                        "inverse frequencies [{}, {}] for head_dim {head_dim}",
+                        w.rows, w.cols
+                    ),
+                ))
+            }
+        };
         self.l().launch(
             Kernel::RopeNeox,
             (x.rows as u32, 1, 1),
@@ -490,7 +505,11 @@ impl Backend for CudaBackend {
                 Arg::U64(ptr(&batch.positions, self.stream())),
                 Arg::I32(x.cols as i32),
                 Arg::I32(head_dim as i32),
-                Arg::F64(theta),
+                Arg::F64(rope.theta),
+                Arg::U64(inv_ptr),
+                Arg::I32(inv_dtype),
+                Arg::I32(has_inv),
+                Arg::F32(rope.scale),
             ],
         )
     }

@@ -30,6 +30,7 @@ fn config(arch: Arch) -> ModelConfig {
         head_dim: 16,
         rms_norm_eps: 1e-6,
         rope_theta: 10_000.0,
+        rope_scaling: kestrel_model::RopeScaling::None,
         max_position_embeddings: 128,
         tie_word_embeddings: true,
     }

@@ -1,4 +1,5 @@
-//! `kestrel synth`: random-weight Qwen3 models with real shapes, for benchmarks.
+//! `kestrel synth`: random-weight models with real shapes (Qwen3, Qwen2, Llama, Phi-3), for
+//! benchmarks.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -6,13 +7,17 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use kestrel_backend::WeightFormat;
-use kestrel_model::synth;
+use kestrel_model::{synth, Arch};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SynthArch {
     Qwen3,
     /// Qwen2 architecture (Qwen1.5, Qwen2, Qwen2.5).
     Qwen2,
+    /// Llama architecture (Llama 3.2).
+    Llama,
+    /// Phi-3 architecture (Phi-3-mini).
+    Phi3,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -32,7 +37,8 @@ pub enum SynthFormat {
 pub struct SynthArgs {
     #[arg(long, value_enum, default_value = "qwen3")]
     arch: SynthArch,
-    /// qwen3: tiny, 0.6b, 1.7b, 4b or 8b; qwen2: tiny or 1.8b (Qwen1.5-1.8B).
+    /// qwen3: tiny, 0.6b, 1.7b, 4b or 8b; qwen2: tiny or 1.8b (Qwen1.5-1.8B); llama: tiny or 1b
+    /// (Llama-3.2-1B); phi3: tiny or mini-4k (Phi-3-mini-4k).
     #[arg(long)]
     size: String,
     #[arg(long, value_enum, default_value = "bf16")]
@@ -51,12 +57,19 @@ pub struct SynthArgs {
 }
 
 pub fn run(args: SynthArgs) -> Result<()> {
-    let (config, sizes) = match args.arch {
-        SynthArch::Qwen3 => (synth::qwen3_config(&args.size), "tiny, 0.6b, 1.7b, 4b, 8b"),
-        SynthArch::Qwen2 => (synth::qwen2_config(&args.size), "tiny, 1.8b"),
+    let arch = match args.arch {
+        SynthArch::Qwen3 => Arch::Qwen3,
+        SynthArch::Qwen2 => Arch::Qwen2,
+        SynthArch::Llama => Arch::Llama,
+        SynthArch::Phi3 => Arch::Phi3,
     };
-    let Some(config) = config else {
-        bail!("--size `{}` is not one of {sizes}", args.size);
+    let Some(config) = synth::config_for(arch, &args.size) else {
+        bail!(
+            "--size `{}` is not one of {} for {}",
+            args.size,
+            synth::sizes_for(arch),
+            arch.name()
+        );
     };
     let dtype = match args.dtype {
         SynthDtype::Bf16 => WeightFormat::BF16,

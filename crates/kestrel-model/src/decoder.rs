@@ -1,11 +1,14 @@
-//! The Qwen3 / Qwen2 decoder, written once over the backend trait.
+//! The pre-norm decoder of every supported architecture (Qwen3, Qwen2, Llama, Phi-3), written
+//! once over the backend trait; the architectures differ only in which weights they have.
 //!
 //! Per layer: `x += o_proj(attn(rope(norm_q(q)), rope(norm_k(k)), v))` then
 //! `x += down(silu(gate(h)) * up(h))` with pre-RMSNorms; Qwen3 adds per-head RMSNorm on q and k
-//! before rotary embedding, Qwen2 adds bias to the q, k and v projections. Logits are computed
-//! only for the batch's `logits_indices` rows.
+//! before rotary embedding, Qwen2 adds bias to the q, k and v projections, Phi-3 stores q, k, v
+//! as one `qkv_proj` and gate, up as one `gate_up_proj` (split by rows at load, without a copy).
+//! Scaled RoPE (Llama 3's `llama3`, Phi-3's `longrope`) is a table of per-pair frequencies
+//! computed once at load. Logits are computed only for the batch's `logits_indices` rows.
 
-use kestrel_backend::{AttnShape, Backend};
+use kestrel_backend::{AttnShape, Backend, HostBytes, HostWeight, Rope, WeightFormat};
 
 use crate::config::{Arch, ModelConfig};
 use crate::error::Result;
@@ -40,8 +43,10 @@ struct Layer<B: Backend> {
     down_proj: B::Weight,
 }
 
-pub struct QwenModel<B: Backend> {
+pub struct DecoderModel<B: Backend> {
     pub config: ModelConfig,
+    /// `[1, head_dim / 2]` f32 inverse frequencies of scaled RoPE; `None` for the default.
+    rope_inv_freq: Option<B::Weight>,
     /// `[vocab, hidden]`
     embed_tokens: B::Weight,
     layers: Vec<Layer<B>>,
@@ -49,6 +54,19 @@ pub struct QwenModel<B: Backend> {
     norm: B::Weight,
     /// `[vocab, hidden]`; `None` when tied to `embed_tokens`.
     lm_head: Option<B::Weight>,
+}
+
+/// Host weight `name`, its shape checked.
+fn host(src: &dyn WeightSource, name: &str, rows: usize, cols: usize) -> Result<HostWeight> {
+    let w = src.get(name)?;
+    if (w.rows, w.cols) != (rows, cols) {
+        return Err(crate::error::ModelError::BadWeight {
+            name: name.to_string(),
+            source_desc: src.describe(),
+            detail: format!("shape [{}, {}], expected [{rows}, {cols}]", w.rows, w.cols),
+        });
+    }
+    Ok(w)
 }
 
 /// Loads weight `name` and checks its shape.
@@ -59,15 +77,37 @@ fn load<B: Backend>(
     rows: usize,
     cols: usize,
 ) -> Result<B::Weight> {
-    let w = src.get(name)?;
-    if (w.rows, w.cols) != (rows, cols) {
-        return Err(crate::error::ModelError::BadWeight {
-            name: name.to_string(),
-            source_desc: src.describe(),
-            detail: format!("shape [{}, {}], expected [{rows}, {cols}]", w.rows, w.cols),
-        });
+    Ok(b.load_weight(host(src, name, rows, cols)?)?)
+}
+
+/// Loads fused weight `name` (`[sum(parts), cols]`) as one weight per block of rows, each
+/// pointing into the same bytes (rows are whole quantization blocks in every format).
+fn load_split<B: Backend>(
+    b: &B,
+    src: &dyn WeightSource,
+    name: &str,
+    parts: &[usize],
+    cols: usize,
+) -> Result<Vec<B::Weight>> {
+    let w = host(src, name, parts.iter().sum(), cols)?;
+    let row_bytes = w.format.row_bytes(cols);
+    let mut first = 0;
+    let mut out = Vec::with_capacity(parts.len());
+    for &rows in parts {
+        let bytes = w
+            .bytes
+            .slice(first * row_bytes, rows * row_bytes)
+            .expect("rows inside the checked shape");
+        out.push(b.load_weight(HostWeight {
+            name: format!("{name}[{first}..{}]", first + rows),
+            format: w.format,
+            rows,
+            cols,
+            bytes,
+        })?);
+        first += rows;
     }
-    Ok(b.load_weight(w)?)
+    Ok(out)
 }
 
 fn load_opt<B: Backend>(
@@ -84,7 +124,7 @@ fn load_opt<B: Backend>(
     }
 }
 
-impl<B: Backend> QwenModel<B> {
+impl<B: Backend> DecoderModel<B> {
     pub fn load(backend: &B, config: ModelConfig, src: &dyn WeightSource) -> Result<Self> {
         let c = &config;
         let (h, q, kv, inter) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -99,11 +139,49 @@ impl<B: Backend> QwenModel<B> {
                     Ok(None)
                 }
             };
+            let fused = c.arch == Arch::Phi3;
+            let (q_proj, k_proj, v_proj) = if fused {
+                let [q_proj, k_proj, v_proj]: [B::Weight; 3] = load_split(
+                    backend,
+                    src,
+                    &p("self_attn.qkv_proj.weight"),
+                    &[q, kv, kv],
+                    h,
+                )?
+                .try_into()
+                .ok()
+                .expect("three parts");
+                (q_proj, k_proj, v_proj)
+            } else {
+                (
+                    load(backend, src, &p("self_attn.q_proj.weight"), q, h)?,
+                    load(backend, src, &p("self_attn.k_proj.weight"), kv, h)?,
+                    load(backend, src, &p("self_attn.v_proj.weight"), kv, h)?,
+                )
+            };
+            let (gate_proj, up_proj) = if fused {
+                let [gate, up]: [B::Weight; 2] = load_split(
+                    backend,
+                    src,
+                    &p("mlp.gate_up_proj.weight"),
+                    &[inter, inter],
+                    h,
+                )?
+                .try_into()
+                .ok()
+                .expect("two parts");
+                (gate, up)
+            } else {
+                (
+                    load(backend, src, &p("mlp.gate_proj.weight"), inter, h)?,
+                    load(backend, src, &p("mlp.up_proj.weight"), inter, h)?,
+                )
+            };
             layers.push(Layer {
                 input_layernorm: load(backend, src, &p("input_layernorm.weight"), 1, h)?,
-                q_proj: load(backend, src, &p("self_attn.q_proj.weight"), q, h)?,
-                k_proj: load(backend, src, &p("self_attn.k_proj.weight"), kv, h)?,
-                v_proj: load(backend, src, &p("self_attn.v_proj.weight"), kv, h)?,
+                q_proj,
+                k_proj,
+                v_proj,
                 o_proj: load(backend, src, &p("self_attn.o_proj.weight"), h, q)?,
                 q_bias: load_opt(backend, src, &p("self_attn.q_proj.bias"), 1, q)?,
                 k_bias: load_opt(backend, src, &p("self_attn.k_proj.bias"), 1, kv)?,
@@ -118,11 +196,21 @@ impl<B: Backend> QwenModel<B> {
                     1,
                     h,
                 )?,
-                gate_proj: load(backend, src, &p("mlp.gate_proj.weight"), inter, h)?,
-                up_proj: load(backend, src, &p("mlp.up_proj.weight"), inter, h)?,
+                gate_proj,
+                up_proj,
                 down_proj: load(backend, src, &p("mlp.down_proj.weight"), h, inter)?,
             });
         }
+        let rope_inv_freq = match c.rope_inv_freq() {
+            None => None,
+            Some(table) => Some(backend.load_weight(HostWeight {
+                name: "rope inverse frequencies".into(),
+                format: WeightFormat::F32,
+                rows: 1,
+                cols: table.len(),
+                bytes: HostBytes::from_vec(bytemuck::cast_slice(&table).to_vec()),
+            })?),
+        };
         let embed_tokens = load(backend, src, "model.embed_tokens.weight", c.vocab_size, h)?;
         // A separate head is used whenever the checkpoint has one (some tied configs still ship it).
         let lm_head = if c.tie_word_embeddings && !src.contains("lm_head.weight") {
@@ -133,6 +221,7 @@ impl<B: Backend> QwenModel<B> {
         let norm = load(backend, src, "model.norm.weight", 1, h)?;
         Ok(Self {
             config,
+            rope_inv_freq,
             embed_tokens,
             layers,
             norm,
@@ -157,6 +246,12 @@ impl<B: Backend> QwenModel<B> {
             scale: 1.0 / (c.head_dim as f32).sqrt(),
         };
         let eps = c.rms_norm_eps;
+        let rope = Rope {
+            head_dim: c.head_dim,
+            theta: c.rope_theta,
+            inv_freq: self.rope_inv_freq.as_ref(),
+            scale: c.rope_scale(),
+        };
         let Workspace {
             x,
             h,
@@ -196,8 +291,8 @@ impl<B: Backend> QwenModel<B> {
                 backend.rms_norm_inplace(q, qn, eps)?;
                 backend.rms_norm_inplace(k, kn, eps)?;
             }
-            backend.rope(q, batch, c.head_dim, c.rope_theta)?;
-            backend.rope(k, batch, c.head_dim, c.rope_theta)?;
+            backend.rope(q, batch, rope)?;
+            backend.rope(k, batch, rope)?;
             backend.write_kv(cache, k, v, batch)?;
             // [num_tokens, num_heads * head_dim]
             backend.attention(q, cache, batch, shape, attn)?;
