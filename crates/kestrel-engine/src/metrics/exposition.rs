@@ -174,6 +174,36 @@ impl EngineMetrics {
             "Number of generation tokens processed.",
             &self.generation_tokens,
         );
+        if let Some(spec) = &self.spec_decode {
+            // vLLM's `SpecDecodingProm` names (the client library appends `_total`).
+            f.counter(
+                "vllm:spec_decode_num_drafts_total",
+                "Number of spec decoding drafts.",
+                &spec.num_drafts,
+            );
+            f.counter(
+                "vllm:spec_decode_num_draft_tokens_total",
+                "Number of draft tokens.",
+                &spec.num_draft_tokens,
+            );
+            f.counter(
+                "vllm:spec_decode_num_accepted_tokens_total",
+                "Number of accepted tokens.",
+                &spec.num_accepted_tokens,
+            );
+            let per_pos = spec
+                .num_accepted_tokens_per_pos
+                .iter()
+                .enumerate()
+                .map(|(pos, n)| f.counter_metric(&[("position", &pos.to_string())], n))
+                .collect();
+            f.out.push(family(
+                "vllm:spec_decode_num_accepted_tokens_per_pos_total",
+                "Accepted tokens per draft position.",
+                MetricType::COUNTER,
+                per_pos,
+            ));
+        }
         let by_reason = [
             ("stop", &self.finished_stop),
             ("length", &self.finished_length),
