@@ -598,7 +598,7 @@ mod tests {
             .scheduled
             .iter()
             .filter(|x| x.sample)
-            .map(|_| token)
+            .flat_map(|x| std::iter::repeat_n(token, 1 + x.num_spec_tokens))
             .collect();
         let mut done = Vec::new();
         let mut outcomes = Vec::new();
@@ -610,6 +610,110 @@ mod tests {
             }
         }
         (out, done)
+    }
+
+    /// Gives every decoding sequence `drafts` (as the engine does before `schedule()`).
+    fn propose(s: &mut Scheduler, drafts: &[u32]) {
+        for id in s.running_ids().to_vec() {
+            let seq = s.seq_mut(id).unwrap();
+            if seq.num_pending == 0 && seq.is_decoding() {
+                seq.spec_tokens = drafts.to_vec();
+            }
+        }
+    }
+
+    #[test]
+    fn drafts_are_verified_rolled_back_and_trimmed_to_the_budget() {
+        let mut s = Scheduler::new(SchedulerConfig {
+            max_num_spec_tokens: 4,
+            ..config(8, 64, 64)
+        });
+        s.add(seq(0, 8, 20, vec![]));
+        s.add(seq(1, 8, 20, vec![]));
+        step(&mut s, 9); // prefills; both sampled 9: 9 tokens, 8 computed
+                         // The model keeps sampling 9: drafts [9, 9, 4, 9] keep two, then 9 replaces the 4.
+        propose(&mut s, &[9, 9, 4, 9]);
+        let (out, _) = step(&mut s, 9);
+        // Four drafts per step in all: seq 0 takes them, seq 1 decodes plainly.
+        assert_eq!(
+            out.scheduled
+                .iter()
+                .map(|x| (x.num_new_tokens, x.num_spec_tokens))
+                .collect::<Vec<_>>(),
+            [(5, 4), (1, 0)]
+        );
+        let a = s.seq(SeqId(0)).unwrap();
+        assert_eq!(a.output(), [9, 9, 9, 9]);
+        assert_eq!(a.num_computed_tokens, a.num_tokens() - 1);
+        assert!(a.spec_tokens.is_empty());
+        // 12 tokens: 3 blocks of 4 hold them; the block of the last draft was freed.
+        assert_eq!(s.kv().block_table(SeqId(0)).len(), 3);
+        s.kv().pool().check_invariants();
+        assert_eq!(s.seq(SeqId(1)).unwrap().output(), [9, 9]);
+        let mut stats = SpecDecodingStats::default();
+        s.take_spec_stats(&mut stats);
+        assert_eq!(
+            (
+                stats.num_drafts,
+                stats.num_draft_tokens,
+                stats.num_accepted_tokens
+            ),
+            (1, 4, 2)
+        );
+        assert_eq!(stats.num_accepted_tokens_per_pos, [1, 1, 0, 0]);
+        // A budget of 2 leaves room for one draft.
+        let mut s = Scheduler::new(config(8, 2, 64));
+        s.config.max_num_spec_tokens = 8;
+        s.add(seq(0, 2, 20, vec![]));
+        step(&mut s, 9);
+        propose(&mut s, &[9, 9, 9]);
+        let (out, _) = step(&mut s, 9);
+        assert_eq!(
+            (
+                out.scheduled[0].num_new_tokens,
+                out.scheduled[0].num_spec_tokens
+            ),
+            (2, 1)
+        );
+        assert_eq!(s.seq(SeqId(0)).unwrap().output(), [9, 9, 9]);
+    }
+
+    #[test]
+    fn a_stop_token_inside_accepted_drafts_ends_the_run() {
+        let mut s = Scheduler::new(SchedulerConfig {
+            max_num_spec_tokens: 8,
+            ..config(8, 64, 64)
+        });
+        s.add(seq(0, 5, 20, vec![7]));
+        step(&mut s, 3);
+        propose(&mut s, &[3, 7, 3]);
+        let out = s.schedule();
+        // Rows sample 3, 7 (the stop token, which the draft guessed), 3, 3.
+        let mut outcomes = Vec::new();
+        s.update_from_output(&out, &[3, 7, 3, 3], &mut outcomes);
+        assert_eq!(
+            outcomes
+                .iter()
+                .map(|o| (o.token, o.appended, o.row))
+                .collect::<Vec<_>>(),
+            [(3, true, 0), (7, false, 1)]
+        );
+        assert_eq!(
+            outcomes[1].finish,
+            Some(FinishReason::Stop { token: Some(7) })
+        );
+        assert_eq!(s.seq(SeqId(0)).unwrap().output(), [3, 3]);
+        // `max_tokens` (3) inside the run: the second accepted token ends it.
+        let mut s = Scheduler::new(SchedulerConfig {
+            max_num_spec_tokens: 8,
+            ..config(8, 64, 64)
+        });
+        s.add(seq(1, 5, 3, vec![]));
+        step(&mut s, 3);
+        propose(&mut s, &[3, 3, 3, 3]);
+        let (_, done) = step(&mut s, 3);
+        assert_eq!(done, [SeqId(1)]);
+        assert_eq!(s.kv().num_free_blocks(), 64);
     }
 
     #[test]
@@ -727,6 +831,8 @@ mod tests {
             max_partial in 1usize..4,
             max_long in 1usize..4,
             chunked in proptest::bool::weighted(0.8),
+            num_drafts in 0usize..5,
+            spec_budget in 0usize..12,
         ) {
             // The cache must hold the longest sequence (the engine checks this at start), and
             // without chunked prefill so must the budget.
@@ -745,8 +851,11 @@ mod tests {
                     max_long.min(max_partial),
                     chunked,
                 ),
+                max_num_spec_tokens: spec_budget,
                 ..config(max_num_seqs, budget, num_blocks)
             });
+            // Drafts the fake model (always 5) accepts in part: 5, 5, 6, 5.
+            let drafts = &[5, 5, 6, 5][..num_drafts];
             let mut finished = 0;
             let mut aborted = 0;
             let mut step_no = 0;
@@ -760,7 +869,11 @@ mod tests {
                         aborted += 1;
                     }
                 }
+                propose(&mut s, drafts);
                 let (out, done) = step(&mut s, 5);
+                prop_assert!(
+                    out.scheduled.iter().map(|x| x.num_spec_tokens).sum::<usize>() <= spec_budget
+                );
                 prop_assert!(out.num_batched_tokens <= budget);
                 prop_assert_eq!(out.num_batched_tokens, out.scheduled.iter().map(|x| x.num_new_tokens).sum::<usize>());
                 prop_assert!(out.scheduled.len() <= max_num_seqs);

@@ -66,9 +66,11 @@ impl SpeculativeConfig {
         let method = match (method, model) {
             (Some(m), _) => m,
             (None, Some("[ngram]" | "ngram")) => "ngram",
-            (None, Some(path)) => return err(format!(
+            (None, Some(path)) => {
+                return err(format!(
                 "`model`: a draft model ({path:?}) is not supported yet; use \"method\": \"ngram\""
-            )),
+            ))
+            }
             (None, None) => return err("`method` is required (\"ngram\")".into()),
         };
         match method {
