@@ -125,6 +125,35 @@ pub struct EngineConfig {
 /// Most draft tokens verified in one step (each takes a logit row of the vocabulary's size).
 const MAX_SPEC_TOKENS_PER_STEP: usize = 256;
 
+impl EngineConfig {
+    /// Most draft tokens verified in one step (0 without speculative decoding).
+    pub fn max_num_spec_tokens(&self) -> usize {
+        self.speculative.as_ref().map_or(0, |s| {
+            max_num_spec_tokens(
+                self.max_num_seqs,
+                self.max_num_batched_tokens,
+                s.num_speculative_tokens,
+            )
+        })
+    }
+
+    /// Most logit rows in one step: one per sequence, plus one per draft.
+    pub fn max_num_logits(&self) -> usize {
+        self.max_num_seqs + self.max_num_spec_tokens()
+    }
+}
+
+/// Most draft tokens verified in one step for these limits and `num_speculative_tokens`.
+pub fn max_num_spec_tokens(
+    max_num_seqs: usize,
+    max_num_batched_tokens: usize,
+    num_speculative_tokens: usize,
+) -> usize {
+    (max_num_seqs * num_speculative_tokens)
+        .min(max_num_batched_tokens)
+        .min(MAX_SPEC_TOKENS_PER_STEP)
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
@@ -209,18 +238,14 @@ pub fn start_engine<B: Backend>(
         ));
     }
     let vocab_size = model.config.vocab_size;
-    let max_num_spec_tokens = c.speculative.as_ref().map_or(0, |s| {
-        (c.max_num_seqs * s.num_speculative_tokens)
-            .min(c.max_num_batched_tokens)
-            .min(MAX_SPEC_TOKENS_PER_STEP)
-    });
+    let max_num_spec_tokens = c.max_num_spec_tokens();
     let runner = ModelRunner::new(
         backend,
         model,
         RunnerConfig {
             max_num_tokens: c.max_num_batched_tokens,
             max_num_seqs: c.max_num_seqs,
-            max_num_logits: c.max_num_seqs + max_num_spec_tokens,
+            max_num_logits: c.max_num_logits(),
             num_blocks: c.num_blocks,
             block_size: c.block_size,
             max_blocks_per_seq: c.max_model_len.div_ceil(c.block_size),
@@ -596,9 +621,11 @@ impl<B: Backend> EngineCore<B> {
         match launched {
             Some(step) => {
                 self.prev_rows.clear();
-                let sampling_ids = step.plan.scheduled.iter().filter(|s| s.sample);
-                for (row, s) in sampling_ids.enumerate() {
-                    self.prev_rows.insert(s.seq_id, row as u32);
+                // A sequence's last row (a verification has one per draft, plus one).
+                let mut row = 0;
+                for s in step.plan.scheduled.iter().filter(|s| s.sample) {
+                    row += 1 + s.num_spec_tokens;
+                    self.prev_rows.insert(s.seq_id, row as u32 - 1);
                 }
                 self.in_flight = Some(step);
                 if !self.shared.config.async_scheduling {
@@ -691,10 +718,10 @@ impl<B: Backend> EngineCore<B> {
         let outcomes = std::mem::take(&mut self.outcomes);
         for o in &outcomes {
             m.generation_tokens.fetch_add(1, Ordering::Relaxed);
-            let client = self
-                .clients
-                .get_mut(&o.seq_id)
-                .expect("every sequence has a client");
+            let Some(client) = self.clients.get_mut(&o.seq_id) else {
+                // Aborted by an earlier token of the same verification (its stream was gone).
+                continue;
+            };
             client.first_token.get_or_insert(now);
             match client.last_token {
                 None => m.time_to_first_token.observe(now - client.arrival),

@@ -335,4 +335,47 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
         }
     }
+
+    #[test]
+    fn spec_decode_counters_only_when_configured() {
+        assert!(!EngineMetrics::default()
+            .render_prometheus("m")
+            .contains("spec_decode"));
+        let config = crate::engine::EngineConfig {
+            speculative: Some(
+                crate::SpeculativeConfig::from_json(
+                    r#"{"method": "ngram", "num_speculative_tokens": 3}"#,
+                )
+                .unwrap(),
+            ),
+            ..Default::default()
+        };
+        let m = EngineMetrics::new(&config);
+        let mut stats = crate::speculative::SpecDecodingStats::default();
+        stats.observe(3, 2);
+        stats.observe(2, 0);
+        m.record_spec_decoding(&stats);
+        let text = m.render_prometheus("m");
+        let labels = "model_name=\"m\",engine=\"0\"";
+        for line in [
+            "# TYPE vllm:spec_decode_num_drafts_total counter".to_string(),
+            format!("vllm:spec_decode_num_drafts_total{{{labels}}} 2"),
+            format!("vllm:spec_decode_num_draft_tokens_total{{{labels}}} 5"),
+            format!("vllm:spec_decode_num_accepted_tokens_total{{{labels}}} 2"),
+            format!(
+                "vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position=\"0\"}} 1"
+            ),
+            format!(
+                "vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position=\"1\"}} 1"
+            ),
+            format!(
+                "vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position=\"2\"}} 0"
+            ),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+    }
 }

@@ -321,7 +321,15 @@ fn load_model<B: Backend>(args: &ServeArgs, backend: B) -> Result<Model> {
         Workspace::<B>::bytes(
             &model_config,
             args.max_num_batched_tokens,
-            args.max_num_seqs,
+            // A logit row per sequence, plus one per draft token verified in a step.
+            args.max_num_seqs
+                + args.speculative_config.as_ref().map_or(0, |s| {
+                    kestrel_engine::engine::max_num_spec_tokens(
+                        args.max_num_seqs,
+                        args.max_num_batched_tokens,
+                        s.num_speculative_tokens,
+                    )
+                }),
         ),
         &KvBudget {
             kv_cache_memory: args.kv_cache_memory,
