@@ -292,7 +292,7 @@ mod tests {
         assert_eq!(b.logits_indices, [2, 3]);
         b.validate(8, 10, 0).unwrap();
         // A verification of two drafts: rows for its last three tokens.
-        b.push_seq_rows([4, 5, 6], 2, &[1], 3);
+        b.push_seq_rows([4, 5, 6], 2, &[1, 7], 3);
         assert_eq!(b.logits_indices, [2, 3, 6, 7, 8]);
         assert_eq!(b.positions[6..], [2, 3, 4]);
         b.validate(8, 10, 0).unwrap();
