@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Single-stream decode speed with and without speculative decoding (prompt lookup) on the real
-# Qwen2.5-Coder-0.5B GGUF: an input-grounded prompt (quote a paragraph) and free text, greedy,
+# Qwen2.5-Coder-0.5B GGUF: an input-grounded prompt (quote a paragraph) and two free-text ones, greedy,
 # runs alternating between the two settings so that drift hits both; median of $RUNS.
 #
 #   ./scripts/bench-spec.sh
@@ -23,9 +23,10 @@ doors to sell bread while children ran toward school through narrow streets full
 sound. In the evening the fishermen came back with their nets, and the whole town gathered on \
 the harbour wall to watch the sun go down behind the hills. Nobody hurried, and nobody was ever \
 late for anything that mattered."
-FREE="Write a short story about a lighthouse keeper who finds a message in a bottle."
+STORY="Write a short story about a lighthouse keeper who finds a message in a bottle."
+EXPLAIN="Explain the difference between TCP and UDP, with an example of when to use each."
 
-export BIN RUNS MAX_TOKENS THREADS SPEC MODEL QUOTE FREE
+export BIN RUNS MAX_TOKENS THREADS SPEC MODEL QUOTE STORY EXPLAIN
 python3 - <<'PY'
 import json, os, statistics, subprocess
 
@@ -40,7 +41,8 @@ def run(prompt, spec):
     return json.loads(out.stdout)
 
 rows = []
-for name, prompt in [("quote", env["QUOTE"]), ("free text", env["FREE"])]:
+for name, prompt in [("quote", env["QUOTE"]), ("free text: story", env["STORY"]),
+                     ("free text: explanation", env["EXPLAIN"])]:
     speeds = {False: [], True: []}
     outputs = {}
     for _ in range(int(env["RUNS"])):
