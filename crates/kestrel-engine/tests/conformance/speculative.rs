@@ -1,8 +1,9 @@
 //! Speculative decoding (prompt lookup) never changes what a sequence generates: greedy
 //! outputs, their logprobs and seeded samples are those of non-speculative decoding, with
 //! drafts accepted and rejected along the way, batched with other sequences, with stop tokens
-//! and `max_tokens` falling inside an accepted run of drafts; on the tiny f32 Qwen3 fixture
-//! and on the real GGUF with an input-grounded prompt.
+//! and `max_tokens` falling inside an accepted run of drafts, beside a request with penalties
+//! (not speculated) and with async scheduling asked for; on the tiny f32 Qwen3 fixture and on
+//! the real GGUF with an input-grounded prompt (greedy and seeded).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -65,6 +66,16 @@ fn tiny_requests() -> Vec<EngineRequest> {
                 ..SamplingParams::default()
             },
         ),
+        // Penalties: never speculated, decoded as before beside the others.
+        request(
+            "penalized",
+            repeated.clone(),
+            30,
+            SamplingParams {
+                repetition_penalty: 1.3,
+                ..SamplingParams::greedy()
+            },
+        ),
         request(
             "top-k",
             prompt(3, 12, VOCAB),
@@ -83,10 +94,17 @@ fn greedy_and_seeded_outputs_are_unchanged_by_speculation<B: Backend + Clone>(b:
     let fixture = hf_fixture("qwen3-tiny-tied");
     let plain = engine(b.clone(), &fixture, |c| c.kv_dtype = KvDtype::F32);
     let want = run_all(&plain, tiny_requests());
-    for (k, min, max) in [(4, 1, 3), (2, 2, 5), (7, 1, 1)] {
+    // The last one asks for async scheduling, which speculation turns into plain steps.
+    for (k, min, max, async_scheduling) in [
+        (4, 1, 3, false),
+        (2, 2, 5, false),
+        (7, 1, 1, false),
+        (3, 1, 4, true),
+    ] {
         let sped = engine(b.clone(), &fixture, |c| {
             c.kv_dtype = KvDtype::F32;
             c.speculative = Some(spec(k, min, max));
+            c.async_scheduling = async_scheduling;
         });
         // All at once: verifications share steps with decodes and prefills.
         let got = run_all(&sped, tiny_requests());
@@ -168,7 +186,7 @@ fn real_gguf_repeats_the_same_text_with_speculation<B: Backend + Clone>(b: B) {
         c.max_model_len = 512;
         c.speculative = Some(spec(4, 2, 5));
     });
-    let got = run_all(&sped, vec![greedy("spec", prompt, 48)]).remove(0);
+    let got = run_all(&sped, vec![greedy("spec", prompt.clone(), 48)]).remove(0);
     assert_eq!(
         tok.decode(&got.tokens, false).unwrap(),
         tok.decode(&want.tokens, false).unwrap()
@@ -184,6 +202,22 @@ fn real_gguf_repeats_the_same_text_with_speculation<B: Backend + Clone>(b: B) {
         accepted * 2 >= draft_tokens,
         "quoting the input: most drafts are accepted ({accepted} of {draft_tokens})"
     );
+    // Seeded sampling: the same tokens twice, and those of decoding without speculation.
+    let seeded = || {
+        request(
+            "seeded",
+            prompt.clone(),
+            32,
+            SamplingParams {
+                temperature: 0.8,
+                seed: Some(1234),
+                ..SamplingParams::default()
+            },
+        )
+    };
+    let want = run_all(&plain, vec![seeded()]).remove(0).tokens;
+    assert_eq!(run_all(&sped, vec![seeded()]).remove(0).tokens, want);
+    assert_eq!(run_all(&sped, vec![seeded()]).remove(0).tokens, want);
 }
 
 kestrel_backend::backend_tests!(
