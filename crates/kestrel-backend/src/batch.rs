@@ -32,7 +32,8 @@ pub struct BatchInput {
     /// `[num_seqs + 1]` start of each sequence's blocks in `block_tables`.
     pub block_table_start: Vec<u32>,
     /// `[num_logits]` rows of the flat batch whose logits are wanted (usually each sampling
-    /// sequence's last token), in sampling-row order.
+    /// sequence's last token; a speculative verification wants its last `1 + num_drafts`),
+    /// in sampling-row order.
     pub logits_indices: Vec<u32>,
     /// `(token index, logit row of the previous step)` for every [`PLACEHOLDER`] input id.
     pub prev_sampled: Vec<(u32, u32)>,
@@ -106,6 +107,19 @@ impl BatchInput {
         table: &[u32],
         sample: bool,
     ) {
+        self.push_seq_rows(tokens, num_computed, table, usize::from(sample));
+    }
+
+    /// [`Self::push_seq`] with logit rows for the last `num_logits` tokens (at most all of
+    /// them), in order: a speculative verification samples after its last token and after
+    /// each draft.
+    pub fn push_seq_rows(
+        &mut self,
+        tokens: impl IntoIterator<Item = u32>,
+        num_computed: usize,
+        table: &[u32],
+        num_logits: usize,
+    ) {
         let bs = self.block_size;
         let mut pos = num_computed;
         for tok in tokens {
@@ -119,9 +133,9 @@ impl BatchInput {
         self.seq_lens.push(pos as u32);
         self.block_tables.extend_from_slice(table);
         self.block_table_start.push(self.block_tables.len() as u32);
-        if sample && pos > num_computed {
-            self.logits_indices.push(self.input_ids.len() as u32 - 1);
-        }
+        let end = self.input_ids.len() as u32;
+        let num_logits = num_logits.min(pos - num_computed) as u32;
+        self.logits_indices.extend(end - num_logits..end);
     }
 
     /// Marks token `token` (a [`PLACEHOLDER`]) as the id the previous step samples in `row`.
@@ -276,6 +290,11 @@ mod tests {
         assert_eq!(b.seq_lens, [3, 6, 2]);
         assert_eq!(b.block_table(1), [2, 0]);
         assert_eq!(b.logits_indices, [2, 3]);
+        b.validate(8, 10, 0).unwrap();
+        // A verification of two drafts: rows for its last three tokens.
+        b.push_seq_rows([4, 5, 6], 2, &[1, 7], 3);
+        assert_eq!(b.logits_indices, [2, 3, 6, 7, 8]);
+        assert_eq!(b.positions[6..], [2, 3, 4]);
         b.validate(8, 10, 0).unwrap();
         b.clear();
         assert_eq!(b, BatchInput::new(4));

@@ -25,6 +25,12 @@
 //! shares its steps. Its prefix-cache blocks live in a namespace of their own, so a cache hit
 //! also reads KV computed by the same kernels.
 //!
+//! Speculative decoding (`--speculative-config`, see [`crate::speculative`]): before each
+//! schedule, every running sequence that decodes with its last token known and without
+//! penalties or structured output proposes prompt-lookup drafts; the step verifies them with
+//! a logit row per draft plus one, and the scheduler keeps the accepted ones. Proposing needs
+//! the last token on the host, so speculation turns async scheduling's overlap off.
+//!
 //! A panic or a model error in a step fails every in-flight sequence with
 //! [`EngineEvent::Error`], marks the engine unhealthy and ends the thread: nothing waits forever
 //! (streams whose sender is gone return `None`).
@@ -48,6 +54,7 @@ use crate::request::{EngineEvent, FinishReason, Usage};
 use crate::sampling_state::SequenceSampling;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerOutput, TokenOutcome};
 use crate::sequence::{SeqId, Sequence};
+use crate::speculative::{self, SpecDecodingStats, SpeculativeConfig};
 use crate::structured::{Advance, OutputControl};
 
 /// When steps use batch-invariant kernels (`--batch-invariant`).
@@ -113,6 +120,40 @@ pub struct EngineConfig {
     pub batch_invariance: BatchInvariance,
     /// Schedule step N+1 while step N runs (vLLM's `--async-scheduling`).
     pub async_scheduling: bool,
+    /// Speculative decoding (vLLM's `--speculative-config`); `None` is off.
+    pub speculative: Option<SpeculativeConfig>,
+}
+
+/// Most draft tokens verified in one step (each takes a logit row of the vocabulary's size).
+const MAX_SPEC_TOKENS_PER_STEP: usize = 256;
+
+impl EngineConfig {
+    /// Most draft tokens verified in one step (0 without speculative decoding).
+    pub fn max_num_spec_tokens(&self) -> usize {
+        self.speculative.as_ref().map_or(0, |s| {
+            max_num_spec_tokens(
+                self.max_num_seqs,
+                self.max_num_batched_tokens,
+                s.num_speculative_tokens,
+            )
+        })
+    }
+
+    /// Most logit rows in one step: one per sequence, plus one per draft.
+    pub fn max_num_logits(&self) -> usize {
+        self.max_num_seqs + self.max_num_spec_tokens()
+    }
+}
+
+/// Most draft tokens verified in one step for these limits and `num_speculative_tokens`.
+pub fn max_num_spec_tokens(
+    max_num_seqs: usize,
+    max_num_batched_tokens: usize,
+    num_speculative_tokens: usize,
+) -> usize {
+    (max_num_seqs * num_speculative_tokens)
+        .min(max_num_batched_tokens)
+        .min(MAX_SPEC_TOKENS_PER_STEP)
 }
 
 impl Default for EngineConfig {
@@ -133,6 +174,7 @@ impl Default for EngineConfig {
             enable_chunked_prefill: true,
             batch_invariance: BatchInvariance::Auto,
             async_scheduling: false,
+            speculative: None,
         }
     }
 }
@@ -198,13 +240,14 @@ pub fn start_engine<B: Backend>(
         ));
     }
     let vocab_size = model.config.vocab_size;
+    let max_num_spec_tokens = c.max_num_spec_tokens();
     let runner = ModelRunner::new(
         backend,
         model,
         RunnerConfig {
             max_num_tokens: c.max_num_batched_tokens,
             max_num_seqs: c.max_num_seqs,
-            max_num_logits: c.max_num_seqs,
+            max_num_logits: c.max_num_logits(),
             num_blocks: c.num_blocks,
             block_size: c.block_size,
             max_blocks_per_seq: c.max_model_len.div_ceil(c.block_size),
@@ -226,6 +269,7 @@ pub fn start_engine<B: Backend>(
             c.max_long_partial_prefills,
             c.enable_chunked_prefill,
         ),
+        max_num_spec_tokens,
     });
     let (commands, rx) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(EngineMetrics::new(&config));
@@ -253,6 +297,8 @@ pub fn start_engine<B: Backend>(
         in_flight: None,
         prev_rows: HashMap::new(),
         late_masks: Vec::new(),
+        running_ids: Vec::new(),
+        spec_stats: SpecDecodingStats::default(),
     };
     std::thread::Builder::new()
         .name("kestrel-engine".into())
@@ -297,6 +343,10 @@ struct EngineCore<B: Backend> {
     /// The step's rows whose grammar mask is computed while its forward runs: the sequence
     /// and the offset of the words reserved in `sampling`.
     late_masks: Vec<(SeqId, usize)>,
+    /// Scratch list of the running sequences (drafting).
+    running_ids: Vec<SeqId>,
+    /// Scratch for the scheduler's speculative decoding counts.
+    spec_stats: SpecDecodingStats,
 }
 
 /// Marks the engine unhealthy when the thread ends, however it ends.
@@ -530,6 +580,7 @@ impl<B: Backend> EngineCore<B> {
     /// read it, and so does a grammar mask).
     fn may_overlap(&self) -> bool {
         self.shared.config.async_scheduling
+            && self.shared.config.speculative.is_none()
             && self
                 .scheduler
                 .running()
@@ -542,6 +593,7 @@ impl<B: Backend> EngineCore<B> {
         if self.in_flight.is_some() && !self.may_overlap() {
             self.complete_in_flight()?;
         }
+        self.propose_drafts();
         let out = self.scheduler.schedule();
         self.record_schedule(&out);
         let launched = if out.scheduled.is_empty() {
@@ -579,9 +631,11 @@ impl<B: Backend> EngineCore<B> {
         match launched {
             Some(step) => {
                 self.prev_rows.clear();
-                let sampling_ids = step.plan.scheduled.iter().filter(|s| s.sample);
-                for (row, s) in sampling_ids.enumerate() {
-                    self.prev_rows.insert(s.seq_id, row as u32);
+                // A sequence's last row (a verification has one per draft, plus one).
+                let mut row = 0;
+                for s in step.plan.scheduled.iter().filter(|s| s.sample) {
+                    row += 1 + s.num_spec_tokens;
+                    self.prev_rows.insert(s.seq_id, row as u32 - 1);
                 }
                 self.in_flight = Some(step);
                 if !self.shared.config.async_scheduling {
@@ -594,6 +648,51 @@ impl<B: Backend> EngineCore<B> {
         }
         self.update_gauges();
         Ok(())
+    }
+
+    /// Proposes prompt-lookup drafts for every running sequence that decodes next with its
+    /// last token known, may speculate (no penalties, no structured output, drafting not
+    /// paused) and has room: a verification emits at most its drafts plus one token, none past
+    /// `max_tokens` or the model length.
+    fn propose_drafts(&mut self) {
+        let Some(spec) = &self.shared.config.speculative else {
+            return;
+        };
+        let max_model_len = self.shared.config.max_model_len;
+        if spec
+            .disable_by_batch_size
+            .is_some_and(|n| self.scheduler.num_running() >= n)
+        {
+            return;
+        }
+        self.running_ids.clear();
+        self.running_ids
+            .extend_from_slice(self.scheduler.running_ids());
+        for &id in &self.running_ids {
+            let seq = self.scheduler.seq_mut(id).expect("running sequences exist");
+            seq.spec_tokens.clear();
+            if seq.num_pending > 0
+                || !seq.is_decoding()
+                || seq.control.is_some()
+                || seq.sampling.params.has_penalties()
+            {
+                continue;
+            }
+            let room = (seq.max_tokens.saturating_sub(seq.num_output_tokens()))
+                .min(max_model_len.saturating_sub(seq.num_tokens()))
+                .saturating_sub(1);
+            let k = spec.num_speculative_tokens.min(room);
+            if k == 0 || !seq.draft.may_draft() {
+                continue;
+            }
+            speculative::propose(
+                &seq.tokens,
+                spec.prompt_lookup_min,
+                spec.prompt_lookup_max,
+                k,
+                &mut seq.spec_tokens,
+            );
+        }
     }
 
     /// Nothing could be scheduled with nothing in flight. Cannot happen while the cache holds
@@ -620,25 +719,19 @@ impl<B: Backend> EngineCore<B> {
         self.runner.wait(&mut self.sampled)?;
         self.scheduler
             .update_from_output(&step.plan, &self.sampled.tokens, &mut self.outcomes);
-
-        // Sampling row of each outcome, for its logprobs.
-        let rows: HashMap<SeqId, usize> = step
-            .plan
-            .scheduled
-            .iter()
-            .filter(|s| s.sample)
-            .enumerate()
-            .map(|(row, s)| (s.seq_id, row))
-            .collect();
+        if self.shared.config.speculative.is_some() {
+            self.scheduler.take_spec_stats(&mut self.spec_stats);
+            self.shared.metrics.record_spec_decoding(&self.spec_stats);
+        }
         let now = Instant::now();
         let m = self.shared.metrics.clone();
         let outcomes = std::mem::take(&mut self.outcomes);
         for o in &outcomes {
             m.generation_tokens.fetch_add(1, Ordering::Relaxed);
-            let client = self
-                .clients
-                .get_mut(&o.seq_id)
-                .expect("every sequence has a client");
+            let Some(client) = self.clients.get_mut(&o.seq_id) else {
+                // Aborted by an earlier token of the same verification (its stream was gone).
+                continue;
+            };
             client.first_token.get_or_insert(now);
             match client.last_token {
                 None => m.time_to_first_token.observe(now - client.arrival),
@@ -646,7 +739,7 @@ impl<B: Backend> EngineCore<B> {
             }
             client.last_token = Some(now);
             if o.appended {
-                let row = rows[&o.seq_id];
+                let row = o.row;
                 let event = EngineEvent::Token {
                     id: o.token,
                     logprobs: self.sampled.token_logprobs(row, &step.sampling.rows[row]),
@@ -765,8 +858,34 @@ impl<B: Backend> EngineCore<B> {
             let end = start + s.num_new_tokens;
             let known = seq.num_tokens();
             let first_token = self.batch.num_tokens();
-            let tokens = (start..end).map(|p| seq.tokens.get(p).copied().unwrap_or(0));
-            self.batch.push_seq(tokens, start, &table, s.sample);
+            // Known tokens, then the drafts being verified (or the pending token's placeholder).
+            let drafts = &seq.spec_tokens[..s.num_spec_tokens];
+            let tokens = (start..end).map(|p| match p.checked_sub(known) {
+                None => seq.tokens[p],
+                Some(d) => drafts.get(d).copied().unwrap_or(0),
+            });
+            let num_rows = if s.sample { 1 + s.num_spec_tokens } else { 0 };
+            self.batch.push_seq_rows(tokens, start, &table, num_rows);
+            if s.num_spec_tokens > 0 {
+                // Row `j` samples the token after draft `j` (row 0: after the last token).
+                debug_assert_eq!(end, known + s.num_spec_tokens, "drafts follow known tokens");
+                for j in 0..=s.num_spec_tokens {
+                    let position = known + j;
+                    let banned: &[u32] = if seq.stop_tokens_masked_at(position) {
+                        &seq.stop_token_ids
+                    } else {
+                        &[]
+                    };
+                    self.sampling.push(
+                        &seq.sampling.params,
+                        seq.sampling.seed,
+                        position as u64,
+                        std::iter::empty(),
+                        banned,
+                    );
+                }
+                continue;
+            }
             if end > known {
                 // The token a launched step is sampling: its id comes from that step's row.
                 debug_assert_eq!(end, known + 1, "at most one pending token per sequence");

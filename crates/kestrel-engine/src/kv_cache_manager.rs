@@ -196,6 +196,21 @@ impl KvCacheManager {
         self.seqs.get(&seq).map_or(&[], |e| &e.blocks)
     }
 
+    /// Keeps only the blocks that hold the first `num_tokens` positions of `seq`, freeing the
+    /// rest, last first (speculative decoding: the blocks of rejected drafts). Blocks registered
+    /// in the prefix cache hold known tokens only, which are always kept.
+    pub fn truncate(&mut self, seq: SeqId, num_tokens: usize) {
+        let bs = self.block_size;
+        if let Some(e) = self.seqs.get_mut(&seq) {
+            let keep = num_tokens.div_ceil(bs);
+            if e.blocks.len() > keep {
+                debug_assert!(e.num_cached <= keep, "a cached block is never truncated");
+                self.pool.free(e.blocks.drain(keep..).rev());
+                e.hashes.truncate(keep);
+            }
+        }
+    }
+
     /// Releases every block of `seq`, last block first (so that its tail is evicted first and
     /// its prefix stays cached longest).
     pub fn free(&mut self, seq: SeqId) {
@@ -300,6 +315,33 @@ mod tests {
         assert!(kv.allocate_slots(SeqId(0), &next, 8, 1, &none));
         let probe = [tokens.clone(), vec![1]].concat();
         assert_eq!(kv.get_computed_blocks(SeqId(2), &probe, None).num_tokens, 8);
+    }
+
+    #[test]
+    fn truncate_frees_the_blocks_of_rejected_drafts_only() {
+        let mut kv = KvCacheManager::new(16, 4, true);
+        let mut tokens: Vec<u32> = (0..6).collect();
+        let hit = kv.get_computed_blocks(SeqId(0), &tokens, None);
+        assert!(kv.allocate_slots(SeqId(0), &tokens, 0, 6, &hit));
+        // The last token and 5 drafts: positions 5..11, three blocks in all.
+        let none = ComputedBlocks::default();
+        assert!(kv.allocate_slots(SeqId(0), &tokens, 5, 6, &none));
+        assert_eq!(kv.block_table(SeqId(0)).len(), 3);
+        assert_eq!(kv.num_free_blocks(), 13);
+        // One draft accepted plus the bonus token: 8 tokens, two blocks kept.
+        tokens.extend([6, 7]);
+        kv.truncate(SeqId(0), tokens.len());
+        assert_eq!(kv.block_table(SeqId(0)).len(), 2);
+        assert_eq!(kv.num_free_blocks(), 14);
+        kv.pool().check_invariants();
+        // Only the first block (all known when registered) is cached.
+        let probe = [tokens.clone(), vec![1]].concat();
+        assert_eq!(kv.get_computed_blocks(SeqId(1), &probe, None).num_tokens, 4);
+        // The next step registers the second block once its tokens are known.
+        assert!(kv.allocate_slots(SeqId(0), &tokens, 7, 1, &none));
+        assert_eq!(kv.get_computed_blocks(SeqId(2), &probe, None).num_tokens, 8);
+        kv.free(SeqId(0));
+        assert_eq!(kv.num_free_blocks(), 16);
     }
 
     #[test]

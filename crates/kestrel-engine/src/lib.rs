@@ -16,6 +16,7 @@ pub mod request;
 pub mod sampling_state;
 pub mod scheduler;
 pub mod sequence;
+pub mod speculative;
 pub mod structured;
 
 pub use batching_policy::BatchingPolicy;
@@ -25,6 +26,7 @@ pub use kestrel_backend::sampling::{SamplingError, MAX_TOP_LOGPROBS, MIN_LOGPROB
 pub use kestrel_backend::{SamplingParams, TokenLogprobs};
 pub use metrics::EngineMetrics;
 pub use request::{EngineEvent, EngineRequest, FinishReason, Usage};
+pub use speculative::{SpeculativeConfig, SpeculativeConfigError};
 pub use structured::{
     Grammar, GrammarCompiler, GrammarError, GrammarSpec, OutputConstraint, Thinking,
 };

@@ -20,6 +20,7 @@ pub use histogram::{buckets_1_2_5, Histogram};
 
 use crate::engine::EngineConfig;
 use crate::request::FinishReason;
+use crate::speculative::SpecDecodingStats;
 
 // Bucket bounds as vLLM's `PrometheusStatLogger`.
 const TTFT_BUCKETS: &[f64] = &[
@@ -91,6 +92,20 @@ pub struct EngineMetrics {
     pub request_generation_tokens: Histogram,
     /// Tokens computed per engine step (prefill chunks + decode tokens).
     pub iteration_tokens: Histogram,
+    /// Speculative decoding counters (vLLM's `SpecDecodingProm`), exposed only when
+    /// speculative decoding is configured.
+    pub spec_decode: Option<SpecDecodeMetrics>,
+}
+
+/// vLLM's `spec_decode_*` counters.
+#[derive(Debug)]
+pub struct SpecDecodeMetrics {
+    /// Verifications (a sequence's drafts of one step).
+    pub num_drafts: AtomicU64,
+    pub num_draft_tokens: AtomicU64,
+    pub num_accepted_tokens: AtomicU64,
+    /// `[num_speculative_tokens]` accepted drafts at each draft position.
+    pub num_accepted_tokens_per_pos: Vec<AtomicU64>,
 }
 
 impl Default for EngineMetrics {
@@ -137,6 +152,33 @@ impl EngineMetrics {
             request_prompt_tokens: Histogram::new(&token_buckets),
             request_generation_tokens: Histogram::new(&token_buckets),
             iteration_tokens: Histogram::new(ITERATION_TOKEN_BUCKETS),
+            spec_decode: config.speculative.as_ref().map(|s| SpecDecodeMetrics {
+                num_drafts: AtomicU64::new(0),
+                num_draft_tokens: AtomicU64::new(0),
+                num_accepted_tokens: AtomicU64::new(0),
+                num_accepted_tokens_per_pos: (0..s.num_speculative_tokens)
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Adds one step's speculative decoding counts.
+    pub(crate) fn record_spec_decoding(&self, stats: &SpecDecodingStats) {
+        let Some(m) = &self.spec_decode else {
+            return;
+        };
+        m.num_drafts.fetch_add(stats.num_drafts, Relaxed);
+        m.num_draft_tokens
+            .fetch_add(stats.num_draft_tokens, Relaxed);
+        m.num_accepted_tokens
+            .fetch_add(stats.num_accepted_tokens, Relaxed);
+        for (c, &n) in m
+            .num_accepted_tokens_per_pos
+            .iter()
+            .zip(&stats.num_accepted_tokens_per_pos)
+        {
+            c.fetch_add(n, Relaxed);
         }
     }
 

@@ -16,6 +16,14 @@
 //! leaves a pending token on the sequence until [`Scheduler::update_from_output`] appends it;
 //! so the next step can be scheduled while this one runs (async scheduling): a sequence's
 //! pending token is then the input of its next decode, read from the previous step's samples.
+//!
+//! Speculative decoding: a decoding sequence with draft tokens (`Sequence::spec_tokens`, set
+//! by the engine before `schedule()`) is scheduled for its last token plus the drafts, which
+//! are trimmed to the budget, to `max_num_spec_tokens` per step and to the free blocks (no one
+//! is preempted for a draft). [`Scheduler::update_from_output`] then takes one sampled token
+//! per verification row, keeps the accepted drafts, rolls `num_computed_tokens` back to the
+//! kept tokens and frees the blocks past them.
+//!
 //! Invariants: a step's tokens ≤ `max_num_batched_tokens`; running sequences ≤ `max_num_seqs`;
 //! every sequence is in exactly one of `waiting` / `running` until [`Scheduler::finish`].
 
@@ -25,6 +33,7 @@ use crate::batching_policy::{BatchingPolicy, PrefillLimits};
 use crate::kv_cache_manager::{ComputedBlocks, KvCacheManager};
 use crate::request::FinishReason;
 use crate::sequence::{SeqId, SeqStatus, Sequence};
+use crate::speculative::{num_accepted, SpecDecodingStats};
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -35,6 +44,9 @@ pub struct SchedulerConfig {
     pub enable_prefix_caching: bool,
     /// The batching policy and its prefill limits (automatic values resolved).
     pub prefill: PrefillLimits,
+    /// Most draft tokens verified in one step, all sequences together (each takes a logit
+    /// row); 0 without speculative decoding.
+    pub max_num_spec_tokens: usize,
 }
 
 /// One sequence's share of a step: tokens `num_computed_tokens .. num_computed_tokens + num_new_tokens`.
@@ -48,6 +60,9 @@ pub struct ScheduledSeq {
     pub sample: bool,
     /// The sequence's epoch when scheduled (a preemption since voids the sample).
     pub epoch: u32,
+    /// Draft tokens verified (the last `num_spec_tokens` of the new tokens); a sampling
+    /// share has `1 + num_spec_tokens` logit rows.
+    pub num_spec_tokens: usize,
 }
 
 /// What one step computes, plus what changed in the queues.
@@ -70,6 +85,8 @@ pub struct TokenOutcome {
     /// False for a stop token (it ends the sequence and is not part of the output).
     pub appended: bool,
     pub finish: Option<FinishReason>,
+    /// The step's sampling row that drew it (for its logprobs).
+    pub row: usize,
 }
 
 #[derive(Debug)]
@@ -80,6 +97,8 @@ pub struct Scheduler {
     waiting: VecDeque<SeqId>,
     /// In admission order: the last is the newest (the one preempted first).
     running: Vec<SeqId>,
+    /// Speculative decoding counts since [`Self::take_spec_stats`].
+    spec_stats: SpecDecodingStats,
 }
 
 impl Scheduler {
@@ -95,6 +114,7 @@ impl Scheduler {
             seqs: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            spec_stats: SpecDecodingStats::default(),
         }
     }
 
@@ -140,6 +160,17 @@ impl Scheduler {
         self.seqs.keys().copied()
     }
 
+    /// The running sequences' ids, oldest first.
+    pub fn running_ids(&self) -> &[SeqId] {
+        &self.running
+    }
+
+    /// Speculative decoding counts of the steps applied since the last call (then cleared).
+    pub fn take_spec_stats(&mut self, into: &mut SpecDecodingStats) {
+        std::mem::swap(into, &mut self.spec_stats);
+        self.spec_stats.clear();
+    }
+
     /// Queues a new sequence at the back (FCFS).
     pub fn add(&mut self, seq: Sequence) {
         assert!(!self.seqs.contains_key(&seq.id), "sequence id reused");
@@ -173,6 +204,7 @@ impl Scheduler {
         seq.num_computed_tokens = 0;
         // The samples of launched steps are void; the sequence resumes from its known tokens.
         seq.num_pending = 0;
+        seq.spec_tokens.clear();
         seq.epoch += 1;
         self.waiting.push_front(id);
         out.preempted.push(id);
@@ -206,8 +238,49 @@ impl Scheduler {
         if seq.done_by_length_when_pending_land() {
             0
         } else {
-            seq.num_tokens_with_pending() - seq.num_computed_tokens
+            seq.num_tokens_with_pending() + seq.spec_tokens.len() - seq.num_computed_tokens
         }
+    }
+
+    /// Whether running sequence `id` decodes next (one token left, drafts aside).
+    fn is_decode(&self, id: SeqId) -> bool {
+        let seq = &self.seqs[&id];
+        !seq.done_by_length_when_pending_land() && seq.is_decoding()
+    }
+
+    /// Allocates the decode of running sequence `id`: its last token plus as many of its
+    /// drafts as `budget` (≥ 1), `spec_budget` and the free blocks allow (drafts never
+    /// preempt anyone); the drafts it cannot take are dropped. Returns the tokens allocated,
+    /// or `None` when `id` itself had to be preempted.
+    fn allocate_decode(
+        &mut self,
+        out: &mut SchedulerOutput,
+        id: SeqId,
+        budget: usize,
+        spec_budget: &mut usize,
+    ) -> Option<usize> {
+        let seq = &self.seqs[&id];
+        let num_spec = seq.spec_tokens.len().min(budget - 1).min(*spec_budget);
+        if num_spec > 0
+            && self.kv.allocate_slots(
+                id,
+                &seq.tokens,
+                seq.num_computed_tokens,
+                1 + num_spec,
+                &ComputedBlocks::default(),
+            )
+        {
+            let seq = self.seqs.get_mut(&id).expect("running sequences exist");
+            seq.spec_tokens.truncate(num_spec);
+            *spec_budget -= num_spec;
+            return Some(1 + num_spec);
+        }
+        self.seqs
+            .get_mut(&id)
+            .expect("running sequences exist")
+            .spec_tokens
+            .clear();
+        self.allocate_running(out, id, 1).then_some(1)
     }
 
     /// Moves the waiting sequence `waiting[index]` to running with `num_new`
@@ -251,13 +324,16 @@ impl Scheduler {
     /// sampling share leaves a pending token.
     fn commit(&mut self, out: &mut SchedulerOutput, id: SeqId, num_new: usize) {
         let seq = self.seqs.get_mut(&id).expect("scheduled sequences exist");
-        let sample = seq.num_computed_tokens + num_new == seq.num_tokens_with_pending();
+        let num_spec = seq.spec_tokens.len();
+        let sample = seq.num_computed_tokens + num_new == seq.num_tokens_with_pending() + num_spec;
+        debug_assert!(num_spec == 0 || sample, "drafts are scheduled whole");
         out.scheduled.push(ScheduledSeq {
             seq_id: id,
             num_computed_tokens: seq.num_computed_tokens,
             num_new_tokens: num_new,
             sample,
             epoch: seq.epoch,
+            num_spec_tokens: num_spec,
         });
         seq.num_computed_tokens += num_new;
         if sample {
@@ -281,18 +357,27 @@ impl Scheduler {
         let mut out = SchedulerOutput::default();
         let limits = self.config.prefill;
         let mut budget = self.config.max_num_batched_tokens;
+        let mut spec_budget = self.config.max_num_spec_tokens;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
-            let num_new = limits.chunk(self.num_remaining(id), budget, false);
-            if num_new == 0 {
-                i += 1;
-                continue;
-            }
-            // Only sequences after `i` (not yet scheduled this step) or `id` itself are preempted.
-            if !self.allocate_running(&mut out, id, num_new) {
-                break;
-            }
+            let num_new = if self.is_decode(id) {
+                // Only sequences after `i` (not yet scheduled) or `id` itself are preempted.
+                match self.allocate_decode(&mut out, id, budget, &mut spec_budget) {
+                    Some(n) => n,
+                    None => break,
+                }
+            } else {
+                let num_new = limits.chunk(self.num_remaining(id), budget, false);
+                if num_new == 0 {
+                    i += 1;
+                    continue;
+                }
+                if !self.allocate_running(&mut out, id, num_new) {
+                    break;
+                }
+                num_new
+            };
             self.commit(&mut out, id, num_new);
             budget -= num_new;
             i += 1;
@@ -322,21 +407,22 @@ impl Scheduler {
         let limits = self.config.prefill;
         let mut budget = self.config.max_num_batched_tokens;
 
-        // Every decode, oldest first.
+        // Every decode (with its drafts), oldest first.
+        let mut spec_budget = self.config.max_num_spec_tokens;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
-            if self.num_remaining(id) != 1 {
+            if !self.is_decode(id) {
                 i += 1;
                 continue;
             }
-            if !self.allocate_running(&mut out, id, 1) {
+            let Some(num_new) = self.allocate_decode(&mut out, id, budget, &mut spec_budget) else {
                 // `id` and everything newer are preempted; older unfinished prefills may still
                 // go on below (nothing is admitted this step).
                 continue;
-            }
-            self.commit(&mut out, id, 1);
-            budget -= 1;
+            };
+            self.commit(&mut out, id, num_new);
+            budget -= num_new;
             i += 1;
         }
         let num_decodes = out.scheduled.len();
@@ -354,7 +440,10 @@ impl Scheduler {
             let id = self.running[i];
             let remaining = self.num_remaining(id);
             let long = limits.is_long(remaining);
-            if remaining <= 1 || (long && num_long >= limits.max_long_partial_prefills) {
+            if remaining <= 1
+                || self.is_decode(id)
+                || (long && num_long >= limits.max_long_partial_prefills)
+            {
                 i += 1;
                 continue;
             }
@@ -401,9 +490,12 @@ impl Scheduler {
         out
     }
 
-    /// Applies a finished step: `sampled` (one token per `sample` entry of `out.scheduled`, in
-    /// order) are appended, each replacing its sequence's pending token, into `outcomes`.
-    /// Finished sequences stay until [`Scheduler::finish`].
+    /// Applies a finished step: `sampled` (one token per sampling row: `1 + num_spec_tokens`
+    /// per `sample` entry of `out.scheduled`, in order) are appended, the first replacing its
+    /// sequence's pending token, into `outcomes`. A verification keeps its accepted drafts
+    /// and the token after them, in order, until a token ends the sequence (a stop token,
+    /// `max_tokens`, the model length); the KV of the rest is dropped. Finished sequences stay
+    /// until [`Scheduler::finish`].
     pub fn update_from_output(
         &mut self,
         out: &SchedulerOutput,
@@ -411,11 +503,11 @@ impl Scheduler {
         outcomes: &mut Vec<TokenOutcome>,
     ) {
         outcomes.clear();
-        let mut tokens = sampled.iter();
+        let mut row = 0;
         for s in out.scheduled.iter().filter(|s| s.sample) {
-            let &token = tokens
-                .next()
-                .expect("one sampled token per sampling sequence");
+            let rows = row..row + 1 + s.num_spec_tokens;
+            row = rows.end;
+            let sampled = &sampled[rows.clone()];
             let Some(seq) = self.seqs.get_mut(&s.seq_id) else {
                 // Finished or aborted since it was scheduled: the sample is void.
                 continue;
@@ -425,14 +517,40 @@ impl Scheduler {
                 continue;
             }
             seq.num_pending -= 1;
-            let (appended, finish) = seq.append_sampled(token);
-            outcomes.push(TokenOutcome {
-                seq_id: s.seq_id,
-                token,
-                appended,
-                finish,
-            });
+            let drafts = std::mem::take(&mut seq.spec_tokens);
+            debug_assert_eq!(
+                drafts.len(),
+                s.num_spec_tokens,
+                "drafts kept until verified"
+            );
+            let accepted = num_accepted(&drafts, sampled);
+            for (j, &token) in sampled[..=accepted].iter().enumerate() {
+                let (appended, finish) = seq.append_sampled(token);
+                outcomes.push(TokenOutcome {
+                    seq_id: s.seq_id,
+                    token,
+                    appended,
+                    finish,
+                    row: rows.start + j,
+                });
+                if finish.is_some() {
+                    break;
+                }
+            }
+            if !drafts.is_empty() {
+                // KV is valid up to the last kept token's predecessor; the rejected drafts'
+                // positions are recomputed (overwritten) when the sequence gets there.
+                seq.num_computed_tokens = seq.num_computed_tokens.min(seq.num_tokens() - 1);
+                seq.draft.observe(drafts.len(), accepted);
+                self.spec_stats.observe(drafts.len(), accepted);
+                let num_tokens = seq.num_tokens();
+                // Reuse the buffer for the next drafts.
+                seq.spec_tokens = drafts;
+                seq.spec_tokens.clear();
+                self.kv.truncate(s.seq_id, num_tokens);
+            }
         }
+        debug_assert_eq!(row, sampled.len(), "one sampled token per sampling row");
     }
 }
 
@@ -470,6 +588,7 @@ mod tests {
             num_blocks,
             enable_prefix_caching: true,
             prefill: limits(BatchingPolicy::Throughput, 0),
+            max_num_spec_tokens: 0,
         }
     }
 
@@ -484,7 +603,7 @@ mod tests {
             .scheduled
             .iter()
             .filter(|x| x.sample)
-            .map(|_| token)
+            .flat_map(|x| std::iter::repeat_n(token, 1 + x.num_spec_tokens))
             .collect();
         let mut done = Vec::new();
         let mut outcomes = Vec::new();
@@ -496,6 +615,110 @@ mod tests {
             }
         }
         (out, done)
+    }
+
+    /// Gives every decoding sequence `drafts` (as the engine does before `schedule()`).
+    fn propose(s: &mut Scheduler, drafts: &[u32]) {
+        for id in s.running_ids().to_vec() {
+            let seq = s.seq_mut(id).unwrap();
+            if seq.num_pending == 0 && seq.is_decoding() {
+                seq.spec_tokens = drafts.to_vec();
+            }
+        }
+    }
+
+    #[test]
+    fn drafts_are_verified_rolled_back_and_trimmed_to_the_budget() {
+        let mut s = Scheduler::new(SchedulerConfig {
+            max_num_spec_tokens: 4,
+            ..config(8, 64, 64)
+        });
+        s.add(seq(0, 8, 20, vec![]));
+        s.add(seq(1, 8, 20, vec![]));
+        step(&mut s, 9); // prefills; both sampled 9: 9 tokens, 8 computed
+                         // The model keeps sampling 9: drafts [9, 9, 4, 9] keep two, then 9 replaces the 4.
+        propose(&mut s, &[9, 9, 4, 9]);
+        let (out, _) = step(&mut s, 9);
+        // Four drafts per step in all: seq 0 takes them, seq 1 decodes plainly.
+        assert_eq!(
+            out.scheduled
+                .iter()
+                .map(|x| (x.num_new_tokens, x.num_spec_tokens))
+                .collect::<Vec<_>>(),
+            [(5, 4), (1, 0)]
+        );
+        let a = s.seq(SeqId(0)).unwrap();
+        assert_eq!(a.output(), [9, 9, 9, 9]);
+        assert_eq!(a.num_computed_tokens, a.num_tokens() - 1);
+        assert!(a.spec_tokens.is_empty());
+        // 12 tokens: 3 blocks of 4 hold them; the block of the last draft was freed.
+        assert_eq!(s.kv().block_table(SeqId(0)).len(), 3);
+        s.kv().pool().check_invariants();
+        assert_eq!(s.seq(SeqId(1)).unwrap().output(), [9, 9]);
+        let mut stats = SpecDecodingStats::default();
+        s.take_spec_stats(&mut stats);
+        assert_eq!(
+            (
+                stats.num_drafts,
+                stats.num_draft_tokens,
+                stats.num_accepted_tokens
+            ),
+            (1, 4, 2)
+        );
+        assert_eq!(stats.num_accepted_tokens_per_pos, [1, 1, 0, 0]);
+        // A budget of 2 leaves room for one draft.
+        let mut s = Scheduler::new(config(8, 2, 64));
+        s.config.max_num_spec_tokens = 8;
+        s.add(seq(0, 2, 20, vec![]));
+        step(&mut s, 9);
+        propose(&mut s, &[9, 9, 9]);
+        let (out, _) = step(&mut s, 9);
+        assert_eq!(
+            (
+                out.scheduled[0].num_new_tokens,
+                out.scheduled[0].num_spec_tokens
+            ),
+            (2, 1)
+        );
+        assert_eq!(s.seq(SeqId(0)).unwrap().output(), [9, 9, 9]);
+    }
+
+    #[test]
+    fn a_stop_token_inside_accepted_drafts_ends_the_run() {
+        let mut s = Scheduler::new(SchedulerConfig {
+            max_num_spec_tokens: 8,
+            ..config(8, 64, 64)
+        });
+        s.add(seq(0, 5, 20, vec![7]));
+        step(&mut s, 3);
+        propose(&mut s, &[3, 7, 3]);
+        let out = s.schedule();
+        // Rows sample 3, 7 (the stop token, which the draft guessed), 3, 3.
+        let mut outcomes = Vec::new();
+        s.update_from_output(&out, &[3, 7, 3, 3], &mut outcomes);
+        assert_eq!(
+            outcomes
+                .iter()
+                .map(|o| (o.token, o.appended, o.row))
+                .collect::<Vec<_>>(),
+            [(3, true, 0), (7, false, 1)]
+        );
+        assert_eq!(
+            outcomes[1].finish,
+            Some(FinishReason::Stop { token: Some(7) })
+        );
+        assert_eq!(s.seq(SeqId(0)).unwrap().output(), [3, 3]);
+        // `max_tokens` (3) inside the run: the second accepted token ends it.
+        let mut s = Scheduler::new(SchedulerConfig {
+            max_num_spec_tokens: 8,
+            ..config(8, 64, 64)
+        });
+        s.add(seq(1, 5, 3, vec![]));
+        step(&mut s, 3);
+        propose(&mut s, &[3, 3, 3, 3]);
+        let (_, done) = step(&mut s, 3);
+        assert_eq!(done, [SeqId(1)]);
+        assert_eq!(s.kv().num_free_blocks(), 64);
     }
 
     #[test]
@@ -613,6 +836,8 @@ mod tests {
             max_partial in 1usize..4,
             max_long in 1usize..4,
             chunked in proptest::bool::weighted(0.8),
+            num_drafts in 0usize..5,
+            spec_budget in 0usize..12,
         ) {
             // The cache must hold the longest sequence (the engine checks this at start), and
             // without chunked prefill so must the budget.
@@ -631,8 +856,11 @@ mod tests {
                     max_long.min(max_partial),
                     chunked,
                 ),
+                max_num_spec_tokens: spec_budget,
                 ..config(max_num_seqs, budget, num_blocks)
             });
+            // Drafts the fake model (always 5) accepts in part: 5, 5, 6, 5.
+            let drafts = &[5, 5, 6, 5][..num_drafts];
             let mut finished = 0;
             let mut aborted = 0;
             let mut step_no = 0;
@@ -646,7 +874,11 @@ mod tests {
                         aborted += 1;
                     }
                 }
+                propose(&mut s, drafts);
                 let (out, done) = step(&mut s, 5);
+                prop_assert!(
+                    out.scheduled.iter().map(|x| x.num_spec_tokens).sum::<usize>() <= spec_budget
+                );
                 prop_assert!(out.num_batched_tokens <= budget);
                 prop_assert_eq!(out.num_batched_tokens, out.scheduled.iter().map(|x| x.num_new_tokens).sum::<usize>());
                 prop_assert!(out.scheduled.len() <= max_num_seqs);

@@ -1,7 +1,8 @@
 //! Engine-side state of one sequence: its tokens (prompt + output), how many of them have KV in
 //! the cache or are being computed by a launched step (`num_computed_tokens`, which catches up
 //! with the tokens step by step), tokens sampled by a launched step but not back yet
-//! (`num_pending`), its sampling state and its status. Its block table lives in the KV cache
+//! (`num_pending`), draft tokens proposed for its next step (speculative decoding), its
+//! sampling state and its status. Its block table lives in the KV cache
 //! manager, keyed by [`SeqId`].
 
 /// Engine-internal id of one submitted sequence (unique for the engine's lifetime).
@@ -11,6 +12,7 @@ pub struct SeqId(pub u64);
 use crate::block_hash::CacheSalt;
 use crate::request::{EngineRequest, FinishReason};
 use crate::sampling_state::SequenceSampling;
+use crate::speculative::DraftState;
 use crate::structured::{Advance, OutputControl};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +56,11 @@ pub struct Sequence {
     /// Structured output (grammar mask, thinking budget), when the request has any; the
     /// engine sets it at admission.
     pub control: Option<OutputControl>,
+    /// Draft tokens proposed for the next step (speculative decoding), verified after the
+    /// sequence's last token; empty unless the sequence is decoding with its last token known.
+    pub spec_tokens: Vec<u32>,
+    /// Whether drafting pays for this sequence (see [`DraftState`]).
+    pub draft: DraftState,
 }
 
 impl Sequence {
@@ -84,6 +91,8 @@ impl Sequence {
             stopped_by_token: false,
             cache_salt: request.cache_salt.as_deref().map(CacheSalt::new),
             control: None,
+            spec_tokens: Vec::new(),
+            draft: DraftState::default(),
         }
     }
 
@@ -102,6 +111,18 @@ impl Sequence {
 
     pub fn num_output_tokens(&self) -> usize {
         self.tokens.len() - self.num_prompt_tokens
+    }
+
+    /// Whether the sequence's next step is a decode: one token left to compute (its last,
+    /// known or pending), drafts aside.
+    pub fn is_decoding(&self) -> bool {
+        self.num_tokens_with_pending() == self.num_computed_tokens + 1
+    }
+
+    /// Whether stop tokens are masked for the token sampled at `position` (an output token
+    /// with fewer than `min_tokens` before it).
+    pub fn stop_tokens_masked_at(&self, position: usize) -> bool {
+        position.saturating_sub(self.num_prompt_tokens) < self.min_tokens
     }
 
     /// Whether the pending tokens already end the sequence by length, so it needs no more

@@ -59,6 +59,7 @@ fn scheduler(k: Knobs) -> Scheduler {
             k.max_long,
             k.chunked,
         ),
+        max_num_spec_tokens: 0,
     })
 }
 

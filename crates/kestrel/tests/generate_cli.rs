@@ -418,3 +418,42 @@ fn quantize_writes_a_gguf_that_runs_like_quantizing_at_load() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("q8_0"));
 }
+
+#[test]
+fn bad_speculative_config_fails_at_start_naming_the_field() {
+    for (config, needle) in [
+        ("{\"method\": \"ngram\"", "not valid JSON"),
+        (
+            r#"{"method": "medusa2", "num_speculative_tokens": 4}"#,
+            "unknown `method` \"medusa2\"",
+        ),
+        (
+            r#"{"method": "ngram", "num_speculative_tokens": 0}"#,
+            "`num_speculative_tokens` must be in 1..=16, got 0",
+        ),
+        (
+            r#"{"method": "ngram", "num_speculative_tokens": 99}"#,
+            "`num_speculative_tokens` must be in 1..=16, got 99",
+        ),
+        (
+            r#"{"model": "/models/qwen3-0.6b", "num_speculative_tokens": 4}"#,
+            "draft model",
+        ),
+    ] {
+        for cmd in ["serve", "generate"] {
+            // The flag is checked before the (missing) model is looked at.
+            let out = kestrel(&[
+                cmd,
+                "--model",
+                "/nonexistent/model.gguf",
+                "--speculative-config",
+                config,
+            ]);
+            assert!(!out.status.success(), "{cmd} {config}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("--speculative-config"), "{cmd}: {err}");
+            assert!(err.contains(needle), "{cmd} {config}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}

@@ -174,6 +174,36 @@ impl EngineMetrics {
             "Number of generation tokens processed.",
             &self.generation_tokens,
         );
+        if let Some(spec) = &self.spec_decode {
+            // vLLM's `SpecDecodingProm` names (the client library appends `_total`).
+            f.counter(
+                "vllm:spec_decode_num_drafts_total",
+                "Number of spec decoding drafts.",
+                &spec.num_drafts,
+            );
+            f.counter(
+                "vllm:spec_decode_num_draft_tokens_total",
+                "Number of draft tokens.",
+                &spec.num_draft_tokens,
+            );
+            f.counter(
+                "vllm:spec_decode_num_accepted_tokens_total",
+                "Number of accepted tokens.",
+                &spec.num_accepted_tokens,
+            );
+            let per_pos = spec
+                .num_accepted_tokens_per_pos
+                .iter()
+                .enumerate()
+                .map(|(pos, n)| f.counter_metric(&[("position", &pos.to_string())], n))
+                .collect();
+            f.out.push(family(
+                "vllm:spec_decode_num_accepted_tokens_per_pos_total",
+                "Accepted tokens per draft position.",
+                MetricType::COUNTER,
+                per_pos,
+            ));
+        }
         let by_reason = [
             ("stop", &self.finished_stop),
             ("length", &self.finished_length),
@@ -303,6 +333,49 @@ mod tests {
             "vllm:cache_config_info{block_size=\"16\",cache_dtype=\"fp16\",enable_prefix_caching=\"True\",engine=\"0\",model_name=\"q\\\"wen\",num_cpu_blocks=\"0\",num_gpu_blocks=\"1024\"} 1".to_string(),
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn spec_decode_counters_only_when_configured() {
+        assert!(!EngineMetrics::default()
+            .render_prometheus("m")
+            .contains("spec_decode"));
+        let config = crate::engine::EngineConfig {
+            speculative: Some(
+                crate::SpeculativeConfig::from_json(
+                    r#"{"method": "ngram", "num_speculative_tokens": 3}"#,
+                )
+                .unwrap(),
+            ),
+            ..Default::default()
+        };
+        let m = EngineMetrics::new(&config);
+        let mut stats = crate::speculative::SpecDecodingStats::default();
+        stats.observe(3, 2);
+        stats.observe(2, 0);
+        m.record_spec_decoding(&stats);
+        let text = m.render_prometheus("m");
+        let labels = "model_name=\"m\",engine=\"0\"";
+        for line in [
+            "# TYPE vllm:spec_decode_num_drafts_total counter".to_string(),
+            format!("vllm:spec_decode_num_drafts_total{{{labels}}} 2"),
+            format!("vllm:spec_decode_num_draft_tokens_total{{{labels}}} 5"),
+            format!("vllm:spec_decode_num_accepted_tokens_total{{{labels}}} 2"),
+            format!(
+                "vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position=\"0\"}} 1"
+            ),
+            format!(
+                "vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position=\"1\"}} 1"
+            ),
+            format!(
+                "vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position=\"2\"}} 0"
+            ),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
         }
     }
 }

@@ -15,3 +15,4 @@ mod common;
 mod invariance;
 mod parity;
 mod real_model;
+mod speculative;

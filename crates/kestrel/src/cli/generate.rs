@@ -87,6 +87,12 @@ pub struct GenerateArgs {
     /// Batch-invariant kernels: auto (for greedy and seeded sampling, as the server), on, off.
     #[arg(long, default_value = "auto")]
     pub batch_invariant: BatchInvariance,
+    /// Speculative decoding, as vLLM's JSON: prompt lookup, e.g. '{"method": "ngram",
+    /// "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 5}'. Outputs
+    /// are unchanged; decoding is faster when the output repeats the input (quoting, code
+    /// edits). Draft models are not supported yet.
+    #[arg(long, value_name = "JSON", value_parser = super::parse_speculative_config)]
+    pub speculative_config: Option<kestrel_engine::SpeculativeConfig>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -243,6 +249,7 @@ fn generate<B: Backend>(args: &GenerateArgs, backend: B) -> Result<()> {
             long_prefill_token_threshold: 0,
             batch_invariance: args.batch_invariant,
             async_scheduling: false,
+            speculative: args.speculative_config.clone(),
             ..EngineConfig::default()
         },
     )

@@ -27,3 +27,9 @@ impl QuantType {
         }
     }
 }
+
+/// `--speculative-config` (vLLM's JSON object): checked by clap before anything loads, so a
+/// bad value is a one-line error naming the flag and the field.
+pub fn parse_speculative_config(s: &str) -> Result<kestrel_engine::SpeculativeConfig, String> {
+    kestrel_engine::SpeculativeConfig::from_json(s).map_err(|e| e.0)
+}

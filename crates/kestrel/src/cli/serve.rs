@@ -77,6 +77,12 @@ pub struct ServeArgs {
     /// Schedule the next step while the device runs the current one (default: on for GPUs).
     #[arg(long)]
     pub async_scheduling: Option<bool>,
+    /// Speculative decoding, as vLLM's JSON: prompt lookup, e.g. '{"method": "ngram",
+    /// "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 5}'. Outputs
+    /// are unchanged; decoding is faster when the output repeats the input (quoting, code
+    /// edits). Draft models are not supported yet.
+    #[arg(long, value_name = "JSON", value_parser = super::parse_speculative_config)]
+    pub speculative_config: Option<kestrel_engine::SpeculativeConfig>,
     /// Requests waiting for their first step beyond this are answered 503 with Retry-After.
     #[arg(
         long = "max-queued-requests",
@@ -315,7 +321,15 @@ fn load_model<B: Backend>(args: &ServeArgs, backend: B) -> Result<Model> {
         Workspace::<B>::bytes(
             &model_config,
             args.max_num_batched_tokens,
-            args.max_num_seqs,
+            // A logit row per sequence, plus one per draft token verified in a step.
+            args.max_num_seqs
+                + args.speculative_config.as_ref().map_or(0, |s| {
+                    kestrel_engine::engine::max_num_spec_tokens(
+                        args.max_num_seqs,
+                        args.max_num_batched_tokens,
+                        s.num_speculative_tokens,
+                    )
+                }),
         ),
         &KvBudget {
             kv_cache_memory: args.kv_cache_memory,
@@ -351,6 +365,7 @@ fn load_model<B: Backend>(args: &ServeArgs, backend: B) -> Result<Model> {
         async_scheduling: args
             .async_scheduling
             .unwrap_or(loaded.backend.kind().is_accelerator()),
+        speculative: args.speculative_config.clone(),
     };
     let identity = match &args.response_cache {
         Some(_) => Some(model_identity(
