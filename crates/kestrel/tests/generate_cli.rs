@@ -260,14 +260,14 @@ fn bad_model_inputs_fail_with_one_line_naming_the_file() {
     assert_clean_error(&gen(&dir), "config.json");
 
     // GGUF of an unsupported architecture.
-    let llama = tmp.path().join("llama.gguf");
+    let gemma = tmp.path().join("gemma.gguf");
     let md = vec![(
         "general.architecture".to_string(),
-        GgufValue::Str("llama".into()),
+        GgufValue::Str("gemma".into()),
     )];
-    write_gguf(&llama, &md, &[], |_, _| {}).unwrap();
-    let err = assert_clean_error(&gen(&llama), "llama.gguf");
-    assert!(err.contains("`llama` is not supported"), "{err}");
+    write_gguf(&gemma, &md, &[], |_, _| {}).unwrap();
+    let err = assert_clean_error(&gen(&gemma), "gemma.gguf");
+    assert!(err.contains("`gemma` is not supported"), "{err}");
 
     // GGUF with a tensor type the engine does not read: a valid synthetic qwen3 file whose
     // embedding is relabelled Q2_K (ggml type 10) in its tensor info.
