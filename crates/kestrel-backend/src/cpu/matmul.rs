@@ -8,8 +8,9 @@
 //!   counter, so the threads finish within one small task of each other.
 //! - F32 / F16 / BF16 otherwise: the register-blocked f32 GEMM of `gemm.rs` (16-bit weights
 //!   widened in registers), f32 activations.
-//! - Q8_0 / Q4_K / Q6_K on AVX-512 VNNI: the interleaved kernels of `quant/vnni` for every row
-//!   count (weights repacked at load; batch-invariant by construction).
+//! - Q8_0 / Q4_K / Q6_K (and Q4_0 / Q5_0 as Q8_0) on AVX-512 VNNI: the interleaved kernels of
+//!   `quant/vnni` for every row count (weights repacked at load; batch-invariant by
+//!   construction).
 //! - Quantized otherwise (decode): each activation row is quantized once to the format's dot
 //!   type (ggml's `vec_dot_type`) and block-integer dot products give the result, as ggml does.
 //!

@@ -107,7 +107,7 @@ impl Backend for CpuBackend {
 
     fn describe(&self) -> String {
         let interleaved = if quant::vnni::available_for(quant::WeightFormat::Q4_K) {
-            "; Q8_0/Q4_K/Q6_K interleaved for VNNI"
+            "; Q8_0/Q4_K/Q6_K interleaved for VNNI, Q4_0/Q5_0 as Q8_0"
         } else {
             ""
         };

@@ -1,5 +1,6 @@
 //! Quantized matmul on AVX-512 VNNI over interleaved weights: Q8_0, Q4_K and Q6_K (the
-//! matrices of Q8_0 and Q4_K_M models) are repacked once at load (`repack.rs`) so that one
+//! matrices of Q8_0 and Q4_K_M models; Q4_0 and Q5_0 as Q8_0 of the same values) are repacked
+//! once at load (`repack.rs`) so that one
 //! `vpdpbusd` multiplies four weights of sixteen rows by four activation bytes; the same tiles
 //! (`avx512.rs`) serve one activation row (decode) and many (prefill), and give every row the
 //! bits of the scalar definition (`reference.rs`) whatever the batch: these kernels are
@@ -21,9 +22,9 @@ pub use repack::{Interleaved, GROUP};
 use super::act::Q8_K_BLOCK_BYTES;
 use super::{quantize_act_row, WeightFormat};
 
-/// Whether weights of `format` are interleaved for these kernels on this CPU.
+/// Whether weights stored as `format` are interleaved for these kernels on this CPU.
 pub fn available_for(format: WeightFormat) -> bool {
-    super::super::isa::avx512() && repack::geometry(format).is_some()
+    super::super::isa::avx512() && repack::packed_format(format).is_some()
 }
 
 /// The reusable buffers of one call.

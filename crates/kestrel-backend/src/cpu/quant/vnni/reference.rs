@@ -5,7 +5,8 @@
 //! (so any order of the integer additions gives the same value), and the f32 part is one
 //! chain over the blocks in order, one fused multiply-add per block:
 //!
-//! - Q8_0 (activations Q8_0): `acc = fma(f32(Σ w·a), d_w·d_a, acc)`;
+//! - Q8_0 (activations Q8_0): `acc = fma(f32(Σ w·a), d_w·d_a, acc)`; Q4_0 and Q5_0 the same
+//!   over their Q8_0 form (`w = q − 8`, `q − 16`);
 //! - Q4_K (activations Q8_K): `S = Σ_j sc_j·Σ q·a`, `M = Σ_j m_j·(bsum_2j + bsum_2j+1)`,
 //!   `acc_d = fma(f32(S), d_w·d_a, acc_d)`, `acc_m = fma(f32(M), dmin_w·d_a, acc_m)`, and the
 //!   result is `acc_d − acc_m`;
@@ -24,10 +25,22 @@ use super::super::{q4_k, q6_k, q8_0, WeightFormat};
 pub fn dot(format: WeightFormat, w: &[u8], a: &[u8], k: usize) -> f32 {
     match format {
         WeightFormat::Q8_0 => dot_q8_0(w, a, k),
+        WeightFormat::Q4_0 | WeightFormat::Q5_0 => {
+            let bb = format.block_bytes();
+            let mut q8 = vec![0u8; k / q8_0::QK * q8_0::BLOCK_BYTES];
+            for (src, dst) in w.chunks_exact(bb).zip(q8.chunks_exact_mut(q8_0::BLOCK_BYTES)) {
+                super::repack::to_q8_0_block(format, src, arr_mut(dst));
+            }
+            dot_q8_0(&q8, a, k)
+        }
         WeightFormat::Q4_K => dot_q4_k(w, a, k),
         WeightFormat::Q6_K => dot_q6_k(w, a, k),
         other => panic!("no interleaved kernel for {other:?}"),
     }
+}
+
+fn arr_mut(b: &mut [u8]) -> &mut [u8; q8_0::BLOCK_BYTES] {
+    b.try_into().expect("one Q8_0 block")
 }
 
 fn dot_q8_0(w: &[u8], a: &[u8], k: usize) -> f32 {

@@ -20,14 +20,16 @@
 //! and `hi[t]` byte `i` the high two bits of `v[4t+i]`, `v[64+4t+i]`, `v[128+4t+i]`,
 //! `v[192+4t+i]` at bits 0, 2, 4, 6. Rows past the matrix's end are zero.
 //!
-//! The layout is lossless: [`unpack_row`] gives a row's original GGUF bytes back (used to look
-//! up embedding rows, and tested against the original).
+//! Q4_0 and Q5_0 matrices are packed as Q8_0 (the same values, [`packed_format`]).
+//!
+//! The layout is lossless: [`unpack_row`] gives a row's GGUF bytes back in the packed format
+//! (tested against the original).
 
 use rayon::prelude::*;
 
 use super::super::common::arr;
 use super::super::k_common::{pack_scale_min_k4, scales_mins_k4};
-use super::super::{q6_k, q8_0, WeightFormat};
+use super::super::{q5_0, q6_k, q8_0, WeightFormat};
 
 /// Rows per interleaved group: the sixteen f32 lanes of an AVX-512 register.
 pub const GROUP: usize = 16;
@@ -46,7 +48,40 @@ pub struct Geometry {
     pub meta_bytes: usize,
 }
 
-/// The layout of `format`, or `None` when it has no interleaved kernels.
+/// The format whose kernels run a matrix stored as `format`: itself for Q8_0, Q4_K and Q6_K;
+/// Q8_0 for Q4_0 and Q5_0, whose values `d · (q − offset)` are Q8_0 values with the same scale
+/// (converted exactly at load, [`to_q8_0_block`]: a matrix of the 4- and 5-bit formats, which
+/// llama.cpp writes where a row is not a multiple of 256, runs on the Q8_0 tiles).
+pub fn packed_format(format: WeightFormat) -> Option<WeightFormat> {
+    match format {
+        WeightFormat::Q8_0 | WeightFormat::Q4_K | WeightFormat::Q6_K => Some(format),
+        WeightFormat::Q4_0 | WeightFormat::Q5_0 => Some(WeightFormat::Q8_0),
+        _ => None,
+    }
+}
+
+/// One Q4_0 or Q5_0 block as the Q8_0 block of the same values (the same `d`, `q − 8` or
+/// `q − 16` as the signed bytes); a Q8_0 block is copied.
+pub fn to_q8_0_block(format: WeightFormat, src: &[u8], dst: &mut [u8; q8_0::BLOCK_BYTES]) {
+    dst[0..2].copy_from_slice(&src[0..2]);
+    let q: [i8; 32] = match format {
+        WeightFormat::Q8_0 => std::array::from_fn(|i| src[2 + i] as i8),
+        WeightFormat::Q4_0 => std::array::from_fn(|i| {
+            let byte = src[2 + i % 16];
+            (if i < 16 { byte & 15 } else { byte >> 4 }) as i8 - 8
+        }),
+        WeightFormat::Q5_0 => {
+            let u = q5_0::unpack(u32::from_le_bytes(*arr(&src[2..])), arr(&src[6..]));
+            std::array::from_fn(|i| u[i] as i8 - 16)
+        }
+        other => panic!("{other:?} has no Q8_0 form"),
+    };
+    for (d, q) in dst[2..].iter_mut().zip(q) {
+        *d = q as u8;
+    }
+}
+
+/// The layout of the kernels' `format` ([`packed_format`]), or `None` when it has none.
 pub fn geometry(format: WeightFormat) -> Option<Geometry> {
     let (block_len, quant_bytes, meta_bytes) = match format {
         WeightFormat::Q8_0 => (q8_0::QK, 512, 32),
@@ -97,17 +132,19 @@ impl Interleaved {
 unsafe impl bytemuck::Zeroable for Line {}
 unsafe impl bytemuck::Pod for Line {}
 
-/// Repacks `rows` GGUF rows of `k` weights (`w`, row-major) of a format [`geometry`] knows.
-pub fn pack(format: WeightFormat, w: &[u8], rows: usize, k: usize) -> Interleaved {
-    let geo = geometry(format).expect("a format with interleaved kernels");
+/// Repacks `rows` GGUF rows of `k` weights (`w`, row-major, stored as `stored`) for the
+/// kernels of [`packed_format`]`(stored)`.
+pub fn pack(stored: WeightFormat, w: &[u8], rows: usize, k: usize) -> Interleaved {
+    let format = packed_format(stored).expect("a format with interleaved kernels");
+    let geo = geometry(format).expect("a packed format has a geometry");
     let nb = k / geo.block_len;
-    let row_bytes = format.row_bytes(k);
+    let row_bytes = stored.row_bytes(k);
     assert_eq!(w.len(), rows * row_bytes, "interleave: bad weight size");
     let group_bytes = (nb * (geo.quant_bytes + geo.meta_bytes)).next_multiple_of(64);
     let groups = rows.div_ceil(GROUP);
     let num_lines = groups * group_bytes / 64;
     let mut lines: Vec<Line> = Vec::with_capacity(num_lines);
-    let zero = vec![0u8; format.row_bytes(geo.block_len)];
+    let zero = vec![0u8; stored.row_bytes(geo.block_len)];
     // Groups in parallel, each written whole (a serial zero fill of the gigabyte a 1.7B model's
     // matrices take would be a second pass): repacking is on the load path.
     lines.spare_capacity_mut()[..num_lines]
@@ -124,7 +161,7 @@ pub fn pack(format: WeightFormat, w: &[u8], rows: usize, k: usize) -> Interleave
             let dst: &mut [u8] = bytemuck::cast_slice_mut(group);
             let (quants, meta) = dst.split_at_mut(nb * geo.quant_bytes);
             for b in 0..nb {
-                let bb = format.row_bytes(geo.block_len);
+                let bb = stored.row_bytes(geo.block_len);
                 let block = |r: usize| -> &[u8] {
                     let row = g * GROUP + r;
                     if row < rows {
@@ -136,7 +173,7 @@ pub fn pack(format: WeightFormat, w: &[u8], rows: usize, k: usize) -> Interleave
                 let q = &mut quants[b * geo.quant_bytes..(b + 1) * geo.quant_bytes];
                 let m = &mut meta[b * geo.meta_bytes..(b + 1) * geo.meta_bytes];
                 match format {
-                    WeightFormat::Q8_0 => pack_q8_0(block, q, m),
+                    WeightFormat::Q8_0 => pack_q8_0(stored, block, q, m),
                     WeightFormat::Q4_K => pack_q4_k(block, q, m),
                     WeightFormat::Q6_K => pack_q6_k(block, q, m),
                     _ => unreachable!("checked by geometry"),
@@ -155,9 +192,15 @@ pub fn pack(format: WeightFormat, w: &[u8], rows: usize, k: usize) -> Interleave
     }
 }
 
-fn pack_q8_0<'a>(block: impl Fn(usize) -> &'a [u8], q: &mut [u8], m: &mut [u8]) {
+fn pack_q8_0<'a>(
+    stored: WeightFormat,
+    block: impl Fn(usize) -> &'a [u8],
+    q: &mut [u8],
+    m: &mut [u8],
+) {
+    let mut b = [0u8; q8_0::BLOCK_BYTES];
     for r in 0..GROUP {
-        let b = block(r);
+        to_q8_0_block(stored, block(r), &mut b);
         m[2 * r..2 * r + 2].copy_from_slice(&b[0..2]);
         for g in 0..8 {
             let word = u32::from_le_bytes(b[2 + 4 * g..6 + 4 * g].try_into().expect("4 bytes"));
@@ -210,7 +253,8 @@ fn pack_q6_k<'a>(block: impl Fn(usize) -> &'a [u8], q: &mut [u8], m: &mut [u8]) 
     }
 }
 
-/// Row `row`'s original GGUF bytes, into `out` (`format.row_bytes(cols)` bytes).
+/// Row `row`'s GGUF bytes in the packed format `p.format`, into `out`
+/// (`p.format.row_bytes(cols)` bytes): the original row, or its Q8_0 form.
 pub fn unpack_row(p: &Interleaved, row: usize, out: &mut [u8]) {
     let geo = p.geometry;
     let nb = p.num_blocks();

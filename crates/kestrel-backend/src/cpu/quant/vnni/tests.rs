@@ -5,10 +5,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::super::{dequantize_row, quantize_act_row, quantize_row, WeightFormat};
-use super::repack::{pack, unpack_row};
+use super::repack::{pack, packed_format, unpack_row};
 use super::{available_for, matmul, reference, Buffers};
 
-const FORMATS: [WeightFormat; 3] = [WeightFormat::Q8_0, WeightFormat::Q4_K, WeightFormat::Q6_K];
+const FORMATS: [WeightFormat; 5] = [
+    WeightFormat::Q8_0,
+    WeightFormat::Q4_K,
+    WeightFormat::Q6_K,
+    WeightFormat::Q4_0,
+    WeightFormat::Q5_0,
+];
 
 fn quantized(format: WeightFormat, rows: usize, k: usize, rng: &mut StdRng) -> Vec<u8> {
     let rb = format.row_bytes(k);
@@ -27,11 +33,20 @@ fn repacking_is_lossless() {
         let (rows, k) = (37, 512);
         let w = quantized(format, rows, k, &mut rng);
         let p = pack(format, &w, rows, k);
+        assert_eq!(p.format, packed_format(format).unwrap());
         let rb = format.row_bytes(k);
-        let mut row = vec![0u8; rb];
+        let mut row = vec![0u8; p.format.row_bytes(k)];
+        let (mut want, mut got) = (vec![0.0; k], vec![0.0; k]);
         for r in 0..rows {
             unpack_row(&p, r, &mut row);
-            assert_eq!(row, &w[r * rb..(r + 1) * rb], "{format:?} row {r}");
+            let original = &w[r * rb..(r + 1) * rb];
+            if p.format == format {
+                assert_eq!(row, original, "{format:?} row {r}");
+            }
+            // A format packed as another keeps its values exactly.
+            dequantize_row(format, original, &mut want);
+            dequantize_row(p.format, &row, &mut got);
+            assert_eq!(want, got, "{format:?} row {r} values");
         }
     }
 }
