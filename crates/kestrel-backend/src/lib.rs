@@ -155,6 +155,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Makes a host weight resident on the device (may keep a reference to mapped bytes).
     fn load_weight(&self, weight: HostWeight) -> Result<Self::Weight>;
+    /// [`Self::load_weight`] for a matrix whose rows are only gathered, never multiplied (an
+    /// untied token embedding): a backend may keep it without the layout its matmul kernels
+    /// want.
+    fn load_embedding(&self, weight: HostWeight) -> Result<Self::Weight> {
+        self.load_weight(weight)
+    }
     /// An activation buffer of up to `max_rows` rows (starts with 0 rows).
     fn alloc_tensor(&self, max_rows: usize, cols: usize) -> Result<Self::Tensor>;
     fn alloc_batch(&self, limits: BatchLimits) -> Result<Self::Batch>;

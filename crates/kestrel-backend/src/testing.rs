@@ -134,6 +134,9 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn load_weight(&self, weight: HostWeight) -> Result<Self::Weight> {
         self.inner.load_weight(weight)
     }
+    fn load_embedding(&self, weight: HostWeight) -> Result<Self::Weight> {
+        self.inner.load_embedding(weight)
+    }
     fn alloc_tensor(&self, max_rows: usize, cols: usize) -> Result<Self::Tensor> {
         self.inner.alloc_tensor(max_rows, cols)
     }

@@ -211,9 +211,16 @@ impl<B: Backend> DecoderModel<B> {
                 bytes: HostBytes::from_vec(bytemuck::cast_slice(&table).to_vec()),
             })?),
         };
-        let embed_tokens = load(backend, src, "model.embed_tokens.weight", c.vocab_size, h)?;
-        // A separate head is used whenever the checkpoint has one (some tied configs still ship it).
-        let lm_head = if c.tie_word_embeddings && !src.contains("lm_head.weight") {
+        // A separate head is used whenever the checkpoint has one (some tied configs still ship
+        // it); then the embedding's rows are only looked up.
+        let tied = c.tie_word_embeddings && !src.contains("lm_head.weight");
+        let embed = host(src, "model.embed_tokens.weight", c.vocab_size, h)?;
+        let embed_tokens = if tied {
+            backend.load_weight(embed)?
+        } else {
+            backend.load_embedding(embed)?
+        };
+        let lm_head = if tied {
             None
         } else {
             Some(load(backend, src, "lm_head.weight", c.vocab_size, h)?)

@@ -130,6 +130,10 @@ impl Backend for CpuBackend {
         CpuWeight::new(weight)
     }
 
+    fn load_embedding(&self, weight: HostWeight) -> Result<CpuWeight> {
+        CpuWeight::rows_only(weight)
+    }
+
     fn alloc_tensor(&self, max_rows: usize, cols: usize) -> Result<CpuTensor> {
         Ok(CpuTensor::with_capacity(max_rows, cols))
     }

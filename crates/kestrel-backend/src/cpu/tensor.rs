@@ -142,7 +142,17 @@ pub struct CpuWeight {
 }
 
 impl CpuWeight {
+    /// A weight for every op: a matrix the VNNI kernels run is interleaved for them.
     pub fn new(w: HostWeight) -> Result<Self> {
+        Self::load(w, true)
+    }
+
+    /// A matrix whose rows are only looked up (an untied embedding): kept as stored.
+    pub fn rows_only(w: HostWeight) -> Result<Self> {
+        Self::load(w, false)
+    }
+
+    fn load(w: HostWeight, for_matmul: bool) -> Result<Self> {
         w.validate()?;
         let f32_data = (w.format == WeightFormat::F32).then(|| {
             w.bytes
@@ -163,7 +173,7 @@ impl CpuWeight {
         };
         if weight.rows == 1 {
             weight.vector = Some(weight.to_f32_vec());
-        } else if super::quant::vnni::available_for(weight.format) {
+        } else if for_matmul && super::quant::vnni::available_for(weight.format) {
             weight.interleaved = Some(super::quant::vnni::repack::pack(
                 weight.format,
                 weight.bytes.as_slice(),
@@ -367,6 +377,43 @@ pub(crate) fn check_slot(slot: usize, num_slots: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An embedding loaded for lookups only keeps no interleaved copy and gathers the same
+    /// rows as one loaded for every op (which the VNNI kernels may have repacked).
+    #[test]
+    fn a_rows_only_embedding_gathers_the_same_rows_without_a_repacked_copy() {
+        let (rows, cols) = (40, 64);
+        let vals: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        for format in [WeightFormat::Q8_0, WeightFormat::Q5_0, WeightFormat::F16] {
+            let rb = format.row_bytes(cols);
+            let mut bytes = vec![0u8; rows * rb];
+            for r in 0..rows {
+                super::super::quant::quantize_row(
+                    format,
+                    &vals[r * cols..(r + 1) * cols],
+                    &mut bytes[r * rb..(r + 1) * rb],
+                );
+            }
+            let host = || HostWeight {
+                name: "embed".into(),
+                format,
+                rows,
+                cols,
+                bytes: HostBytes::from_vec(bytes.clone()),
+            };
+            let full = CpuWeight::new(host()).unwrap();
+            let lookup = CpuWeight::rows_only(host()).unwrap();
+            assert!(lookup.interleaved.is_none(), "{format:?}");
+            let ids = [0u32, 39, 7, 7, 21];
+            let mut a = CpuTensor::with_capacity(ids.len(), cols);
+            let mut b = CpuTensor::with_capacity(ids.len(), cols);
+            super::super::ops::embedding(&full, &ids, &mut a).unwrap();
+            super::super::ops::embedding(&lookup, &ids, &mut b).unwrap();
+            assert_eq!(a.as_slice(), b.as_slice(), "{format:?}");
+        }
+    }
 
     #[test]
     fn f16_cache_writes_round_like_the_scalar_conversion() {

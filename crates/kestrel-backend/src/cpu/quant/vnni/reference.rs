@@ -28,7 +28,10 @@ pub fn dot(format: WeightFormat, w: &[u8], a: &[u8], k: usize) -> f32 {
         WeightFormat::Q4_0 | WeightFormat::Q5_0 => {
             let bb = format.block_bytes();
             let mut q8 = vec![0u8; k / q8_0::QK * q8_0::BLOCK_BYTES];
-            for (src, dst) in w.chunks_exact(bb).zip(q8.chunks_exact_mut(q8_0::BLOCK_BYTES)) {
+            for (src, dst) in w
+                .chunks_exact(bb)
+                .zip(q8.chunks_exact_mut(q8_0::BLOCK_BYTES))
+            {
                 super::repack::to_q8_0_block(format, src, arr_mut(dst));
             }
             dot_q8_0(&q8, a, k)
