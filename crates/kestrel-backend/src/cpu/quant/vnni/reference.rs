@@ -27,12 +27,11 @@ pub fn dot(format: WeightFormat, w: &[u8], a: &[u8], k: usize) -> f32 {
         WeightFormat::Q8_0 => dot_q8_0(w, a, k),
         WeightFormat::Q4_0 | WeightFormat::Q5_0 => {
             let bb = format.block_bytes();
-            let mut q8 = vec![0u8; k / q8_0::QK * q8_0::BLOCK_BYTES];
-            for (src, dst) in w
-                .chunks_exact(bb)
-                .zip(q8.chunks_exact_mut(q8_0::BLOCK_BYTES))
-            {
-                super::repack::to_q8_0_block(format, src, arr_mut(dst));
+            let mut q8 = Vec::with_capacity(k / q8_0::QK * q8_0::BLOCK_BYTES);
+            let mut block = [0u8; q8_0::BLOCK_BYTES];
+            for src in w.chunks_exact(bb) {
+                super::repack::to_q8_0_block(format, src, &mut block);
+                q8.extend_from_slice(&block);
             }
             dot_q8_0(&q8, a, k)
         }
@@ -40,10 +39,6 @@ pub fn dot(format: WeightFormat, w: &[u8], a: &[u8], k: usize) -> f32 {
         WeightFormat::Q6_K => dot_q6_k(w, a, k),
         other => panic!("no interleaved kernel for {other:?}"),
     }
-}
-
-fn arr_mut(b: &mut [u8]) -> &mut [u8; q8_0::BLOCK_BYTES] {
-    b.try_into().expect("one Q8_0 block")
 }
 
 fn dot_q8_0(w: &[u8], a: &[u8], k: usize) -> f32 {
