@@ -37,7 +37,7 @@
 # class), SWEEP (1,4,16), SWEEP_PROMPTS (4,8,16), SWEEP_CLASS (medium), POISSON_PROMPTS (32),
 # POISSON_CONCURRENCY (16), RATE (auto), RATE_FRACTION (0.8), SLO_TTFT_MS (2000), SLO_TPOT_MS
 # (150), PREFIX_BURST (15), PREFIX_MAX_TOKENS (16), MODELS, SERVERS (kestrel llama-server
-# llama-cpp-python), KESTREL_BIN (target/release/kestrel, built if absent), LLAMA_SERVER_BIN
+# llama-cpp-python), PARTS (lengths sweep burst poisson: which measurements run), KESTREL_BIN (target/release/kestrel, built if absent), LLAMA_SERVER_BIN
 # (built by scripts/bench/llama-cpp-native.sh if absent), LLAMA_PY (/opt/llamacpp/bin/python),
 # KESTREL_FIXTURES, BENCH_MODELS ($HOME/.cache/kestrel/bench), OUT.
 set -euo pipefail
@@ -63,6 +63,7 @@ PREFIX_BURST="${PREFIX_BURST:-15}"
 PREFIX_MAX_TOKENS="${PREFIX_MAX_TOKENS:-16}"
 MODELS="${MODELS:-qwen2.5-coder-0.5b qwen3-1.7b-q4_k_m}"
 SERVERS="${SERVERS:-kestrel llama-server llama-cpp-python}"
+PARTS="${PARTS:-lengths sweep burst poisson}"
 OUT="${OUT:-target/bench-serving/$(date +%Y%m%d-%H%M%S)}"
 KESTREL="${KESTREL_BIN:-target/release/kestrel}"
 # Greedy; token ids 151643 <|endoftext|> and 151645 <|im_end|> are the end tokens of Qwen2.5 and Qwen3.
@@ -71,6 +72,7 @@ EXTRA='{"temperature": 0, "logit_bias": {"151643": -100, "151645": -100}}'
 mkdir -p "$OUT" "$MODEL_DIR"
 log() { echo "[bench-serving $(date +%H:%M:%S)] $*" >&2; }
 has_server() { [[ " $SERVERS " == *" $1 "* ]]; }
+has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if [[ -z "${KESTREL_BIN:-}" ]]; then
     cargo build --release --locked -p kestrel
@@ -222,26 +224,36 @@ run_server() { # server model gguf
         local i skip="$PER_CLASS"
         for i in "${!levels[@]}"; do
             local c="${levels[$i]}" n="${level_prompts[$i]:-${level_prompts[-1]}}"
+            if ! has_part sweep && ! { has_part lengths && [[ "$c" == 1 ]]; }; then continue; fi
             log "$server serving $model, -np $c"
             start_server "$server" "$gguf" "$logf" "$c"
-            if [[ "$c" == 1 ]]; then answer_lengths "$server" "$model" "$gguf"; fi
-            bench "$gguf" "$server|$model|sweep" "$OUT/$server-$model-sweep-$c.json" 1 \
-                --dataset builtin --class "$SWEEP_CLASS" --skip-prompts "$skip" \
-                --concurrency "$c" --num-prompts "$n"
+            if [[ "$c" == 1 ]] && has_part lengths; then answer_lengths "$server" "$model" "$gguf"; fi
+            if has_part sweep; then
+                bench "$gguf" "$server|$model|sweep" "$OUT/$server-$model-sweep-$c.json" 1 \
+                    --dataset builtin --class "$SWEEP_CLASS" --skip-prompts "$skip" \
+                    --concurrency "$c" --num-prompts "$n"
+            fi
             skip=$((skip + n))
             stop_server
         done
+        has_part burst || return 0
         log "$server serving $model, -np $((PREFIX_BURST + 1)), shared-prefix burst"
         start_server "$server" "$gguf" "$logf" "$((PREFIX_BURST + 1))"
     else
         log "$server serving $model"
         start_server "$server" "$gguf" "$logf"
-        answer_lengths "$server" "$model" "$gguf"
-        log "  concurrency sweep $SWEEP"
-        bench "$gguf" "$server|$model|sweep" "$OUT/$server-$model-sweep.json" 1 \
-            --dataset builtin --class "$SWEEP_CLASS" --skip-prompts "$PER_CLASS" \
-            --concurrency "$SWEEP" --num-prompts "$SWEEP_PROMPTS" \
-            --report "$OUT/$server-$model-sweep.html"
+        if has_part lengths; then answer_lengths "$server" "$model" "$gguf"; fi
+        if has_part sweep; then
+            log "  concurrency sweep $SWEEP"
+            bench "$gguf" "$server|$model|sweep" "$OUT/$server-$model-sweep.json" 1 \
+                --dataset builtin --class "$SWEEP_CLASS" --skip-prompts "$PER_CLASS" \
+                --concurrency "$SWEEP" --num-prompts "$SWEEP_PROMPTS" \
+                --report "$OUT/$server-$model-sweep.html"
+        fi
+        if ! has_part burst; then
+            stop_server
+            return 0
+        fi
         log "  shared-prefix burst"
     fi
     # No warm-up: the cold request must find nothing cached.
@@ -266,6 +278,7 @@ for model in $MODELS; do
     for server in $SERVERS; do
         run_server "$server" "$model" "$gguf"
     done
+    has_part poisson || continue
     # Poisson arrivals near saturation: the same rate for every server.
     rate="$RATE"
     if [[ "$rate" == auto ]]; then

@@ -5,6 +5,10 @@
 //! capacity), so building a batch allocates nothing once the largest step has been seen. Block
 //! tables are one flat array with per-sequence offsets, the layout a device copies in one go.
 //!
+//! A sequence admitted on a partial prefix-cache hit reuses the leading tokens of a cached block
+//! that it does not share whole: the step copies those slots into the sequence's own block
+//! ([`BatchInput::kv_copies`]) in each layer after writing the step's K/V and before attention.
+//!
 //! A token whose id is not known on the host yet (the engine scheduled it while the step that
 //! samples it was still running) is written as [`PLACEHOLDER`]; [`BatchInput::prev_sampled`]
 //! names the logit row of the previous step whose sampled id the backend puts there.
@@ -13,6 +17,15 @@ use crate::error::{BackendError, Result};
 
 /// Input id of a token that the previous step samples (see [`BatchInput::prev_sampled`]).
 pub const PLACEHOLDER: u32 = u32::MAX;
+
+/// Copy of the first `num_tokens` slots of cache block `src_block` into block `dst_block`
+/// (K and V of every layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvCopy {
+    pub src_block: u32,
+    pub dst_block: u32,
+    pub num_tokens: u32,
+}
 
 /// One step's input. `num_tokens` = `input_ids.len()`, `num_seqs` = `seq_lens.len()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +50,8 @@ pub struct BatchInput {
     pub logits_indices: Vec<u32>,
     /// `(token index, logit row of the previous step)` for every [`PLACEHOLDER`] input id.
     pub prev_sampled: Vec<(u32, u32)>,
+    /// Slots copied between blocks before the step's attention reads them.
+    pub kv_copies: Vec<KvCopy>,
     /// Tokens per cache block.
     pub block_size: usize,
 }
@@ -60,6 +75,7 @@ impl BatchInput {
             block_table_start: vec![0],
             logits_indices: Vec::new(),
             prev_sampled: Vec::new(),
+            kv_copies: Vec::new(),
             block_size,
         }
     }
@@ -77,6 +93,7 @@ impl BatchInput {
         self.block_table_start.push(0);
         self.logits_indices.clear();
         self.prev_sampled.clear();
+        self.kv_copies.clear();
     }
 
     pub fn num_tokens(&self) -> usize {
@@ -238,6 +255,18 @@ impl BatchInput {
                 }
             }
         }
+        for c in &self.kv_copies {
+            if c.src_block as usize >= num_cache_blocks
+                || c.dst_block as usize >= num_cache_blocks
+                || c.src_block == c.dst_block
+                || c.num_tokens as usize > self.block_size
+            {
+                return bad(format!(
+                    "KV copy of {} slots from block {} to block {} in a cache of {num_cache_blocks} blocks of {}",
+                    c.num_tokens, c.src_block, c.dst_block, self.block_size
+                ));
+            }
+        }
         if let Some(&i) = self.logits_indices.iter().find(|&&i| i as usize >= n) {
             return bad(format!("logits index {i} outside {n} tokens"));
         }
@@ -320,6 +349,21 @@ mod tests {
             .to_string()
             .contains("row 2"));
         b.validate(4, 10, 3).unwrap();
+        b.kv_copies.push(KvCopy {
+            src_block: 1,
+            dst_block: 3,
+            num_tokens: 5,
+        });
+        assert!(b
+            .validate(4, 10, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("KV copy of 5 slots"));
+        b.kv_copies[0].num_tokens = 4;
+        b.validate(4, 10, 3).unwrap();
+        b.kv_copies[0].dst_block = 4;
+        assert!(b.validate(4, 10, 3).is_err());
+        b.kv_copies.clear();
         b.input_ids[0] = PLACEHOLDER;
         assert!(b
             .validate(4, 10, 3)

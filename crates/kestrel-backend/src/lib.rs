@@ -35,7 +35,7 @@ pub mod sampling;
 pub mod testing;
 pub mod weight;
 
-pub use batch::{BatchInput, PLACEHOLDER};
+pub use batch::{BatchInput, KvCopy, PLACEHOLDER};
 pub use cpu::quant::WeightFormat;
 pub use device::{with_backend, BackendVisitor, DeviceChoice, DeviceKind, MemoryInfo};
 pub use error::{BackendError, Result};
@@ -223,6 +223,10 @@ pub trait Backend: Send + Sync + 'static {
         v: &Self::Tensor,
         batch: &Self::Batch,
     ) -> Result<()>;
+    /// Copies the batch's [`BatchInput::kv_copies`] (slots of one block into another) in
+    /// `cache`. The model calls it in every layer after [`Backend::write_kv`] and before
+    /// [`Backend::attention`]; a step without copies issues nothing.
+    fn copy_kv(&self, cache: &mut Self::KvLayer, batch: &Self::Batch) -> Result<()>;
     /// Causal paged attention over the varlen batch: `q [num_tokens, num_heads * head_dim]` →
     /// `out [num_tokens, num_heads * head_dim]`. Each token sees its sequence's keys up to its
     /// position.

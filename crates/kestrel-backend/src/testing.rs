@@ -208,6 +208,9 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     ) -> Result<()> {
         self.inner.write_kv(cache, k, v, b)
     }
+    fn copy_kv(&self, cache: &mut Self::KvLayer, b: &Self::Batch) -> Result<()> {
+        self.inner.copy_kv(cache, b)
+    }
     fn attention(
         &self,
         q: &Self::Tensor,

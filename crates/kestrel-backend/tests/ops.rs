@@ -1,12 +1,13 @@
 //! Conformance of a backend's ops (every case runs on each compiled backend): each op against a
 //! naive host reference on random data with odd sizes, the batch-invariant kernels (a row gives
 //! the same bits alone and in any batch), the paged attention over scrambled block tables with
-//! GQA and chunked prefill, placeholder resolution, and outputs without room failing cleanly.
+//! GQA and chunked prefill, the KV copies of partial prefix-cache hits, placeholder resolution,
+//! and outputs without room failing cleanly.
 
 use kestrel_backend::cpu::quant::{dequantize_row, quantize_row};
 use kestrel_backend::{
-    AttnShape, Backend, BatchInput, BatchLimits, HostBytes, HostWeight, KvDtype, KvLayout, Rope,
-    SampleOutput, SamplingBatch, SamplingParams, StepOptions, WeightFormat,
+    AttnShape, Backend, BatchInput, BatchLimits, HostBytes, HostWeight, KvCopy, KvDtype, KvLayout,
+    Rope, SampleOutput, SamplingBatch, SamplingParams, StepOptions, WeightFormat,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -495,6 +496,85 @@ fn paged_attention_matches_reference<B: Backend + Clone>(b: B) {
     }
 }
 
+/// A partial prefix-cache hit: sequence B shares A's first 20 tokens, block 3 whole and 4
+/// slots of block 5, which the step copies into B's own block 8 while A's chunk writes those
+/// very slots in the same step (so the copy must follow the write). B's attention then reads
+/// A's keys through its own table.
+fn kv_copies_follow_the_steps_writes_and_feed_attention<B: Backend + Clone>(b: B) {
+    let mut rng = StdRng::seed_from_u64(8);
+    let shape = AttnShape {
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 64,
+        scale: 0.125,
+    };
+    let kv_w = shape.num_kv_heads * shape.head_dim;
+    let q_w = shape.num_heads * shape.head_dim;
+    let layout = KvLayout {
+        num_blocks: 10,
+        block_size: 16,
+        num_kv_heads: shape.num_kv_heads,
+        head_dim: shape.head_dim,
+        dtype: KvDtype::F32,
+    };
+    let mut cache = b.alloc_kv_layer(layout).unwrap();
+    let (table_a, table_b) = ([3u32, 5], [3u32, 8]);
+    let keys: Vec<Vec<f32>> = (0..22).map(|_| random(&mut rng, kv_w, 1.0)).collect();
+    let values: Vec<Vec<f32>> = (0..22).map(|_| random(&mut rng, kv_w, 1.0)).collect();
+    // An earlier step: A's first 16 tokens (block 3).
+    let mut early = BatchInput::new(16);
+    early.push_seq([0; 16], 0, &table_a, false);
+    b.write_kv(
+        &mut cache,
+        &tensor(&b, 16, kv_w, &keys[..16].concat()),
+        &tensor(&b, 16, kv_w, &values[..16].concat()),
+        &batch(&b, &early),
+    )
+    .unwrap();
+    // This step: A's tokens 16..20 (block 5), and B's 20 and 21 after its partial hit.
+    let mut step = BatchInput::new(16);
+    step.push_seq([0; 4], 16, &table_a, true);
+    step.push_seq([0; 2], 20, &table_b, true);
+    step.kv_copies.push(KvCopy {
+        src_block: 5,
+        dst_block: 8,
+        num_tokens: 4,
+    });
+    step.validate(10, 1, 0).unwrap();
+    let dev = batch(&b, &step);
+    b.write_kv(
+        &mut cache,
+        &tensor(&b, 6, kv_w, &keys[16..22].concat()),
+        &tensor(&b, 6, kv_w, &values[16..22].concat()),
+        &dev,
+    )
+    .unwrap();
+    b.copy_kv(&mut cache, &dev).unwrap();
+    let q = random(&mut rng, 6 * q_w, 1.0);
+    let mut out = b.alloc_tensor(6, q_w).unwrap();
+    in_step(&b, false, || {
+        b.attention(&tensor(&b, 6, q_w, &q), &cache, &dev, shape, &mut out)
+            .unwrap()
+    });
+    // A's tokens see A's keys; B's token at position p sees A's 20 and then its own.
+    let mut want = Vec::new();
+    for (t, pos) in (16..22).enumerate() {
+        want.extend(reference_attention(
+            &q[t * q_w..(t + 1) * q_w],
+            &keys[..=pos],
+            &values[..=pos],
+            shape,
+        ));
+    }
+    assert_close(&host(&b, &out), &want, 1e-5, "attention after the copy");
+    // A copy that names a block outside the cache is an error, not a write out of bounds.
+    let mut bad = step.clone();
+    bad.kv_copies[0].dst_block = 10;
+    assert!(bad.validate(10, 1, 0).is_err());
+    let dev_bad = batch(&b, &bad);
+    assert!(b.copy_kv(&mut cache, &dev_bad).is_err());
+}
+
 fn placeholders_take_the_previous_steps_samples<B: Backend + Clone>(b: B) {
     let vocab = 6;
     let logits = [0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9.0];
@@ -537,5 +617,6 @@ kestrel_backend::backend_tests!(
     row_ops_match_reference,
     embedding_gathers_dequantized_rows,
     paged_attention_matches_reference,
+    kv_copies_follow_the_steps_writes_and_feed_attention,
     placeholders_take_the_previous_steps_samples,
 );

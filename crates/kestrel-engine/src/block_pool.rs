@@ -13,9 +13,14 @@
 //! hand one request another's KV. The parent is compared by its SHA-256 key, which covers the
 //! whole prefix.
 //!
+//! Cached blocks are also indexed by their parent, salt and first token, so that a sequence
+//! whose next block differs from a cached one after a few tokens can still reuse that block's
+//! leading tokens ([`BlockPool::partial_match`]; their KV is copied, see `kv_cache_manager.rs`).
+//!
 //! Invariants (checked by [`BlockPool::check_invariants`] and the property tests):
 //! free + used = total; a block is in the free queue iff its ref count is 0; every hash in the
-//! cache map points at a block carrying that hash.
+//! cache map points at a block carrying that hash; the child index lists exactly the cached
+//! blocks, each under its own key's parent, salt and first token.
 
 use std::collections::HashMap;
 
@@ -47,6 +52,24 @@ impl BlockKey {
 
 const NONE: u32 = u32::MAX;
 
+/// Where a cached block is listed in the child index: what its key starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ChildKey {
+    parent: Option<BlockHash>,
+    salt: Option<CacheSalt>,
+    first_token: u32,
+}
+
+impl ChildKey {
+    fn of(key: &BlockKey) -> Option<Self> {
+        Some(Self {
+            parent: key.parent,
+            salt: key.salt,
+            first_token: *key.tokens.first()?,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 struct BlockMeta {
     ref_count: u32,
@@ -66,6 +89,8 @@ pub struct BlockPool {
     num_free: usize,
     enable_caching: bool,
     cached: HashMap<BlockHash, BlockId>,
+    /// Cached blocks by the start of their key (for [`Self::partial_match`]).
+    children: HashMap<ChildKey, Vec<BlockId>>,
 }
 
 impl BlockPool {
@@ -88,6 +113,7 @@ impl BlockPool {
             num_free: num_blocks,
             enable_caching,
             cached: HashMap::new(),
+            children: HashMap::new(),
         }
     }
 
@@ -154,10 +180,18 @@ impl BlockPool {
             self.unlink(i);
             let meta = &mut self.blocks[i as usize];
             meta.ref_count = 1;
-            meta.key = None;
+            let key = meta.key.take();
             if let Some(h) = meta.hash.take() {
                 if self.cached.get(&h) == Some(&BlockId(i)) {
                     self.cached.remove(&h);
+                }
+            }
+            if let Some(ck) = key.as_ref().and_then(ChildKey::of) {
+                if let Some(list) = self.children.get_mut(&ck) {
+                    list.retain(|&b| b != BlockId(i));
+                    if list.is_empty() {
+                        self.children.remove(&ck);
+                    }
                 }
             }
             out.push(BlockId(i));
@@ -218,10 +252,51 @@ impl BlockPool {
         );
         if let std::collections::hash_map::Entry::Vacant(e) = self.cached.entry(hash) {
             e.insert(block);
+            if let Some(ck) = ChildKey::of(&key) {
+                self.children.entry(ck).or_default().push(block);
+            }
             let meta = &mut self.blocks[block.0 as usize];
             meta.hash = Some(hash);
             meta.key = Some(key);
         }
+    }
+
+    /// The cached block after `parent` (under `salt`, first block only) whose tokens share the
+    /// longest run with the start of `tokens`, and that run's length (at least 1, at most
+    /// `tokens.len()`); `None` when no cached block starts with `tokens[0]`. Every token of
+    /// the run is compared, so the block's first `len` slots hold exactly the KV that `tokens`
+    /// would compute after that prefix.
+    pub fn partial_match(
+        &self,
+        parent: Option<BlockHash>,
+        salt: Option<&CacheSalt>,
+        tokens: &[u32],
+    ) -> Option<(BlockId, usize)> {
+        if !self.enable_caching {
+            return None;
+        }
+        let ck = ChildKey {
+            parent,
+            salt: salt.copied(),
+            first_token: *tokens.first()?,
+        };
+        let mut best: Option<(BlockId, usize)> = None;
+        for &b in self.children.get(&ck)? {
+            let key = self.blocks[b.0 as usize]
+                .key
+                .as_ref()
+                .expect("indexed blocks are cached");
+            let len = key
+                .tokens
+                .iter()
+                .zip(tokens)
+                .take_while(|(a, b)| a == b)
+                .count();
+            if best.is_none_or(|(_, l)| len > l) {
+                best = Some((b, len));
+            }
+        }
+        best
     }
 
     /// Panics if an invariant is broken (tests and debug checks).
@@ -266,6 +341,29 @@ impl BlockPool {
                 "block {b}: a hash without its key"
             );
         }
+        let mut indexed = 0;
+        for (ck, list) in &self.children {
+            assert!(!list.is_empty(), "an empty child list is kept");
+            for b in list {
+                let key = self.blocks[b.0 as usize].key.as_ref();
+                assert_eq!(
+                    key.and_then(ChildKey::of).as_ref(),
+                    Some(ck),
+                    "block {}: indexed under another key",
+                    b.0
+                );
+                indexed += 1;
+            }
+        }
+        let keyed = self
+            .blocks
+            .iter()
+            .filter(|m| m.key.as_ref().is_some_and(|k| !k.tokens.is_empty()))
+            .count();
+        assert_eq!(
+            indexed, keyed,
+            "the child index lists every cached block once"
+        );
     }
 }
 
@@ -346,6 +444,62 @@ mod tests {
             None
         );
         assert_eq!(pool.cached_block(h, None, &[1, 2, 3, 4], Some(&salt)), None);
+        pool.check_invariants();
+    }
+
+    /// The partial match picks the cached child sharing the longest run of leading tokens,
+    /// under the same parent and salt only, and forgets a block once it is reused.
+    #[test]
+    fn partial_match_finds_the_longest_shared_run_under_the_same_parent_and_salt() {
+        let mut pool = BlockPool::new(4, true);
+        let parent = Some(BlockHash::chain(None, &[9, 9], None));
+        let salt = CacheSalt::new("tenant-a");
+        let blocks = pool.allocate(3).unwrap();
+        let keys = [
+            (parent, vec![1, 2, 3, 4], None),
+            (parent, vec![1, 2, 5, 6], None),
+            (None, vec![1, 2, 3, 4], Some(salt)),
+        ];
+        for (&b, (parent, tokens, salt)) in blocks.iter().zip(keys) {
+            let key = BlockKey {
+                parent,
+                tokens,
+                salt,
+            };
+            pool.cache_block(b, key.hash(), key);
+        }
+        pool.check_invariants();
+        assert_eq!(
+            pool.partial_match(parent, None, &[1, 2, 3, 7]),
+            Some((blocks[0], 3))
+        );
+        assert_eq!(
+            pool.partial_match(parent, None, &[1, 2, 5]),
+            Some((blocks[1], 3))
+        );
+        assert_eq!(
+            pool.partial_match(parent, None, &[1, 9]).map(|(_, n)| n),
+            Some(1)
+        );
+        assert_eq!(pool.partial_match(parent, None, &[2, 2, 3]), None);
+        assert_eq!(pool.partial_match(None, None, &[1, 2, 3]), None);
+        assert_eq!(
+            pool.partial_match(None, Some(&salt), &[1, 2, 3]),
+            Some((blocks[2], 3))
+        );
+        assert_eq!(
+            pool.partial_match(None, Some(&CacheSalt::new("tenant-b")), &[1, 2, 3]),
+            None
+        );
+        // Freed, the blocks stay findable until reused; reuse evicts them from the index.
+        pool.free(blocks.iter().rev().copied());
+        assert_eq!(
+            pool.partial_match(parent, None, &[1, 2, 3]),
+            Some((blocks[0], 3))
+        );
+        let reused = pool.allocate(4).unwrap();
+        assert!(reused.contains(&blocks[0]));
+        assert_eq!(pool.partial_match(parent, None, &[1, 2, 3]), None);
         pool.check_invariants();
     }
 

@@ -41,7 +41,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kestrel_backend::{Backend, BatchInput, KvDtype, SampleOutput, SamplingBatch, StepOptions};
+use kestrel_backend::{
+    Backend, BatchInput, KvCopy, KvDtype, SampleOutput, SamplingBatch, StepOptions,
+};
 use kestrel_model::{ModelRunner, QwenModel, RunnerConfig};
 use rand::Rng;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -605,7 +607,9 @@ impl<B: Backend> EngineCore<B> {
                     .seq(s.seq_id)
                     .is_some_and(|seq| seq.batch_invariant)
             });
-            let decode_only = self.batch.num_tokens() == self.batch.num_seqs();
+            // A replayed graph issues only the ops it recorded: a step with KV copies runs eagerly.
+            let decode_only =
+                self.batch.num_tokens() == self.batch.num_seqs() && self.batch.kv_copies.is_empty();
             let opts = StepOptions {
                 batch_invariant: invariant,
                 graph_tokens: decode_only.then_some(self.batch.num_tokens()),
@@ -840,6 +844,13 @@ impl<B: Backend> EngineCore<B> {
         self.batch.block_size = bs;
         self.sampling.clear();
         self.late_masks.clear();
+        self.batch
+            .kv_copies
+            .extend(out.kv_copies.iter().map(|c| KvCopy {
+                src_block: c.src.0,
+                dst_block: c.dst.0,
+                num_tokens: c.num_tokens as u32,
+            }));
         let mut table: Vec<u32> = Vec::new();
         for s in &out.scheduled {
             let seq = self

@@ -10,6 +10,16 @@
 //! finished values). A new sequence reuses the longest run of cached blocks of its prompt, always
 //! leaving at least one token to compute so that the step yields logits. `n > 1` choices of one
 //! prompt share its blocks this way; sequences with different salts never share one.
+//!
+//! Past the last whole block it shares, a sequence also reuses the leading tokens of the cached
+//! block that continues the same prefix furthest (SGLang's radix cache reuses single tokens;
+//! vLLM's blocks stop at the last full match): prompts that share a 1,000-token system prompt
+//! then differ in the middle of a block, and without this each would recompute up to a block
+//! of shared tokens. The sequence gets a block of its own and the step that admits it copies the
+//! matching tokens' KV into it ([`ComputedBlocks::partial`], `BatchInput::kv_copies`), in every
+//! layer after the step's KV writes and before its attention. The source block is pinned (one
+//! reference) from the admission until the next step is scheduled, so no sequence scheduled in
+//! the same step can be given it and overwrite it before the copy; a later step runs after it.
 
 use std::collections::HashMap;
 
@@ -20,7 +30,17 @@ use crate::sequence::SeqId;
 #[derive(Clone, Debug, Default)]
 pub struct ComputedBlocks {
     pub blocks: Vec<BlockId>,
-    /// `blocks.len() * block_size`.
+    /// The leading tokens of a cached block that continue the prefix after `blocks`.
+    pub partial: Option<PartialHit>,
+    /// `blocks.len() * block_size` plus the partial hit's tokens.
+    pub num_tokens: usize,
+}
+
+/// The first `num_tokens` slots of cached block `src` hold the KV of the sequence's next
+/// tokens; they are copied into the sequence's own block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartialHit {
+    pub src: BlockId,
     pub num_tokens: usize,
 }
 
@@ -45,6 +65,9 @@ pub struct KvCacheManager {
     block_size: usize,
     enable_caching: bool,
     seqs: HashMap<SeqId, SeqBlocks>,
+    /// Sources of partial hits admitted since the last [`Self::release_pinned`], each holding
+    /// one reference until its copy has been scheduled behind the step that makes it.
+    pinned: Vec<BlockId>,
 }
 
 impl KvCacheManager {
@@ -55,6 +78,7 @@ impl KvCacheManager {
             block_size,
             enable_caching,
             seqs: HashMap::new(),
+            pinned: Vec::new(),
         }
     }
 
@@ -131,10 +155,31 @@ impl KvCacheManager {
                 None => break,
             }
         }
+        // The next block: the cached one sharing the most leading tokens, last token excluded.
+        let i = blocks.len();
+        let start = i * bs;
+        let usable = (tokens.len() - 1).saturating_sub(start).min(bs);
+        let partial = (usable > 0)
+            .then(|| {
+                let parent = i.checked_sub(1).map(|p| e.hashes[p]);
+                let salt = if i == 0 { e.salt } else { None };
+                self.pool
+                    .partial_match(parent, salt.as_ref(), &tokens[start..start + usable])
+            })
+            .flatten()
+            .map(|(src, num_tokens)| PartialHit { src, num_tokens });
         ComputedBlocks {
-            num_tokens: blocks.len() * bs,
+            num_tokens: start + partial.map_or(0, |p| p.num_tokens),
             blocks,
+            partial,
         }
+    }
+
+    /// Drops the pins of the partial hits admitted so far: call it before scheduling a step,
+    /// once the steps that copy from them have been scheduled (a step runs after the ones
+    /// scheduled before it, so blocks handed out from now on are written after those copies).
+    pub fn release_pinned(&mut self) {
+        self.pool.free(self.pinned.drain(..));
     }
 
     /// Makes room for `num_new_tokens` more tokens of `seq` after `num_computed_tokens`
@@ -158,15 +203,21 @@ impl KvCacheManager {
         let num_have = e.blocks.len() + computed.blocks.len();
         let num_to_allocate = num_needed.saturating_sub(num_have);
         // Touching a free cached block takes it out of the free queue too.
+        let copy_source = computed.partial.map(|p| p.src);
         let num_evictable_hits = computed
             .blocks
             .iter()
+            .chain(&copy_source)
             .filter(|&&b| self.pool.ref_count(b) == 0)
             .count();
         if num_to_allocate + num_evictable_hits > self.pool.num_free() {
             return false;
         }
         self.pool.touch(&computed.blocks);
+        if let Some(src) = copy_source {
+            self.pool.touch(&[src]);
+            self.pinned.push(src);
+        }
         e.blocks.extend_from_slice(&computed.blocks);
         e.blocks.extend(
             self.pool
@@ -246,9 +297,11 @@ mod tests {
         assert!(kv.allocate_slots(b, &prompt, 8, 2, &hit));
         assert_eq!(kv.block_table(b)[..2], kv.block_table(a)[..2]);
         assert_eq!(kv.num_free_blocks(), 16 - 4);
-        // A prompt of exactly two blocks can reuse only one: its last token must be computed.
+        // A prompt of exactly two blocks can reuse only one whole: its last token must be
+        // computed; the other three of the second block come from a partial hit.
         let hit = kv.get_computed_blocks(c, &prompt[..8], None);
-        assert_eq!(hit.num_tokens, 4);
+        assert_eq!(hit.blocks.len(), 1);
+        assert_eq!(hit.num_tokens, 7);
         kv.free(a);
         kv.free(b);
         kv.free(c);
@@ -256,6 +309,70 @@ mod tests {
         // Freed blocks stay cached.
         let hit = kv.get_computed_blocks(SeqId(3), &prompt, None);
         assert_eq!(hit.num_tokens, 8);
+        kv.pool().check_invariants();
+    }
+
+    /// A prompt that leaves a cached prefix mid-block reuses the block's matching tokens: its
+    /// own block is the copy's destination, and the source holds a pin until the next step.
+    #[test]
+    fn a_prompt_diverging_mid_block_reuses_the_matching_tokens_of_that_block() {
+        let mut kv = KvCacheManager::new(6, 4, true);
+        let a: Vec<u32> = (0..10).collect();
+        let hit = kv.get_computed_blocks(SeqId(0), &a, None);
+        assert!(kv.allocate_slots(SeqId(0), &a, 0, 10, &hit));
+        let a_blocks = kv.block_table(SeqId(0)).to_vec();
+        // Shares 0..6: block 0 whole, then 4 and 5 of block 1.
+        let b = [&a[..6], &[50, 51, 52]].concat();
+        let hit = kv.get_computed_blocks(SeqId(1), &b, None);
+        assert_eq!(hit.blocks, a_blocks[..1]);
+        assert_eq!(
+            hit.partial,
+            Some(PartialHit {
+                src: a_blocks[1],
+                num_tokens: 2
+            })
+        );
+        assert_eq!(hit.num_tokens, 6);
+        assert!(kv.allocate_slots(SeqId(1), &b, 6, 3, &hit));
+        let b_blocks = kv.block_table(SeqId(1)).to_vec();
+        assert_eq!(b_blocks.len(), 3);
+        assert_eq!(b_blocks[0], a_blocks[0]);
+        assert!(!a_blocks.contains(&b_blocks[1]), "a block of its own");
+        // The source is pinned: freeing its owner does not free it before the next step.
+        kv.free(SeqId(0));
+        assert_eq!(kv.pool().ref_count(a_blocks[1]), 1);
+        assert_eq!(kv.num_free_blocks(), 6 - 3 - 1);
+        kv.release_pinned();
+        assert_eq!(kv.pool().ref_count(a_blocks[1]), 0);
+        assert_eq!(kv.num_free_blocks(), 6 - 3);
+        kv.pool().check_invariants();
+        // Another salt finds nothing, not even part of a block.
+        let salted = kv.get_computed_blocks(SeqId(2), &b, Some(&CacheSalt::new("t")));
+        assert_eq!((salted.num_tokens, salted.partial), (0, None));
+        kv.free(SeqId(1));
+        kv.free(SeqId(2));
+        assert_eq!(kv.num_free_blocks(), 6);
+    }
+
+    /// The pinned source counts against the free blocks when it is free itself.
+    #[test]
+    fn a_partial_hit_on_a_free_block_needs_room_for_its_pin() {
+        let mut kv = KvCacheManager::new(3, 4, true);
+        let a: Vec<u32> = (0..6).collect();
+        let hit = kv.get_computed_blocks(SeqId(0), &a, None);
+        assert!(kv.allocate_slots(SeqId(0), &a, 0, 6, &hit));
+        kv.free(SeqId(0));
+        // Shares tokens 0..2 of the free cached block 0 and needs 3 blocks of its own.
+        let b = [&a[..2], &[9; 10]].concat();
+        let hit = kv.get_computed_blocks(SeqId(1), &b, None);
+        assert_eq!(hit.num_tokens, 2);
+        assert!(!kv.allocate_slots(SeqId(1), &b, 2, 10, &hit));
+        assert_eq!(kv.num_free_blocks(), 3);
+        assert!(kv.allocate_slots(SeqId(1), &b, 2, 6, &hit));
+        assert_eq!(kv.num_free_blocks(), 0);
+        kv.release_pinned();
+        kv.free(SeqId(1));
+        assert_eq!(kv.num_free_blocks(), 3);
         kv.pool().check_invariants();
     }
 

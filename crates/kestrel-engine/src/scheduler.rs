@@ -30,6 +30,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::batching_policy::{BatchingPolicy, PrefillLimits};
+use crate::block_pool::BlockId;
 use crate::kv_cache_manager::{ComputedBlocks, KvCacheManager};
 use crate::request::FinishReason;
 use crate::sequence::{SeqId, SeqStatus, Sequence};
@@ -75,6 +76,17 @@ pub struct SchedulerOutput {
     pub preempted: Vec<SeqId>,
     /// Sequences moved from waiting to running this step, with their prefix-cache hit in tokens.
     pub admitted: Vec<(SeqId, usize)>,
+    /// KV the step copies before its attention: the partial prefix-cache hits of admitted
+    /// sequences (see `kv_cache_manager.rs`).
+    pub kv_copies: Vec<BlockCopy>,
+}
+
+/// The first `num_tokens` slots of block `src` are copied into block `dst`, in every layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockCopy {
+    pub src: BlockId,
+    pub dst: BlockId,
+    pub num_tokens: usize,
 }
 
 /// One sampled token after [`Scheduler::update_from_output`].
@@ -301,6 +313,13 @@ impl Scheduler {
         {
             return false;
         }
+        if let Some(p) = computed.partial {
+            out.kv_copies.push(BlockCopy {
+                src: p.src,
+                dst: self.kv.block_table(id)[computed.blocks.len()],
+                num_tokens: p.num_tokens,
+            });
+        }
         self.waiting.remove(index);
         self.running.push(id);
         let seq = self.seqs.get_mut(&id).expect("waiting sequences exist");
@@ -343,6 +362,8 @@ impl Scheduler {
 
     /// Plans one step under the configured batching policy.
     pub fn schedule(&mut self) -> SchedulerOutput {
+        // The copies of earlier steps are scheduled: their sources may be handed out now.
+        self.kv.release_pinned();
         let mut out = match self.config.prefill.policy {
             BatchingPolicy::Latency => self.schedule_latency(),
             BatchingPolicy::Throughput => self.schedule_throughput(),

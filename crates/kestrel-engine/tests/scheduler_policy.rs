@@ -279,12 +279,21 @@ fn prefix_hit_burst_is_admitted_one_hit_per_step() {
     }
     let plans = run.until_idle(&mut s, 2048);
     for (k, id) in (1..16u64).enumerate() {
-        // Hit `id` is admitted in its own step with the 24 tokens past its 62 cached blocks,
+        // Hit `id` is admitted in its own step with the 16 tokens past the shared 1,000 (62
+        // cached blocks, then 8 tokens of the cold prompt's 63rd block, copied into its own),
         // and its first token comes from that step.
         let plan = &plans[k];
-        assert_eq!(plan.admitted, [(SeqId(id), 992)]);
+        assert_eq!(plan.admitted, [(SeqId(id), 1000)]);
+        assert_eq!(plan.kv_copies.len(), 1);
+        let copy = plan.kv_copies[0];
+        assert_eq!(copy.num_tokens, 8);
+        assert_eq!(
+            copy.src, plans[0].kv_copies[0].src,
+            "the cold prompt's block"
+        );
+        assert_ne!(copy.dst, copy.src);
         let share = plan.scheduled.last().unwrap();
-        assert_eq!((share.seq_id, share.num_new_tokens), (SeqId(id), 24));
+        assert_eq!((share.seq_id, share.num_new_tokens), (SeqId(id), 16));
         assert!(share.sample);
         assert_eq!(run.first_token[&SeqId(id)], start + k + 1);
     }

@@ -301,6 +301,8 @@ impl<B: Backend> DecoderModel<B> {
             backend.rope(q, batch, rope)?;
             backend.rope(k, batch, rope)?;
             backend.write_kv(cache, k, v, batch)?;
+            // Partial prefix-cache hits: slots of cached blocks into the sequences' own.
+            backend.copy_kv(cache, batch)?;
             // [num_tokens, num_heads * head_dim]
             backend.attention(q, cache, batch, shape, attn)?;
             // [num_tokens, hidden]

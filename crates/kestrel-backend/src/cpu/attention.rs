@@ -1,4 +1,5 @@
-//! Paged attention on the CPU for a varlen batch: KV writes by slot mapping, then for every
+//! Paged attention on the CPU for a varlen batch: KV writes by slot mapping (and the copies of
+//! partial prefix-cache hits between blocks), then for every
 //! (token, head) a pass over that sequence's keys up to the token's position, read through the
 //! block table. On AVX2, prompt chunks over the f16 cache (3 tokens or more of one sequence)
 //! go through query tiles instead (`attention_tiled.rs`: the same rounding points, computed as
@@ -20,8 +21,8 @@ use super::attention_tiled::{self, attend_tile, TileInput};
 use super::scratch::{with_task_scratch, StepScratch};
 use super::simd::kernels;
 use super::tensor::{check_slot, CpuBatch, CpuKvLayer, CpuTensor, KvStore, SharedOut};
-use crate::error::{shape_err, Result};
-use crate::AttnShape;
+use crate::error::{shape_err, BackendError, Result};
+use crate::{AttnShape, KvCopy};
 
 /// Stores `k, v [num_tokens, num_kv_heads * head_dim]` at their slots.
 pub fn write_kv(cache: &mut CpuKvLayer, k: &CpuTensor, v: &CpuTensor, slots: &[u32]) -> Result<()> {
@@ -43,6 +44,32 @@ pub fn write_kv(cache: &mut CpuKvLayer, k: &CpuTensor, v: &CpuTensor, slots: &[u
         let slot = slot as usize;
         cache.k.write(slot * w, k.row(t));
         cache.v.write(slot * w, v.row(t));
+    }
+    Ok(())
+}
+
+/// Copies the batch's [`KvCopy`] slots between blocks, K and V.
+pub fn copy_kv(cache: &mut CpuKvLayer, copies: &[KvCopy], block_size: usize) -> Result<()> {
+    let w = cache.slot_width();
+    let num_blocks = cache.layout.num_blocks;
+    for c in copies {
+        let (src, dst, n) = (
+            c.src_block as usize,
+            c.dst_block as usize,
+            c.num_tokens as usize,
+        );
+        if src >= num_blocks || dst >= num_blocks || src == dst || n > block_size {
+            return Err(BackendError::Batch(format!(
+                "KV copy of {n} slots from block {src} to block {dst} in a cache of {num_blocks}"
+            )));
+        }
+        let len = n * w;
+        cache
+            .k
+            .copy_within(src * block_size * w, dst * block_size * w, len);
+        cache
+            .v
+            .copy_within(src * block_size * w, dst * block_size * w, len);
     }
     Ok(())
 }

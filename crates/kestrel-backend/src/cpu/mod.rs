@@ -237,6 +237,10 @@ impl Backend for CpuBackend {
         attention::write_kv(cache, k, v, &batch.input.slot_mapping)
     }
 
+    fn copy_kv(&self, cache: &mut CpuKvLayer, batch: &CpuBatch) -> Result<()> {
+        attention::copy_kv(cache, &batch.input.kv_copies, batch.input.block_size)
+    }
+
     fn attention(
         &self,
         q: &CpuTensor,

@@ -292,6 +292,8 @@ impl CpuBatch {
         copy(&mut d.logits_indices, &src.logits_indices);
         d.prev_sampled.clear();
         d.prev_sampled.extend_from_slice(&src.prev_sampled);
+        d.kv_copies.clear();
+        d.kv_copies.extend_from_slice(&src.kv_copies);
         d.block_size = src.block_size;
         self.token_seq.clear();
         for s in 0..d.num_seqs() {
@@ -324,6 +326,14 @@ impl KvStore {
                 // every bit pattern (zero here) are valid for it; ownership moves to the new Vec.
                 KvStore::F16(unsafe { Vec::from_raw_parts(ptr as *mut half::f16, len, cap) })
             }
+        }
+    }
+
+    /// Copies `len` values from element offset `src` to `dst` (the ranges may not overlap).
+    pub fn copy_within(&mut self, src: usize, dst: usize, len: usize) {
+        match self {
+            KvStore::F32(v) => v.copy_within(src..src + len, dst),
+            KvStore::F16(v) => v.copy_within(src..src + len, dst),
         }
     }
 

@@ -9,7 +9,7 @@ use cudarc::driver::{CudaSlice, CudaStream};
 use super::buffers::zeros;
 use super::launch::ptr;
 use crate::error::{BackendError, Result};
-use crate::{BatchInput, BatchLimits};
+use crate::{BatchInput, BatchLimits, KvCopy};
 
 pub struct CudaBatch {
     pub input_ids: CudaSlice<u32>,
@@ -22,6 +22,10 @@ pub struct CudaBatch {
     pub logits_indices: CudaSlice<u32>,
     /// `[2 * max_tokens]` `(token, previous row)` pairs.
     pub prev_sampled: CudaSlice<u32>,
+    /// `[3 * max_seqs]` `(source block, destination block, slots)` KV copies.
+    pub kv_copies: CudaSlice<u32>,
+    /// The step's KV copies, kept on the host too (checked against the cache before launch).
+    pub host_kv_copies: Vec<KvCopy>,
     pub limits: BatchLimits,
     pub num_tokens: usize,
     pub num_seqs: usize,
@@ -44,6 +48,8 @@ impl CudaBatch {
             block_table_start: zeros(stream, s + 1, "batch block table starts")?,
             logits_indices: zeros(stream, t, "batch logit rows")?,
             prev_sampled: zeros(stream, 2 * t, "batch placeholders")?,
+            kv_copies: zeros(stream, 3 * s, "batch KV copies")?,
+            host_kv_copies: Vec::with_capacity(s),
             limits,
             num_tokens: 0,
             num_seqs: 0,
@@ -59,12 +65,14 @@ impl CudaBatch {
         if src.num_tokens() > l.max_tokens
             || src.num_seqs() > l.max_seqs
             || src.block_tables.len() > l.max_blocks
+            || src.kv_copies.len() > l.max_seqs
         {
             return Err(BackendError::Batch(format!(
-                "{} tokens, {} sequences and {} blocks exceed the step limits {l:?}",
+                "{} tokens, {} sequences, {} blocks and {} KV copies exceed the step limits {l:?}",
                 src.num_tokens(),
                 src.num_seqs(),
-                src.block_tables.len()
+                src.block_tables.len(),
+                src.kv_copies.len()
             )));
         }
         let copy = |host: &[u32], dev: &mut CudaSlice<u32>| -> Result<()> {
@@ -89,6 +97,14 @@ impl CudaBatch {
             .flat_map(|&(t, row)| [t, row])
             .collect();
         copy(&pairs, &mut self.prev_sampled)?;
+        self.host_kv_copies.clear();
+        self.host_kv_copies.extend_from_slice(&src.kv_copies);
+        let triples: Vec<u32> = src
+            .kv_copies
+            .iter()
+            .flat_map(|c| [c.src_block, c.dst_block, c.num_tokens])
+            .collect();
+        copy(&triples, &mut self.kv_copies)?;
         self.num_tokens = src.num_tokens();
         self.num_seqs = src.num_seqs();
         self.num_logits = src.num_logits();

@@ -271,6 +271,22 @@ extern "C" __global__ void write_kv(const float* k, const float* v, const u32* s
     }
 }
 
+// The KV copies of partial prefix-cache hits: for copy c = blockIdx.y, `copies[3c..3c+3]` =
+// (source block, destination block, slots), the first `slots` slots of the source block are
+// copied into the destination block, K and V, as bytes (`row_bytes` per slot).
+extern "C" __global__ void copy_kv(unsigned char* kc, unsigned char* vc, const u32* copies,
+                                   int block_size, long long row_bytes) {
+    const u32* c = copies + 3 * blockIdx.y;
+    long long src = (long long)c[0] * block_size * row_bytes;
+    long long dst = (long long)c[1] * block_size * row_bytes;
+    long long bytes = (long long)c[2] * row_bytes;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < bytes;
+         i += (long long)gridDim.x * blockDim.x) {
+        kc[dst + i] = kc[src + i];
+        vc[dst + i] = vc[src + i];
+    }
+}
+
 #define ATTN_WARPS 4
 #define ATTN_MAX_PER_LANE 8  // head_dim <= 256
 

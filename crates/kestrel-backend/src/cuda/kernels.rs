@@ -21,6 +21,7 @@ pub enum Kernel {
     AddBias,
     RopeNeox,
     WriteKv,
+    CopyKv,
     PagedAttention,
     SiluMul,
     AddAssign,
@@ -31,12 +32,13 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::Embedding,
         Kernel::RmsNorm,
         Kernel::AddBias,
         Kernel::RopeNeox,
         Kernel::WriteKv,
+        Kernel::CopyKv,
         Kernel::PagedAttention,
         Kernel::SiluMul,
         Kernel::AddAssign,
@@ -54,6 +56,7 @@ impl Kernel {
             Kernel::AddBias => "add_bias",
             Kernel::RopeNeox => "rope_neox",
             Kernel::WriteKv => "write_kv",
+            Kernel::CopyKv => "copy_kv",
             Kernel::PagedAttention => "paged_attention",
             Kernel::SiluMul => "silu_mul",
             Kernel::AddAssign => "add_assign",

@@ -549,6 +549,40 @@ impl Backend for CudaBackend {
         )
     }
 
+    fn copy_kv(&self, cache: &mut CudaKvLayer, batch: &CudaBatch) -> Result<()> {
+        let l = cache.layout;
+        let copies = &batch.host_kv_copies;
+        if copies.is_empty() {
+            return Ok(());
+        }
+        if let Some(c) = copies.iter().find(|c| {
+            c.src_block as usize >= l.num_blocks
+                || c.dst_block as usize >= l.num_blocks
+                || c.src_block == c.dst_block
+                || c.num_tokens as usize > l.block_size
+        }) {
+            return Err(BackendError::Batch(format!(
+                "KV copy of {} slots from block {} to block {} in a cache of {} blocks of {}",
+                c.num_tokens, c.src_block, c.dst_block, l.num_blocks, l.block_size
+            )));
+        }
+        let row_bytes = l.num_kv_heads * l.head_dim * l.dtype.size_bytes();
+        let grid_x = (l.block_size * row_bytes).div_ceil(256).clamp(1, 65_535) as u32;
+        let s = self.stream();
+        self.l().launch(
+            Kernel::CopyKv,
+            (grid_x, copies.len() as u32, 1),
+            256,
+            &[
+                Arg::U64(ptr(&cache.k, s)),
+                Arg::U64(ptr(&cache.v, s)),
+                Arg::U64(ptr(&batch.kv_copies, s)),
+                Arg::I32(l.block_size as i32),
+                Arg::U64(row_bytes as u64),
+            ],
+        )
+    }
+
     fn attention(
         &self,
         q: &CudaTensor,

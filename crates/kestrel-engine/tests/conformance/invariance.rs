@@ -5,7 +5,7 @@
 //! sampling (temperature 1) gives the same tokens alone, in a batch, and on a cache hit.
 
 use kestrel_backend::{Backend, KvDtype};
-use kestrel_engine::{BatchInvariance, EngineConfig, FinishReason, SamplingParams};
+use kestrel_engine::{BatchInvariance, BatchingPolicy, EngineConfig, FinishReason, SamplingParams};
 
 use crate::common::*;
 
@@ -127,6 +127,43 @@ fn prefix_cache_hit_equals_miss<B: Backend + Clone>(b: B) {
             .load(std::sync::atomic::Ordering::Relaxed),
         96
     );
+}
+
+/// Prompts that share a system prompt and two tokens of its fourth block: a later one reuses
+/// those tokens of the block by copying their KV (50 cached tokens, not 48), and so do prompts
+/// admitted in the same step as the block's owner, which copy the slots that step writes.
+fn partial_block_hit_equals_miss<B: Backend + Clone>(b: B) {
+    let system = prompt(12, 50, VOCAB);
+    let with_suffix = |seed| [system.clone(), prompt(seed, 20, VOCAB)].concat();
+    let prompts = [with_suffix(13), with_suffix(14), with_suffix(15)];
+    let cases: Vec<_> = prompts.iter().map(|p| (p.clone(), 8)).collect();
+    let want = alone(&b, &cases);
+    let handle = engine(b.clone(), &fixture(), cfg);
+    let first = run_all(&handle, vec![traced("x", prompts[0].clone(), 8)]);
+    assert_same_logprobs(&first[0], &want[0], "cold");
+    let later = run_all(&handle, vec![traced("y", prompts[1].clone(), 8)]);
+    assert_eq!(later[0].usage.cached_tokens, 50);
+    assert_same_logprobs(&later[0], &want[1], "partial hit vs miss");
+    // The throughput policy admits all three in one step.
+    let handle = engine(b, &fixture(), |c| {
+        cfg(c);
+        c.batching_policy = BatchingPolicy::Throughput;
+    });
+    let reqs = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| traced(&format!("r{i}"), p.clone(), 8))
+        .collect();
+    let got = run_all(&handle, reqs);
+    assert_eq!(
+        got.iter()
+            .map(|g| g.usage.cached_tokens)
+            .collect::<Vec<_>>(),
+        [0, 50, 50]
+    );
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_same_logprobs(g, w, &format!("sequence {i} admitted in one step"));
+    }
 }
 
 fn n_choices_share_prompt_blocks<B: Backend + Clone>(b: B) {
@@ -304,6 +341,7 @@ kestrel_backend::backend_tests!(
     batch_of_different_lengths_equals_each_alone,
     chunked_prefill_equals_whole_prefill,
     prefix_cache_hit_equals_miss,
+    partial_block_hit_equals_miss,
     n_choices_share_prompt_blocks,
     preemption_and_resume_equal_an_uninterrupted_run,
     async_scheduling_equals_synchronous,
