@@ -9,6 +9,10 @@
 //! - f16 cache: ggml's CPU attention arithmetic (`kq = k·f16(q)`, softmax in f32 with an f64
 //!   sum, probabilities rounded to f16 before `v`), so GGUF models follow llama.cpp.
 //!
+//! On AVX-512 the per-token pass over the f16 cache runs one task per (token, KV head) for the
+//! whole query group (`attention_group.rs`: each key widened once for the group, sixteen scores
+//! reduced at a time, a vector softmax); elsewhere one task per (token, query head).
+//!
 //! The per-token pass computes a token's output from its own query and its sequence's cache
 //! alone, in one order, so it is batch-invariant; the query tiles sum `q·k` and `p·V` in
 //! another order, so a batch-invariant step sends every token through the per-token pass.
@@ -17,7 +21,11 @@ use half::f16;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
+use super::attention_group::{self, attend_group, GroupInput};
+#[cfg(target_arch = "x86_64")]
 use super::attention_tiled::{self, attend_tile, TileInput};
+#[cfg(target_arch = "x86_64")]
+use super::scratch::{put_task_scratch, take_task_scratch};
 use super::scratch::{with_task_scratch, StepScratch};
 use super::simd::kernels;
 use super::tensor::{check_slot, CpuBatch, CpuKvLayer, CpuTensor, KvStore, SharedOut};
@@ -198,6 +206,44 @@ pub fn paged_attention(
     }
     let tokens = row_tokens.len();
     let row_tokens = &row_tokens[..];
+    // On AVX-512, one task per (KV head, token) computes the whole query group over the f16
+    // cache (`attention_group.rs`), KV-head-major like the tiles.
+    #[cfg(target_arch = "x86_64")]
+    if let (KvStore::F16(k), KvStore::F16(v)) = (&cache.k, &cache.v) {
+        if super::isa::avx512() && attention_group::supports(head_dim) {
+            (0..num_kv_heads * tokens).into_par_iter().for_each(|idx| {
+                let (g, t) = (idx / tokens, row_tokens[idx % tokens]);
+                let inp = GroupInput {
+                    q: q.row(t),
+                    k,
+                    v,
+                    slot_width: w,
+                    block_size: bs,
+                    table: input.block_table(batch.token_seq[t] as usize),
+                    num_keys: input.positions[t] as usize + 1,
+                    kv_head: g,
+                    group,
+                    head_dim,
+                    scale,
+                };
+                let out_ptr = &out_ptr;
+                // SAFETY: task (g, t) is the only writer of `out[t]`'s columns of KV head g's
+                // query heads, in bounds of the `tokens × q.cols` buffer, which outlives the loop.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out_ptr.0.add(t * q.cols + g * group * head_dim),
+                        group * head_dim,
+                    )
+                };
+                let mut s = take_task_scratch();
+                // SAFETY: AVX-512 checked above, the head size is supported, and every slot up
+                // to the sequence's length was checked at the top.
+                unsafe { attend_group(&inp, &mut s.scores, &mut s.q16, o) };
+                put_task_scratch(s);
+            });
+            return Ok(());
+        }
+    }
     // Head-major task order: a thread takes runs of tokens of one head, whose keys and values
     // stay in its cache from one token to the next (token-major order cycled through every KV
     // head and re-read a long prompt's cache from L3 for each token).

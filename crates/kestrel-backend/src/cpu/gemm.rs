@@ -400,32 +400,34 @@ mod tests {
     #[test]
     fn simd_rows_are_batch_invariant() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let (rows, k) = (13, 77);
-        for format in [WeightFormat::F32, WeightFormat::F16, WeightFormat::BF16] {
-            let wv: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let rb = format.row_bytes(k);
-            let mut w = vec![0u8; rows * rb];
-            for (r, d) in w.chunks_exact_mut(rb).enumerate() {
-                quantize_row(format, &wv[r * k..(r + 1) * k], d);
-            }
-            let n = 71;
-            let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            for (path, run) in simd_paths() {
-                let mut all = vec![0.0f32; n * rows];
-                // SAFETY: `n` rows of `rows` floats; the CPU has the path.
-                unsafe { run(format, &w, rows, &x, n, k, all.as_mut_ptr(), rows) };
-                for i in [0, 5, 6, 40, 70] {
-                    let mut one = vec![0.0f32; rows];
-                    // SAFETY: one row of `rows` floats.
-                    unsafe { run(format, &w, rows, &x[i * k..], 1, k, one.as_mut_ptr(), rows) };
-                    assert_eq!(
-                        one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        all[i * rows..(i + 1) * rows]
-                            .iter()
-                            .map(|v| v.to_bits())
-                            .collect::<Vec<_>>(),
-                        "{path} {format:?} row {i}"
-                    );
+        // k = 1,100: the AVX-512 path's passes over 512-wide slices of the inner dimension.
+        for (rows, k) in [(13, 77), (9, 1100)] {
+            for format in [WeightFormat::F32, WeightFormat::F16, WeightFormat::BF16] {
+                let wv: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let rb = format.row_bytes(k);
+                let mut w = vec![0u8; rows * rb];
+                for (r, d) in w.chunks_exact_mut(rb).enumerate() {
+                    quantize_row(format, &wv[r * k..(r + 1) * k], d);
+                }
+                let n = 71;
+                let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                for (path, run) in simd_paths() {
+                    let mut all = vec![0.0f32; n * rows];
+                    // SAFETY: `n` rows of `rows` floats; the CPU has the path.
+                    unsafe { run(format, &w, rows, &x, n, k, all.as_mut_ptr(), rows) };
+                    for i in [0, 5, 6, 40, 70] {
+                        let mut one = vec![0.0f32; rows];
+                        // SAFETY: one row of `rows` floats.
+                        unsafe { run(format, &w, rows, &x[i * k..], 1, k, one.as_mut_ptr(), rows) };
+                        assert_eq!(
+                            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            all[i * rows..(i + 1) * rows]
+                                .iter()
+                                .map(|v| v.to_bits())
+                                .collect::<Vec<_>>(),
+                            "{path} {format:?} row {i}"
+                        );
+                    }
                 }
             }
         }
@@ -450,6 +452,7 @@ mod tests {
                 (8, 13, 47),
                 (4, 6, 32),
                 (11, 12, 100),
+                (6, 75, 1043),
             ] {
                 let wv: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 let x: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();

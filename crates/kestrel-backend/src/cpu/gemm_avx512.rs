@@ -17,6 +17,8 @@ use super::quant::WeightFormat;
 const ROW_BLOCK: usize = 64;
 /// Lanes per register.
 const L: usize = 16;
+/// Inner-dimension slice per pass of a long-`k` panel: 4 weight rows × 512 f32 = 8 KiB (L1).
+const KC: usize = 512;
 
 /// How one storage format turns into f32 lanes.
 trait Load {
@@ -196,6 +198,9 @@ unsafe fn panel<T: Load, const R: usize>(
     j: usize,
     ldo: usize,
 ) {
+    if k > KC {
+        return panel_k_blocked::<T, R>(w, row_bytes, x, k, i0, nb, dst, j, ldo);
+    }
     let mut i = i0;
     let end = i0 + nb;
     while i + 6 <= end {
@@ -216,6 +221,93 @@ unsafe fn panel<T: Load, const R: usize>(
         2 => store(dst, &tile::<T, R, 2>(w, row_bytes, xi, k), j, i, ldo),
         1 => store(dst, &tile::<T, R, 1>(w, row_bytes, xi, k), j, i, ldo),
         _ => {}
+    }
+}
+
+/// [`panel`] for a long inner dimension, in passes of [`KC`]: each pass runs every tile of the
+/// activation block over one slice of the weight rows (which stays in L1 across the tiles),
+/// keeping the accumulators in memory between passes. Each output lane still sees one chain of
+/// fused multiply-adds in `k` order, then the same reduction and tail: the bits of [`tile`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn panel_k_blocked<T: Load, const R: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    x: *const f32,
+    k: usize,
+    i0: usize,
+    nb: usize,
+    dst: *mut f32,
+    j: usize,
+    ldo: usize,
+) {
+    debug_assert!(nb <= ROW_BLOCK);
+    let k16 = k / L * L;
+    let mut acc = [[_mm512_setzero_ps(); R]; ROW_BLOCK];
+    for k0 in (0..k16).step_by(KC) {
+        let k1 = (k0 + KC).min(k16);
+        let mut i = 0;
+        while i + 6 <= nb {
+            tile_pass::<T, R, 6>(w, row_bytes, x.add((i0 + i) * k), k, k0..k1, &mut acc[i..]);
+            i += 6;
+        }
+        let (xi, a) = (x.add((i0 + i) * k), &mut acc[i..]);
+        match nb - i {
+            5 => tile_pass::<T, R, 5>(w, row_bytes, xi, k, k0..k1, a),
+            4 => tile_pass::<T, R, 4>(w, row_bytes, xi, k, k0..k1, a),
+            3 => tile_pass::<T, R, 3>(w, row_bytes, xi, k, k0..k1, a),
+            2 => tile_pass::<T, R, 2>(w, row_bytes, xi, k, k0..k1, a),
+            1 => tile_pass::<T, R, 1>(w, row_bytes, xi, k, k0..k1, a),
+            _ => {}
+        }
+    }
+    for (c, acc_c) in acc.iter().enumerate().take(nb) {
+        let xc = x.add((i0 + c) * k);
+        for (r, a) in acc_c.iter().enumerate() {
+            let mut s = _mm512_reduce_add_ps(*a);
+            for u in k16..k {
+                s += T::load1(w.add(r * row_bytes), u) * *xc.add(u);
+            }
+            *dst.add((i0 + c) * ldo + j + r) = s;
+        }
+    }
+}
+
+/// One pass of [`panel_k_blocked`]: `C` activation rows (stride `k`) against `R` weight rows
+/// over `t` in `ks` (whole vectors), accumulating into `acc[c][r]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+unsafe fn tile_pass<T: Load, const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    x: *const f32,
+    k: usize,
+    ks: std::ops::Range<usize>,
+    acc: &mut [[__m512; R]],
+) {
+    let mut a = [[_mm512_setzero_ps(); C]; R];
+    for (c, acc_c) in acc.iter().enumerate().take(C) {
+        for r in 0..R {
+            a[r][c] = acc_c[r];
+        }
+    }
+    for t in ks.step_by(L) {
+        let mut wv = [_mm512_setzero_ps(); R];
+        for (r, v) in wv.iter_mut().enumerate() {
+            *v = T::load16(w.add(r * row_bytes), t);
+        }
+        for c in 0..C {
+            let xv = _mm512_loadu_ps(x.add(c * k + t));
+            for (a_r, wv_r) in a.iter_mut().zip(&wv) {
+                a_r[c] = _mm512_fmadd_ps(*wv_r, xv, a_r[c]);
+            }
+        }
+    }
+    for (c, acc_c) in acc.iter_mut().enumerate().take(C) {
+        for r in 0..R {
+            acc_c[r] = a[r][c];
+        }
     }
 }
 

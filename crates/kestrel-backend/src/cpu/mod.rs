@@ -16,6 +16,8 @@
 
 mod attention;
 #[cfg(target_arch = "x86_64")]
+mod attention_group;
+#[cfg(target_arch = "x86_64")]
 mod attention_tiled;
 mod gemm;
 #[cfg(target_arch = "x86_64")]
@@ -111,8 +113,13 @@ impl Backend for CpuBackend {
         } else {
             ""
         };
+        let attention = if isa::avx512() {
+            "; attention per token and KV-head group"
+        } else {
+            ""
+        };
         format!(
-            "cpu ({} threads, {} kernels{interleaved})",
+            "cpu ({} threads, {} kernels{interleaved}{attention})",
             rayon::current_num_threads(),
             isa::isa().name()
         )
