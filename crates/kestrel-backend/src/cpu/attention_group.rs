@@ -85,12 +85,7 @@ pub(super) unsafe fn attend_group(
     let vscale = _mm512_set1_ps(inp.scale);
     for kb in (0..n).step_by(KB) {
         let nkb = KB.min(n - kb);
-        for jj in 0..nkb {
-            let src = inp.k.as_ptr().add(slot(kb + jj));
-            for c in 0..chunks {
-                kbuf[jj * chunks + c] = widen(src, c);
-            }
-        }
+        widen_block(inp.k.as_ptr(), (kb..kb + nkb).map(slot), chunks, &mut kbuf);
         for h in 0..group {
             let qh = q16.as_ptr().add(h * d);
             let mut acc = [_mm512_setzero_ps(); KB];
@@ -117,12 +112,7 @@ pub(super) unsafe fn attend_group(
     }
     for kb in (0..n).step_by(KB) {
         let nkb = KB.min(n - kb);
-        for jj in 0..nkb {
-            let src = inp.v.as_ptr().add(slot(kb + jj));
-            for c in 0..chunks {
-                kbuf[jj * chunks + c] = widen(src, c);
-            }
-        }
+        widen_block(inp.v.as_ptr(), (kb..kb + nkb).map(slot), chunks, &mut kbuf);
         for h in 0..group {
             let p = scores.as_ptr().add(h * npad + kb);
             let o = out.as_mut_ptr().add(h * d);
@@ -137,11 +127,23 @@ pub(super) unsafe fn attend_group(
     }
 }
 
-/// Sixteen f16 values at `src + 16 c`, widened.
+/// The rows of `cache` at element offsets `offsets` (`chunks` × 16 values each), widened into
+/// `buf[row * chunks + chunk]`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn widen(src: *const f16, c: usize) -> __m512 {
-    _mm512_cvtph_ps(_mm256_loadu_si256(src.add(16 * c) as *const __m256i))
+unsafe fn widen_block(
+    cache: *const f16,
+    offsets: impl Iterator<Item = usize>,
+    chunks: usize,
+    buf: &mut [__m512],
+) {
+    for (jj, off) in offsets.enumerate() {
+        let src = cache.add(off);
+        for c in 0..chunks {
+            let h = _mm256_loadu_si256(src.add(16 * c) as *const __m256i);
+            buf[jj * chunks + c] = _mm512_cvtph_ps(h);
+        }
+    }
 }
 
 /// The sixteen horizontal sums of `a[0..16]`, in order, as one vector: a transpose-add tree
@@ -232,21 +234,16 @@ unsafe fn softmax_row(row: *mut f32, n: usize) {
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn exp512(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.336_55));
+    use super::simd::exp_poly::{LN2_HI, LN2_LO, POLY, X_MIN};
+    let x = _mm512_max_ps(x, _mm512_set1_ps(X_MIN));
     let fx = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
     );
-    let r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut y = _mm512_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.500_000_01,
-    ] {
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
+    let r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(LN2_LO), r);
+    let mut y = _mm512_set1_ps(POLY[0]);
+    for c in &POLY[1..] {
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(*c));
     }
     let y = _mm512_fmadd_ps(
         y,

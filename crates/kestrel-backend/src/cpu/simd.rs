@@ -37,6 +37,22 @@ pub(super) fn kernels() -> VecKernels {
     SCALAR
 }
 
+/// The constants of the vector `exp` (Cephes' `expf`): `x` clamped below at `X_MIN`, reduced by
+/// `ln 2` in two parts, then the polynomial `POLY` (highest degree first) in the remainder.
+pub(super) mod exp_poly {
+    pub const X_MIN: f32 = -87.336_55;
+    pub const LN2_HI: f32 = 0.693_359_4;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    pub const POLY: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.500_000_01,
+    ];
+}
+
 pub(super) const SCALAR: VecKernels = VecKernels {
     dot_f32: super::ops::dot_f32,
     dot_f16: scalar::dot_f16,
@@ -320,21 +336,16 @@ pub(super) mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(in super::super) unsafe fn exp256(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.336_55));
+        use super::exp_poly::{LN2_HI, LN2_LO, POLY, X_MIN};
+        let x = _mm256_max_ps(x, _mm256_set1_ps(X_MIN));
         let fx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut y = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.500_000_01,
-        ] {
-            y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(LN2_LO), r);
+        let mut y = _mm256_set1_ps(POLY[0]);
+        for c in &POLY[1..] {
+            y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(*c));
         }
         let y = _mm256_fmadd_ps(
             y,
