@@ -18,8 +18,8 @@
 //! of shared tokens. The sequence gets a block of its own and the step that admits it copies the
 //! matching tokens' KV into it ([`ComputedBlocks::partial`], `BatchInput::kv_copies`), in every
 //! layer after the step's KV writes and before its attention. The source block is pinned (one
-//! reference) from the admission until the next step is scheduled, so no sequence scheduled in
-//! the same step can be given it and overwrite it before the copy; a later step runs after it.
+//! reference) from the admission until the step is planned, so no sequence scheduled in the
+//! same step can be given it and overwrite it before the copy; a later step runs after it.
 
 use std::collections::HashMap;
 
@@ -175,9 +175,9 @@ impl KvCacheManager {
         }
     }
 
-    /// Drops the pins of the partial hits admitted so far: call it before scheduling a step,
-    /// once the steps that copy from them have been scheduled (a step runs after the ones
-    /// scheduled before it, so blocks handed out from now on are written after those copies).
+    /// Drops the pins of the partial hits admitted so far: call it once the step that copies
+    /// from them is planned (a step runs after the ones planned before it, so blocks handed
+    /// out from now on are written after those copies).
     pub fn release_pinned(&mut self) {
         self.pool.free(self.pinned.drain(..));
     }
@@ -313,7 +313,7 @@ mod tests {
     }
 
     /// A prompt that leaves a cached prefix mid-block reuses the block's matching tokens: its
-    /// own block is the copy's destination, and the source holds a pin until the next step.
+    /// own block is the copy's destination, and the source holds a pin until the step is planned.
     #[test]
     fn a_prompt_diverging_mid_block_reuses_the_matching_tokens_of_that_block() {
         let mut kv = KvCacheManager::new(6, 4, true);
@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(b_blocks.len(), 3);
         assert_eq!(b_blocks[0], a_blocks[0]);
         assert!(!a_blocks.contains(&b_blocks[1]), "a block of its own");
-        // The source is pinned: freeing its owner does not free it before the next step.
+        // The source is pinned: freeing its owner does not free it before the step is planned.
         kv.free(SeqId(0));
         assert_eq!(kv.pool().ref_count(a_blocks[1]), 1);
         assert_eq!(kv.num_free_blocks(), 6 - 3 - 1);

@@ -362,12 +362,14 @@ impl Scheduler {
 
     /// Plans one step under the configured batching policy.
     pub fn schedule(&mut self) -> SchedulerOutput {
-        // The copies of earlier steps are scheduled: their sources may be handed out now.
-        self.kv.release_pinned();
         let mut out = match self.config.prefill.policy {
             BatchingPolicy::Latency => self.schedule_latency(),
             BatchingPolicy::Throughput => self.schedule_throughput(),
         };
+        // This step's copies are planned: a block handed out from now on is written by a later
+        // step, which runs after this one, so their sources may be freed (and nothing stays
+        // pinned when the step finishes the last sequence).
+        self.kv.release_pinned();
         out.num_batched_tokens = out.scheduled.iter().map(|s| s.num_new_tokens).sum();
         debug_assert!(out.num_batched_tokens <= self.config.max_num_batched_tokens);
         out
